@@ -1,0 +1,353 @@
+"""The rules.yaml model: parsing, `${VAR}` interpolation, validation, and errors that name file and line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+METRICS = ("totalSpend", "orderCount", "lastOrderDaysAgo", "firstOrderDaysAgo", "avgDaysBetweenOrders")
+DAY_METRICS = ("lastOrderDaysAgo", "firstOrderDaysAgo")
+OPERATORS = ("gt", "gte", "lt", "lte", "eq")
+NO_ORDERS_FREQUENCY = "None"
+ONE_ORDER_FREQUENCY = "One-time"
+DEFAULT_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200)
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; `problems` lists every fault as 'file:line path: message'."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Condition:
+    metric: str
+    op: str
+    value: Decimal
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Segment(_Model):
+    name: str = Field(min_length=1)
+    when: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _known_metrics(cls, when: Any) -> Any:
+        if not isinstance(when, dict):
+            return when
+        for metric, tests in when.items():
+            problem = _condition_problem(metric, tests)
+            if problem:
+                raise ValueError(problem)
+        return when
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return tuple(Condition(m, op, v) for m, tests in self.when.items() for op, v in tests.items())
+
+
+def _condition_problem(metric: str, tests: Any) -> str | None:
+    if metric not in METRICS:
+        return f"unknown metric '{metric}' (use one of: {', '.join(METRICS)})"
+    if not isinstance(tests, dict) or not tests:
+        return f"'{metric}' needs a comparison such as {{gt: 90}}"
+    for op, value in tests.items():
+        if op not in OPERATORS:
+            return f"unknown operator '{op}' (use one of: {', '.join(OPERATORS)})"
+        if not isinstance(value, Decimal):
+            return f"{op} needs a number, got '{value}'"
+        if value < 0:
+            return f"{op} {value}: thresholds cannot be negative"
+    return None
+
+
+class FrequencyBand(_Model):
+    name: str = Field(min_length=1)
+    max_avg_days: Decimal | None = Field(default=None, ge=0)
+
+
+class Trigger(_Model):
+    entered: str | None = None
+    left: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    reached: dict[str, Decimal] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Trigger:
+        kinds = [k for k in ("entered", "left", "reached") if getattr(self, k) is not None]
+        if self.from_ is not None or self.to is not None:
+            kinds.append("from/to")
+        if len(kinds) != 1:
+            raise ValueError("say exactly one of: entered, left, from/to, reached")
+        if self.reached is not None:
+            if len(self.reached) != 1:
+                raise ValueError("reached takes exactly one day metric, e.g. {lastOrderDaysAgo: 75}")
+            metric, days = next(iter(self.reached.items()))
+            if metric not in DAY_METRICS:
+                raise ValueError(f"reached works on {' or '.join(DAY_METRICS)}, not '{metric}'")
+            if days < 0 or days != days.to_integral_value():
+                raise ValueError(f"reached {metric} must be a whole number of days, got {days}")
+        return self
+
+
+class Campaign(_Model):
+    on: Trigger
+    webhook: str
+    segment: str | None = None  # for `reached`: only while the customer is in this segment
+
+
+class Webhook(_Model):
+    url: str
+    secret: str = Field(min_length=1)
+    timeout_seconds: float = Field(default=10, gt=0, le=120)
+    headers: dict[str, str] = Field(default_factory=dict)
+    batch_size: int = Field(default=1, ge=1, le=500)
+    max_concurrency: int = Field(default=4, ge=1, le=32)
+    retry_schedule_seconds: tuple[float, ...] = Field(default=DEFAULT_RETRY_SCHEDULE)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
+    @field_validator("retry_schedule_seconds")
+    @classmethod
+    def _positive_delays(cls, schedule: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay <= 0 for delay in schedule):
+            raise ValueError("every retry delay must be a positive number of seconds")
+        return schedule
+
+
+class Schedule(_Model):
+    evaluate_every_seconds: float = Field(default=60, gt=0)
+    deliver_every_seconds: float = Field(default=5, gt=0)
+
+
+class Rules(_Model):
+    version: Literal[1] = 1
+    timezone: str = "UTC"
+    segments: tuple[Segment, ...]
+    no_orders_segment: str = "New"
+    purchase_frequency: tuple[FrequencyBand, ...]
+    campaigns: dict[str, Campaign] = Field(default_factory=dict)
+    webhooks: dict[str, Webhook] = Field(default_factory=dict)
+    schedule: Schedule = Field(default_factory=Schedule)
+    first_run: Literal["baseline", "emit"] = "baseline"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone '{name}' (use an IANA name such as Europe/Berlin)") from None
+        return name
+
+    @field_validator("segments")
+    @classmethod
+    def _segments_make_sense(cls, segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
+        if not segments:
+            raise ValueError("list at least one segment")
+        names = [s.name for s in segments]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"segment names must be unique; repeated: {', '.join(duplicates)}")
+        if segments[-1].when:
+            raise ValueError(f"the last segment must have no `when` so every customer gets one (last is '{names[-1]}')")
+        defaults = [s.name for s in segments[:-1] if not s.when]
+        if defaults:
+            raise ValueError(f"segment '{defaults[0]}' has no `when`, so the segments after it can never match")
+        return segments
+
+    @field_validator("purchase_frequency")
+    @classmethod
+    def _bands_ascend(cls, bands: tuple[FrequencyBand, ...]) -> tuple[FrequencyBand, ...]:
+        if not bands or bands[-1].max_avg_days is not None:
+            raise ValueError("the last purchase_frequency band must have no max_avg_days (it catches the rest)")
+        limits = [b.max_avg_days for b in bands[:-1]]
+        if None in limits:
+            raise ValueError("only the last purchase_frequency band may omit max_avg_days")
+        if limits != sorted(limits):
+            raise ValueError("purchase_frequency bands must be listed with max_avg_days ascending")
+        return bands
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Rules:
+        names = {s.name for s in self.segments}
+        if self.no_orders_segment not in names:
+            raise ValueError(f"no_orders_segment '{self.no_orders_segment}' is not one of the segments")
+        for key, campaign in self.campaigns.items():
+            if campaign.webhook not in self.webhooks:
+                raise ValueError(f"campaigns.{key}: webhook '{campaign.webhook}' is not defined under webhooks")
+            trigger = campaign.on
+            for field, value in (("entered", trigger.entered), ("left", trigger.left),
+                                 ("from", trigger.from_), ("to", trigger.to), ("segment", campaign.segment)):
+                if value is not None and value not in names:
+                    raise ValueError(f"campaigns.{key}: {field} names unknown segment '{value}'")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def rules_version(self) -> str:
+        """Content hash of everything that decides segments and campaigns (not secrets, URLs or schedule)."""
+        semantic = self.model_dump(mode="json", include={"version", "timezone", "segments", "no_orders_segment",
+                                                         "purchase_frequency", "campaigns"}, by_alias=True)
+        canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> Rules:
+    """Parse and validate rules text; raises RulesError naming `source`, line and field of every problem."""
+    env = {} if env is None else env
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RulesError([f"{source}{line}: not valid YAML: {problem}"]) from None
+    if root is None:
+        raise RulesError([f"{source}: the file is empty"])
+    reader = _NodeReader(source, env)
+    data = reader.read(root, ())
+    if not isinstance(data, dict):
+        raise RulesError([f"{source}:{root.start_mark.line + 1}: the top level must be a mapping of settings"])
+    problems = reader.problems + _condition_problems(data, source, reader.lines)
+    try:
+        rules = Rules.model_validate(data)
+    except ValidationError as exc:
+        reported = [_problem_path(p) for p in problems]
+        for err in exc.errors():
+            described = _describe(err, source, reader.lines)
+            path = _problem_path(described)
+            if not any(path.startswith(seen) or seen.startswith(path) for seen in reported):
+                problems.append(described)
+    if problems:
+        raise RulesError(problems)
+    return rules
+
+
+def _condition_problems(data: dict, source: str, lines: dict[tuple, int]) -> list[str]:
+    """Check segment conditions before the model so each message can name the exact metric or operator."""
+    segments = data.get("segments")
+    if not isinstance(segments, list):
+        return []
+    problems = []
+    for i, segment in enumerate(segments):
+        when = segment.get("when") if isinstance(segment, dict) else None
+        if not isinstance(when, dict):
+            continue
+        for metric, tests in when.items():
+            problem = _condition_problem(metric, tests)
+            if problem:
+                path = ("segments", i, "when", metric)
+                op = next((op for op in (tests if isinstance(tests, dict) else {}) if op not in OPERATORS), None)
+                line = lines.get(path + (op,)) if op else None
+                problems.append(f"{source}:{line or lines.get(path)} {_dotted(path)}: {problem}")
+    return problems
+
+
+class _NodeReader:
+    """Turns YAML nodes into plain data, remembering the line of every path and interpolating `${VAR}`."""
+
+    def __init__(self, source: str, env: Mapping[str, str]):
+        self.source = source
+        self.env = env
+        self.lines: dict[tuple, int] = {}
+        self.problems: list[str] = []
+
+    def read(self, node: yaml.Node, path: tuple) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in result:
+                    self._problem(key_node.start_mark.line + 1, path + (key,), "appears twice")
+                result[key] = self.read(value_node, path + (key,))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.read(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
+        raw = node.value
+        if node.style is None:  # plain scalars: keep numbers exact (never float) and honour null/booleans
+            if raw in ("", "~", "null", "Null", "NULL"):
+                return None
+            if raw in ("true", "True", "TRUE", "false", "False", "FALSE"):
+                return raw.lower() == "true"
+            try:
+                return Decimal(raw)
+            except InvalidOperation:
+                pass
+        return self._interpolate(raw, node.start_mark.line + 1, path)
+
+    def _interpolate(self, raw: str, line: int, path: tuple) -> str:
+        def substitute(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            value = self.env.get(name)
+            if value:
+                return value
+            if default is not None:
+                return default
+            self._problem(line, path, f"environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(substitute, raw)
+
+    def _problem(self, line: int, path: tuple, message: str) -> None:
+        self.problems.append(f"{self.source}:{line} {_dotted(path)}: {message}")
+
+
+def _describe(error: Mapping[str, Any], source: str, lines: dict[tuple, int]) -> str:
+    path = tuple(part for part in error["loc"] if part not in ("function-after", "function-before"))
+    path = tuple("from" if part == "from_" else part for part in path)
+    line = None
+    for depth in range(len(path), -1, -1):
+        line = lines.get(path[:depth])
+        if line is not None:
+            break
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = f"unknown setting '{path[-1]}'"
+    elif error["type"] == "missing":
+        message = f"'{path[-1]}' is required"
+    where = f"{source}:{line}" if line else source
+    return f"{where} {_dotted(path) or '(top level)'}: {message}"
+
+
+def _problem_path(problem: str) -> str:
+    return problem.split(": ", 1)[0].split(" ", 1)[-1]
+
+
+def _dotted(path: tuple) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
