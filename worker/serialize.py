@@ -1,0 +1,89 @@
+"""The wire format, in one place: camelCase JSON for customers, money as '0.00' strings, UTC ISO times."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
+from typing import Any
+
+from rules import Classification
+from worker.store.base import CustomerRecord, EventRecord, TransitionRecord
+
+
+def iso(moment: datetime | None) -> str | None:
+    """UTC ISO 8601 with milliseconds and Z, like the original Lambda: 2025-10-15T08:30:00.000Z."""
+    if moment is None:
+        return None
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def money(cents: int) -> str:
+    return f"{Decimal(cents) / 100:.2f}"
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date or datetime; a date means its UTC midnight, a time without offset means UTC.
+
+    Raises ValueError with a message for people.
+    """
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            return datetime.combine(date.fromisoformat(raw), time(), tzinfo=timezone.utc)
+        moment = datetime.fromisoformat(raw.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"'{text}' is not an ISO 8601 date or datetime (e.g. 2026-02-21 or "
+                         "2026-02-21T08:30:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def customer_json(record: CustomerRecord, classification: Classification) -> dict[str, Any]:
+    facts = record.facts
+    return {
+        "contactID": record.contact_id,
+        "name": record.name,
+        "email": record.email,
+        "metrics": {
+            "orderCount": facts.order_count,
+            "totalSpend": money(facts.total_cents),
+            "firstOrderDate": iso(facts.first_order_at),
+            "lastOrderDate": iso(facts.last_order_at),
+            "lastOrderReference": record.last_order_ref,
+            "segment": classification.segment,
+            "lastOrderDaysAgo": classification.last_order_days_ago,
+            "purchaseFrequency": classification.purchase_frequency,
+        },
+    }
+
+
+def transition_json(transition: TransitionRecord) -> dict[str, Any]:
+    return {
+        "id": transition.id,
+        "contactID": transition.contact_id,
+        "from": transition.from_segment,
+        "to": transition.to_segment,
+        "occurredAt": iso(transition.occurred_at),
+        "detectedAt": iso(transition.detected_at),
+        "rulesVersion": transition.rules_version,
+    }
+
+
+def event_json(event: EventRecord) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "contactID": event.contact_id,
+        "campaign": event.campaign,
+        "webhook": event.webhook,
+        "type": event.type,
+        "status": event.status,
+        "attempts": event.attempts,
+        "occurredAt": iso(event.occurred_at),
+        "createdAt": iso(event.created_at),
+        "nextAttemptAt": iso(event.next_attempt_at),
+        "deliveredAt": iso(event.delivered_at),
+        "lastStatus": event.last_status,
+        "lastError": event.last_error,
+    }

@@ -1,0 +1,85 @@
+"""Settings from the environment (12-factor), read through strict helpers; defaults live here and only here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_DATABASE_URL = "sqlite:///data/segments.db"
+DEFAULT_RULES_FILE = "rules.yaml"
+DEFAULT_PORT = 8000
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds something we cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    rules_file: str = DEFAULT_RULES_FILE
+    api_keys: tuple[str, ...] = ()
+    admin_api_keys: tuple[str, ...] = ()
+    port: int = DEFAULT_PORT
+    log_level: str = DEFAULT_LOG_LEVEL
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def write_keys(self) -> tuple[str, ...]:
+        """Keys that may write (orders, replay): the admin keys, or every key while no admin key is set."""
+        return self.admin_api_keys or self.api_keys
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            rules_file=env.get("RULES_FILE") or DEFAULT_RULES_FILE,
+            api_keys=env_list(env, "API_KEYS"),
+            admin_api_keys=env_list(env, "ADMIN_API_KEYS"),
+            port=env_int(env, "PORT", DEFAULT_PORT, minimum=1, maximum=65535),
+            log_level=env_choice(env, "LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
+            max_request_bytes=env_int(env, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
+            env=env,
+        )
+
+
+def env_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None,
+            maximum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"
+
+
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().upper()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw

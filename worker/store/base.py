@@ -1,0 +1,221 @@
+"""The store interface every backend implements, and the records it speaks in (domain words, not SQL)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rules import CustomerFacts
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    contact_id: str
+    order_ref: str
+    order_at: datetime
+    total_cents: int
+    status: str | None = None
+    email: str | None = None
+    name: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return (self.status or "").strip().lower() in ("cancelled", "canceled")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    inserted: int
+    updated: int
+    unchanged: int
+    contact_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    """A customer's aggregates as maintained at ingest, plus the state the last evaluation stored."""
+
+    contact_id: str
+    name: str | None
+    email: str | None
+    facts: CustomerFacts
+    last_order_ref: str | None
+    version: int
+    segment: str | None
+    purchase_frequency: str | None
+    next_check_at: datetime | None
+    evaluated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    id: str
+    contact_id: str
+    from_segment: str | None
+    to_segment: str
+    occurred_at: datetime
+    detected_at: datetime
+    rules_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    id: str
+    contact_id: str
+    campaign: str
+    webhook: str
+    type: str
+    occurred_at: datetime
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: str
+    contact_id: str
+    campaign: str
+    webhook: str
+    type: str
+    occurred_at: datetime
+    created_at: datetime
+    body: str
+    status: str  # pending | delivered | dead
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    last_status: int | None
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    event_id: str
+    attempted_at: datetime
+    status: int | None
+    error: str | None
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one evaluation decided for one customer; saved only if the customer is unchanged since it was read."""
+
+    contact_id: str
+    seen_version: int
+    seen_segment: str | None
+    segment: str
+    purchase_frequency: str
+    next_check_at: datetime | None
+    evaluated_at: datetime
+    transition: TransitionRecord | None = None
+    events: Sequence[NewEvent] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentSummary:
+    segment: str
+    customers: int
+    total_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    saved: int
+    transitions: int
+    events: int
+    skipped: int  # changed by someone else since they were read: evaluated again next run
+
+
+class Store(abc.ABC):
+    """Orders, per-customer aggregates, evaluated state, transitions, the event outbox and leases."""
+
+    # ingest
+    @abc.abstractmethod
+    def upsert_orders(self, orders: Sequence[Order], now: datetime) -> IngestResult:
+        """Insert or update orders by order_ref in one transaction, refresh the touched customers' aggregates
+        and mark them changed. All or nothing."""
+
+    # evaluation
+    @abc.abstractmethod
+    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int) -> Iterator[list[CustomerRecord]]:
+        """Batches of customers changed since their last evaluation or due for a re-check by `as_of`
+        (everyone when `everyone`)."""
+
+    @abc.abstractmethod
+    def customers_by_id(self, contact_ids: Sequence[str]) -> list[CustomerRecord]: ...
+
+    @abc.abstractmethod
+    def save_evaluations(self, evaluations: Sequence[Evaluation]) -> SaveResult:
+        """Store new state, transitions and outbox events in one transaction, each customer only if its
+        version and stored segment are still the ones the evaluation saw."""
+
+    @abc.abstractmethod
+    def get_meta(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    # reads
+    @abc.abstractmethod
+    def get_customer(self, contact_id: str) -> CustomerRecord | None: ...
+
+    @abc.abstractmethod
+    def list_customers(self, segment: str | None, purchase_frequency: str | None, after: str | None,
+                       limit: int) -> list[CustomerRecord]:
+        """Customers ordered by contact_id, after the cursor `after`, filtered by stored segment/frequency."""
+
+    @abc.abstractmethod
+    def iter_customers(self, batch_size: int = 1000) -> Iterator[list[CustomerRecord]]: ...
+
+    @abc.abstractmethod
+    def segment_summary(self) -> list[SegmentSummary]: ...
+
+    @abc.abstractmethod
+    def count_customers(self) -> int: ...
+
+    @abc.abstractmethod
+    def transitions_for(self, contact_id: str, limit: int = 100) -> list[TransitionRecord]: ...
+
+    # outbox
+    @abc.abstractmethod
+    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
+        """Take up to `limit` pending events due by `now` that nobody else holds, oldest first."""
+
+    @abc.abstractmethod
+    def record_delivered(self, event_ids: Sequence[str], attempt_at: datetime, status: int,
+                         duration_ms: int) -> None: ...
+
+    @abc.abstractmethod
+    def record_failed(self, event_ids: Sequence[str], attempt_at: datetime, status: int | None, error: str,
+                      duration_ms: int, next_attempt_at: datetime | None) -> None:
+        """A failed attempt: retry at `next_attempt_at`, or dead when it is None."""
+
+    @abc.abstractmethod
+    def list_events(self, status: str | None, limit: int, after: str | None = None) -> list[EventRecord]: ...
+
+    @abc.abstractmethod
+    def get_event(self, event_id: str) -> EventRecord | None: ...
+
+    @abc.abstractmethod
+    def attempts_for(self, event_id: str) -> list[Attempt]: ...
+
+    @abc.abstractmethod
+    def replay_event(self, event_id: str, now: datetime) -> bool:
+        """Make a dead (or delivered) event pending again, due now; False if unknown."""
+
+    @abc.abstractmethod
+    def event_counts(self, now: datetime) -> dict[str, float]:
+        """pending, delivered, dead counts and the age in seconds of the oldest pending event."""
+
+    # leases
+    @abc.abstractmethod
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
+        """Take or renew the named lease; False while another holder's lease has not expired."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, holder: str) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections."""

@@ -1,0 +1,500 @@
+"""SQLite store: one WAL-mode file holding orders, aggregates, state, transitions, the outbox and leases."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from rules import CustomerFacts
+from worker.store.base import (
+    Attempt,
+    CustomerRecord,
+    Evaluation,
+    EventRecord,
+    IngestResult,
+    Order,
+    SaveResult,
+    SegmentSummary,
+    Store,
+    TransitionRecord,
+)
+
+SCHEMA_VERSION = 1
+_CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit on every version we meet
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    order_ref TEXT PRIMARY KEY,
+    contact_id TEXT NOT NULL,
+    order_at INTEGER NOT NULL,
+    total_cents INTEGER NOT NULL,
+    status TEXT,
+    cancelled INTEGER NOT NULL,
+    email TEXT,
+    name TEXT,
+    received_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS orders_by_contact ON orders (contact_id, order_at);
+CREATE TABLE IF NOT EXISTS customers (
+    contact_id TEXT PRIMARY KEY,
+    name TEXT,
+    email TEXT,
+    order_count INTEGER NOT NULL DEFAULT 0,
+    total_cents INTEGER NOT NULL DEFAULT 0,
+    first_order_at INTEGER,
+    last_order_at INTEGER,
+    last_order_ref TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    dirty INTEGER NOT NULL DEFAULT 1,
+    segment TEXT,
+    purchase_frequency TEXT,
+    next_check_at INTEGER,
+    evaluated_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS customers_dirty ON customers (contact_id) WHERE dirty = 1;
+CREATE INDEX IF NOT EXISTS customers_due ON customers (next_check_at) WHERE next_check_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS customers_by_segment ON customers (segment, contact_id);
+CREATE INDEX IF NOT EXISTS customers_by_frequency ON customers (purchase_frequency, contact_id);
+CREATE TABLE IF NOT EXISTS transitions (
+    id TEXT PRIMARY KEY,
+    contact_id TEXT NOT NULL,
+    from_segment TEXT,
+    to_segment TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    detected_at INTEGER NOT NULL,
+    rules_version TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_by_contact ON transitions (contact_id, occurred_at);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    contact_id TEXT NOT NULL,
+    campaign TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    type TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    claimed_by TEXT,
+    claimed_until INTEGER,
+    last_error TEXT,
+    last_status INTEGER,
+    delivered_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    event_id TEXT NOT NULL,
+    attempted_at INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_event ON attempts (event_id, attempted_at);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);
+"""
+
+_CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_order_at, last_order_at, "
+                     "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at")
+_EVENT_COLUMNS = ("id, contact_id, campaign, webhook, type, occurred_at, created_at, body, status, attempts, "
+                  "next_attempt_at, last_error, last_status, delivered_at")
+
+# Aggregates for the touched customers, recomputed from their (indexed) orders: exact under updates,
+# cancellations and orders that move between customers, at the cost of reading ~16 orders per customer.
+_REFRESH_AGGREGATES = """
+INSERT INTO customers (contact_id, name, email, order_count, total_cents, first_order_at, last_order_at,
+                       last_order_ref, version, dirty)
+SELECT t.contact_id,
+       (SELECT name FROM orders n WHERE n.contact_id = t.contact_id AND n.name IS NOT NULL
+         ORDER BY n.order_at DESC, n.order_ref DESC LIMIT 1),
+       (SELECT email FROM orders e WHERE e.contact_id = t.contact_id AND e.email IS NOT NULL
+         ORDER BY e.order_at DESC, e.order_ref DESC LIMIT 1),
+       count(o.order_ref), coalesce(sum(o.total_cents), 0), min(o.order_at), max(o.order_at),
+       (SELECT order_ref FROM orders l WHERE l.contact_id = t.contact_id AND l.cancelled = 0
+         ORDER BY l.order_at DESC, l.order_ref DESC LIMIT 1),
+       1, 1
+FROM temp.touched t LEFT JOIN orders o ON o.contact_id = t.contact_id AND o.cancelled = 0
+WHERE 1
+GROUP BY t.contact_id
+ON CONFLICT (contact_id) DO UPDATE SET
+    name = excluded.name, email = excluded.email, order_count = excluded.order_count,
+    total_cents = excluded.total_cents, first_order_at = excluded.first_order_at,
+    last_order_at = excluded.last_order_at, last_order_ref = excluded.last_order_ref,
+    version = customers.version + 1, dirty = 1
+"""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_ms(moment: datetime | None) -> int | None:
+    """Instants are stored as integer milliseconds since the epoch (UTC): exact, compact and fast to compare."""
+    if moment is None:
+        return None
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    # connections -------------------------------------------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        # One connection per thread: sqlite3 connections must not be shared across threads mid-transaction.
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA cache_size = -65536")
+            self._local.conn = conn
+        return conn
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has schema version {row[0]}, newer than this program "
+                                   f"({SCHEMA_VERSION}); upgrade segment-worker")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ingest ------------------------------------------------------------------------------------------------
+
+    def upsert_orders(self, orders: Sequence[Order], now: datetime) -> IngestResult:
+        latest: dict[str, Order] = {}
+        for order in orders:
+            latest[order.order_ref] = order
+        received = to_ms(now)
+        inserted = updated = unchanged = 0
+        touched: set[str] = set()
+        with self._write() as db:
+            existing = self._existing_orders(db, list(latest))
+            rows = []
+            for ref, order in latest.items():
+                row = (ref, order.contact_id, to_ms(order.order_at), order.total_cents, order.status,
+                       int(order.cancelled), order.email, order.name)
+                before = existing.get(ref)
+                if before == row:
+                    unchanged += 1
+                    continue
+                if before is None:
+                    inserted += 1
+                else:
+                    updated += 1
+                    touched.add(before[1])
+                touched.add(order.contact_id)
+                rows.append(row + (received,))
+            db.executemany(
+                "INSERT INTO orders (order_ref, contact_id, order_at, total_cents, status, cancelled, email, name, "
+                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_ref) DO UPDATE SET "
+                "contact_id = excluded.contact_id, order_at = excluded.order_at, total_cents = excluded.total_cents, "
+                "status = excluded.status, cancelled = excluded.cancelled, email = excluded.email, "
+                "name = excluded.name, received_at = excluded.received_at",
+                rows,
+            )
+            if touched:
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (contact_id TEXT PRIMARY KEY)")
+                db.execute("DELETE FROM temp.touched")
+                db.executemany("INSERT INTO temp.touched (contact_id) VALUES (?)", [(c,) for c in touched])
+                db.execute(_REFRESH_AGGREGATES)
+        return IngestResult(inserted, updated, unchanged, frozenset(touched))
+
+    @staticmethod
+    def _existing_orders(db: sqlite3.Connection, refs: list[str]) -> dict[str, tuple]:
+        found = {}
+        for start in range(0, len(refs), _CHUNK):
+            chunk = refs[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                "SELECT order_ref, contact_id, order_at, total_cents, status, cancelled, email, name "
+                f"FROM orders WHERE order_ref IN ({marks})", chunk,
+            ):
+                found[row[0]] = tuple(row)
+        return found
+
+    # evaluation --------------------------------------------------------------------------------------------
+
+    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int) -> Iterator[list[CustomerRecord]]:
+        db = self._db
+        if everyone:
+            ids = [r[0] for r in db.execute("SELECT contact_id FROM customers ORDER BY contact_id")]
+        else:
+            due = {r[0] for r in db.execute("SELECT contact_id FROM customers WHERE dirty = 1")}
+            due.update(r[0] for r in db.execute(
+                "SELECT contact_id FROM customers WHERE next_check_at <= ?", (to_ms(as_of),)))
+            ids = sorted(due)
+        for start in range(0, len(ids), batch_size):
+            yield self.customers_by_id(ids[start:start + batch_size])
+
+    def customers_by_id(self, contact_ids: Sequence[str]) -> list[CustomerRecord]:
+        records = []
+        for start in range(0, len(contact_ids), _CHUNK):
+            chunk = list(contact_ids[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            records.extend(map(_customer, self._db.execute(
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE contact_id IN ({marks}) ORDER BY contact_id",
+                chunk)))
+        return records
+
+    def save_evaluations(self, evaluations: Sequence[Evaluation]) -> SaveResult:
+        if not evaluations:
+            return SaveResult(0, 0, 0, 0)
+        with self._write() as db:
+            current = {}
+            ids = [e.contact_id for e in evaluations]
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for row in db.execute(
+                    f"SELECT contact_id, version, segment FROM customers WHERE contact_id IN ({marks})", chunk,
+                ):
+                    current[row[0]] = (row[1], row[2])
+            fresh = [e for e in evaluations if current.get(e.contact_id) == (e.seen_version, e.seen_segment)]
+            db.executemany(
+                "UPDATE customers SET segment = ?, purchase_frequency = ?, next_check_at = ?, evaluated_at = ?, "
+                "dirty = 0 WHERE contact_id = ?",
+                [(e.segment, e.purchase_frequency, to_ms(e.next_check_at), to_ms(e.evaluated_at), e.contact_id)
+                 for e in fresh],
+            )
+            transitions = [e.transition for e in fresh if e.transition is not None]
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO transitions (id, contact_id, from_segment, to_segment, occurred_at, "
+                "detected_at, rules_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(t.id, t.contact_id, t.from_segment, t.to_segment, to_ms(t.occurred_at), to_ms(t.detected_at),
+                  t.rules_version) for t in transitions],
+            )
+            transitions_added = db.total_changes - before
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO events (id, contact_id, campaign, webhook, type, occurred_at, created_at, "
+                "body, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(ev.id, ev.contact_id, ev.campaign, ev.webhook, ev.type, to_ms(ev.occurred_at),
+                  to_ms(e.evaluated_at), ev.body, to_ms(e.evaluated_at)) for e in fresh for ev in e.events],
+            )
+            events_added = db.total_changes - before
+        return SaveResult(len(fresh), transitions_added, events_added, len(evaluations) - len(fresh))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                       "value = excluded.value", (key, value))
+
+    # reads -------------------------------------------------------------------------------------------------
+
+    def get_customer(self, contact_id: str) -> CustomerRecord | None:
+        row = self._db.execute(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE contact_id = ?",
+                               (contact_id,)).fetchone()
+        return None if row is None else _customer(row)
+
+    def list_customers(self, segment: str | None, purchase_frequency: str | None, after: str | None,
+                       limit: int) -> list[CustomerRecord]:
+        clauses, params = [], []
+        for column, value in (("segment", segment), ("purchase_frequency", purchase_frequency)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if after is not None:
+            clauses.append("contact_id > ?")
+            params.append(after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers {where} ORDER BY contact_id LIMIT ?", (*params, limit))
+        return [_customer(r) for r in rows]
+
+    def iter_customers(self, batch_size: int = 1000) -> Iterator[list[CustomerRecord]]:
+        after = ""
+        while True:
+            batch = [_customer(r) for r in self._db.execute(
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE contact_id > ? ORDER BY contact_id LIMIT ?",
+                (after, batch_size))]
+            if not batch:
+                return
+            yield batch
+            after = batch[-1].contact_id
+
+    def segment_summary(self) -> list[SegmentSummary]:
+        rows = self._db.execute(
+            "SELECT segment, count(*), coalesce(sum(total_cents), 0) FROM customers "
+            "WHERE segment IS NOT NULL GROUP BY segment ORDER BY segment")
+        return [SegmentSummary(*row) for row in rows]
+
+    def count_customers(self) -> int:
+        return self._db.execute("SELECT count(*) FROM customers").fetchone()[0]
+
+    def transitions_for(self, contact_id: str, limit: int = 100) -> list[TransitionRecord]:
+        rows = self._db.execute(
+            "SELECT id, contact_id, from_segment, to_segment, occurred_at, detected_at, rules_version "
+            "FROM transitions WHERE contact_id = ? ORDER BY occurred_at, detected_at LIMIT ?", (contact_id, limit))
+        return [TransitionRecord(r[0], r[1], r[2], r[3], from_ms(r[4]), from_ms(r[5]), r[6]) for r in rows]
+
+    # outbox ------------------------------------------------------------------------------------------------
+
+    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
+        now_ms = to_ms(now)
+        until = now_ms + int(claim_seconds * 1000)
+        with self._write() as db:
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM events WHERE status = 'pending' AND next_attempt_at <= ? "
+                "AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY next_attempt_at, seq LIMIT ?",
+                (now_ms, now_ms, limit))]
+            claimed = []
+            for event_id in ids:
+                changed = db.execute(
+                    "UPDATE events SET claimed_by = ?, claimed_until = ? WHERE id = ? AND status = 'pending' "
+                    "AND (claimed_until IS NULL OR claimed_until <= ?)", (holder, until, event_id, now_ms)).rowcount
+                if changed == 1:
+                    claimed.append(event_id)
+            records = self._events_by_id(db, claimed)
+        return sorted(records, key=lambda e: claimed.index(e.id))
+
+    def record_delivered(self, event_ids: Sequence[str], attempt_at: datetime, status: int, duration_ms: int) -> None:
+        at = to_ms(attempt_at)
+        with self._write() as db:
+            db.executemany(
+                "UPDATE events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
+                "last_status = ?, last_error = NULL, next_attempt_at = NULL, claimed_by = NULL, "
+                "claimed_until = NULL WHERE id = ?", [(at, status, i) for i in event_ids])
+            db.executemany("INSERT INTO attempts (event_id, attempted_at, status, error, duration_ms) "
+                           "VALUES (?, ?, ?, NULL, ?)", [(i, at, status, duration_ms) for i in event_ids])
+
+    def record_failed(self, event_ids: Sequence[str], attempt_at: datetime, status: int | None, error: str,
+                      duration_ms: int, next_attempt_at: datetime | None) -> None:
+        at = to_ms(attempt_at)
+        new_status = "pending" if next_attempt_at is not None else "dead"
+        with self._write() as db:
+            db.executemany(
+                "UPDATE events SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?, "
+                "next_attempt_at = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+                [(new_status, status, error, to_ms(next_attempt_at), i) for i in event_ids])
+            db.executemany("INSERT INTO attempts (event_id, attempted_at, status, error, duration_ms) "
+                           "VALUES (?, ?, ?, ?, ?)", [(i, at, status, error, duration_ms) for i in event_ids])
+
+    def list_events(self, status: str | None, limit: int, after: str | None = None) -> list[EventRecord]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if after is not None:
+            clauses.append("seq > (SELECT seq FROM events WHERE id = ?)")
+            params.append(after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY seq LIMIT ?",
+                                (*params, limit))
+        return [_event(r) for r in rows]
+
+    def get_event(self, event_id: str) -> EventRecord | None:
+        found = self._events_by_id(self._db, [event_id])
+        return found[0] if found else None
+
+    def attempts_for(self, event_id: str) -> list[Attempt]:
+        rows = self._db.execute("SELECT event_id, attempted_at, status, error, duration_ms FROM attempts "
+                                "WHERE event_id = ? ORDER BY attempted_at, rowid", (event_id,))
+        return [Attempt(r[0], from_ms(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def replay_event(self, event_id: str, now: datetime) -> bool:
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?, claimed_by = NULL, "
+                "claimed_until = NULL WHERE id = ?", (to_ms(now), event_id)).rowcount
+        return changed == 1
+
+    def event_counts(self, now: datetime) -> dict[str, float]:
+        counts = {"pending": 0, "delivered": 0, "dead": 0}
+        for status, count in self._db.execute("SELECT status, count(*) FROM events GROUP BY status"):
+            counts[status] = count
+        oldest = self._db.execute("SELECT min(created_at) FROM events WHERE status = 'pending'").fetchone()[0]
+        counts["oldest_pending_age_seconds"] = 0.0 if oldest is None else max(0.0, (to_ms(now) - oldest) / 1000)
+        return counts
+
+    @staticmethod
+    def _events_by_id(db: sqlite3.Connection, ids: Sequence[str]) -> list[EventRecord]:
+        records = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = list(ids[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            records.extend(_event(r) for r in db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ({marks}) ORDER BY seq", chunk))
+        return records
+
+    # leases ------------------------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
+        now_ms = to_ms(now)
+        with self._write() as db:
+            changed = db.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "holder = excluded.holder, expires_at = excluded.expires_at "
+                "WHERE leases.holder = excluded.holder OR leases.expires_at <= ?",
+                (name, holder, now_ms + int(ttl_seconds * 1000), now_ms)).rowcount
+        return changed == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: a batch is stored whole or not at all."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _customer(row: tuple) -> CustomerRecord:
+    return CustomerRecord(
+        contact_id=row[0], name=row[1], email=row[2],
+        facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6])),
+        last_order_ref=row[7], version=row[8], segment=row[9], purchase_frequency=row[10],
+        next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]),
+    )
+
+
+def _event(row: tuple) -> EventRecord:
+    return EventRecord(
+        id=row[0], contact_id=row[1], campaign=row[2], webhook=row[3], type=row[4], occurred_at=from_ms(row[5]),
+        created_at=from_ms(row[6]), body=row[7], status=row[8], attempts=row[9], next_attempt_at=from_ms(row[10]),
+        last_error=row[11], last_status=row[12], delivered_at=from_ms(row[13]),
+    )
