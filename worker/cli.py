@@ -1,0 +1,316 @@
+"""The command line (`python -m worker ...`): parse, call a use case, format. Exit 1 on user errors, with why."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from rules import Classifier, RulesError
+from worker.delivery import Senders, deliver_due
+from worker.evaluate import evaluate_due
+from worker.ingest import RecordError, parse_record, read_order_file
+from worker.rules_file import RulesSource, load_rules_file
+from worker.serialize import customer_json, event_json, parse_instant
+from worker.settings import Settings, SettingsError
+from worker.store import open_store
+from worker.store.base import Order, Store
+
+IMPORT_BATCH = 5000
+SHOWN_ERRORS = 20
+
+
+class Context:
+    """Lazily opened settings, store and rules, so `rules check` works without a database and vice versa."""
+
+    def __init__(self) -> None:
+        try:
+            self.settings = Settings.from_env()
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            try:
+                self._store = open_store(self.settings.database_url)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._store
+
+    def rules_source(self) -> RulesSource:
+        try:
+            return RulesSource(self.settings.rules_file, self.settings.env)
+        except RulesError as exc:
+            raise click.ClickException(f"the rules were refused:\n{exc}") from None
+
+
+pass_context = click.make_pass_decorator(Context, ensure=True)
+
+
+def _as_of(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(timezone.utc)
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as-of") from None
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """segment-worker: lifecycle segments, transitions and n8n campaign events for every customer."""
+    ctx.obj = Context()
+    logging.basicConfig(level=ctx.obj.settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# evaluation and delivery -----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--as-of", help="Evaluate at this ISO date/datetime instead of now.")
+@pass_context
+def evaluate(ctx: Context, as_of: str | None) -> None:
+    """Run one evaluation now: customers due or changed get their segment; moves become events."""
+    rules = ctx.rules_source().current()
+    result = evaluate_due(ctx.store, rules, _as_of(as_of))
+    mode = " (first run: baseline recorded silently)" if result.baseline else ""
+    click.echo(f"customers evaluated: {result.customers}\ntransitions: {result.transitions}\n"
+               f"events queued: {result.events}\nskipped (changed meanwhile): {result.skipped}\n"
+               f"errors: {result.errors}\nseconds: {result.seconds:.3f}{mode}")
+
+
+@main.command()
+@pass_context
+def deliver(ctx: Context) -> None:
+    """Deliver the events that are due, once."""
+    rules = ctx.rules_source().current()
+    senders = Senders()
+    total = None
+    try:
+        while True:
+            run = deliver_due(ctx.store, rules, senders, datetime.now(timezone.utc), f"cli:{os.getpid()}")
+            total = run if total is None else total + run
+            if run.attempted == 0:
+                break
+    finally:
+        senders.close()
+    click.echo(f"delivered: {total.delivered}\nretrying later: {total.retrying}\ndead: {total.dead}")
+
+
+# ingest ----------------------------------------------------------------------------------------------------
+
+@main.command("import-orders")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--skip-invalid", is_flag=True, help="Import the valid records even if some are invalid.")
+@pass_context
+def import_orders(ctx: Context, file: Path, skip_invalid: bool) -> None:
+    """Record orders from a CSV or JSON Lines file (upsert by orderReference); the next evaluation decides."""
+    errors, valid = _validate_file(file)
+    for error in errors[:SHOWN_ERRORS]:
+        click.echo(f"rejected {error}", err=True)
+    if len(errors) > SHOWN_ERRORS:
+        click.echo(f"... and {len(errors) - SHOWN_ERRORS} more rejected records", err=True)
+    if errors and not skip_invalid:
+        raise click.ClickException(f"{len(errors)} invalid record(s); nothing was imported. "
+                                   f"Fix them, or pass --skip-invalid to import the {valid} valid ones.")
+    started = time.perf_counter()
+    inserted = updated = unchanged = 0
+    customers: set[str] = set()
+    now = datetime.now(timezone.utc)
+    with tqdm(total=valid, unit="orders", disable=None, file=sys.stderr) as bar:
+        for batch in _batches(_valid_orders(file), IMPORT_BATCH):
+            result = ctx.store.upsert_orders(batch, now)
+            inserted, updated, unchanged = (inserted + result.inserted, updated + result.updated,
+                                            unchanged + result.unchanged)
+            customers |= result.contact_ids
+            bar.update(len(batch))
+    click.echo(f"imported: {inserted}\nupdated: {updated}\nunchanged: {unchanged}\nrejected: {len(errors)}\n"
+               f"customers changed: {len(customers)}\nseconds: {time.perf_counter() - started:.2f}")
+
+
+def _validate_file(file: Path) -> tuple[list[str], int]:
+    # A first pass validates everything so that, without --skip-invalid, a bad file imports nothing.
+    errors, valid = [], 0
+    try:
+        with file.open(encoding="utf-8", newline="") as stream:
+            for where, raw in read_order_file(file, stream):
+                try:
+                    parse_record(where, raw)
+                    valid += 1
+                except RecordError as exc:
+                    errors.append(str(exc))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{file.name}: {exc}") from None
+    if valid == 0 and not errors:
+        raise click.ClickException(f"{file.name}: no order records found")
+    return errors, valid
+
+
+def _valid_orders(file: Path):
+    with file.open(encoding="utf-8", newline="") as stream:
+        for where, raw in read_order_file(file, stream):
+            try:
+                yield parse_record(where, raw)
+            except RecordError:
+                continue
+
+
+def _batches(orders, size: int):
+    batch: list[Order] = []
+    for order in orders:
+        batch.append(order)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# reads -----------------------------------------------------------------------------------------------------
+
+@main.group()
+def customers() -> None:
+    """Look at customers."""
+
+
+@customers.command("show")
+@click.argument("contact_id")
+@click.option("--as-of", help="Evaluate at this ISO date/datetime instead of now.")
+@pass_context
+def customers_show(ctx: Context, contact_id: str, as_of: str | None) -> None:
+    """The API's JSON for one customer."""
+    record = ctx.store.get_customer(contact_id)
+    if record is None:
+        raise click.ClickException(f"customer '{contact_id}' not found")
+    classifier = Classifier(ctx.rules_source().current())
+    click.echo(json.dumps({"data": customer_json(record, classifier.classify(record.facts, _as_of(as_of)))},
+                          indent=2))
+
+
+@main.group()
+def rules() -> None:
+    """Check rules files."""
+
+
+@rules.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@pass_context
+def rules_check(ctx: Context, file: Path | None) -> None:
+    """Validate a rules file (default: RULES_FILE); exit 1 naming file, line and field of each problem."""
+    path = file or Path(ctx.settings.rules_file)
+    try:
+        loaded = load_rules_file(path, ctx.settings.env)
+    except RulesError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(1) from None
+    segments = " > ".join(s.name for s in loaded.segments)
+    click.echo(f"{path}: ok ({loaded.rules_version})\nsegments: {segments}\n"
+               f"campaigns: {', '.join(loaded.campaigns) or 'none'}\ntimezone: {loaded.timezone}")
+
+
+@main.group()
+def events() -> None:
+    """The webhook event outbox."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["pending", "delivered", "dead"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@pass_context
+def events_list(ctx: Context, status: str | None, limit: int) -> None:
+    """List events, oldest first."""
+    found = ctx.store.list_events(status, limit)
+    for event in found:
+        view = event_json(event)
+        click.echo(f"{view['id']}  {view['status']:<9} {view['campaign']:<10} {view['contactID']:<14} "
+                   f"attempts={view['attempts']} {view['lastError'] or ''}".rstrip())
+    click.echo(f"{len(found)} event(s)", err=True)
+
+
+@events.command("replay")
+@click.argument("event_id")
+@pass_context
+def events_replay(ctx: Context, event_id: str) -> None:
+    """Queue an event (typically a dead one) for delivery again now."""
+    if not ctx.store.replay_event(event_id, datetime.now(timezone.utc)):
+        raise click.ClickException(f"event '{event_id}' not found")
+    click.echo(f"{event_id} queued for delivery")
+
+
+# serving ---------------------------------------------------------------------------------------------------
+
+@main.command()
+@pass_context
+def scheduler(ctx: Context) -> None:
+    """Run evaluation and delivery on the schedule in rules.yaml until SIGTERM (the Procfile's worker)."""
+    from worker.scheduler import Worker, run_forever
+
+    run_forever(Worker(ctx.store, ctx.rules_source()))
+
+
+@main.command()
+@click.option("--workers", default=None, type=int, help="Gunicorn worker processes (default WEB_CONCURRENCY or 2).")
+@pass_context
+def api(ctx: Context, workers: int | None) -> None:
+    """Serve the customer API alone under gunicorn (the Procfile's web)."""
+    from worker.server import serve_api
+
+    serve_api(ctx.settings, workers=workers or int(os.environ.get("WEB_CONCURRENCY", "2")), with_scheduler=False)
+
+
+@main.command()
+@pass_context
+def serve(ctx: Context) -> None:
+    """Serve the API and run the scheduler in one process (the embedded default)."""
+    from worker.server import serve_api
+
+    ctx.rules_source()  # refuse bad rules before binding the port
+    serve_api(ctx.settings, workers=1, with_scheduler=True)
+
+
+@main.command()
+@click.option("--customers", "count", default=400, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--no-serve", is_flag=True, help="Load the sample and stop.")
+@pass_context
+def demo(ctx: Context, count: int, no_serve: bool) -> None:
+    """Load generated sample customers and orders, evaluate them, then serve."""
+    from worker.demo import generate_orders
+
+    env = dict(ctx.settings.env)
+    if not env.get("API_KEYS"):
+        env["API_KEYS"] = "demo-" + secrets.token_urlsafe(12)
+    env.setdefault("WEBHOOK_SECRET", "whsec_" + secrets.token_urlsafe(24))
+    if "DATABASE_URL" not in ctx.settings.env:
+        env["DATABASE_URL"] = "sqlite:///data/demo.db"
+    os.environ.update({k: env[k] for k in ("API_KEYS", "WEBHOOK_SECRET", "DATABASE_URL")})
+    settings = Settings.from_env(env)
+    store = open_store(settings.database_url)
+    rules_source = RulesSource(settings.rules_file, settings.env)
+    now = datetime.now(timezone.utc)
+    orders = list(generate_orders(count, now))
+    result = store.upsert_orders(orders, now)
+    run = evaluate_due(store, rules_source.current(), now)
+    click.echo(f"sample: {count} customers, {len(orders)} orders ({result.inserted} new); "
+               f"evaluated {run.customers} customers in {run.seconds:.2f}s")
+    for summary in store.segment_summary():
+        click.echo(f"  {summary.segment:<8} {summary.customers:>5} customers")
+    key = settings.api_keys[0]
+    click.echo(f"\nAPI key: {key}\nTry:  curl -H 'Authorization: Bearer {key}' "
+               f"http://127.0.0.1:{settings.port}/api/segments\n"
+               f"      curl -H 'Authorization: Bearer {key}' "
+               f"'http://127.0.0.1:{settings.port}/api/customers?segment=VIP&limit=5'\n")
+    if not no_serve:
+        from worker.server import serve_api
+
+        serve_api(settings, workers=1, with_scheduler=True)

@@ -1,0 +1,169 @@
+"""Outbox -> signed HTTP: claim due events, send them (alone or in batches), record each attempt's outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from rules import Rules
+from rules.schema import Webhook
+from worker.store.base import EventRecord, Store
+from worker.transport import DeliveryError, SendResult, WebhookSender, next_attempt_at
+
+log = logging.getLogger(__name__)
+
+CLAIM_LIMIT = 200
+CLAIM_SECONDS = 120  # longer than the worst case of one claim's sends; a crashed holder's claim expires
+
+
+@dataclass(frozen=True)
+class DeliveryRun:
+    delivered: int = 0
+    retrying: int = 0
+    dead: int = 0
+
+    @property
+    def attempted(self) -> int:
+        return self.delivered + self.retrying + self.dead
+
+    def __add__(self, other: DeliveryRun) -> DeliveryRun:
+        return DeliveryRun(self.delivered + other.delivered, self.retrying + other.retrying, self.dead + other.dead)
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """A rules.yaml webhook with its name, the shape WebhookSender expects."""
+
+    name: str
+    url: str
+    secret: str
+    timeout_seconds: float
+    headers: dict[str, str]
+
+
+class Senders:
+    """One WebhookSender (one keep-alive HTTP session) per webhook, rebuilt only when its settings change."""
+
+    def __init__(self) -> None:
+        self._senders: dict[str, tuple[Webhook, WebhookSender]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, webhook: Webhook) -> WebhookSender:
+        with self._lock:
+            known = self._senders.get(name)
+            if known is not None and known[0] == webhook:
+                return known[1]
+            if known is not None:
+                known[1].close()
+            sender = WebhookSender(_Endpoint(name, webhook.url, webhook.secret, webhook.timeout_seconds,
+                                             dict(webhook.headers)))
+            self._senders[name] = (webhook, sender)
+            return sender
+
+    def close(self) -> None:
+        with self._lock:
+            for _, sender in self._senders.values():
+                sender.close()
+            self._senders.clear()
+
+
+def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, holder: str,
+                rng: random.Random | None = None, limit: int = CLAIM_LIMIT,
+                clock: Callable[[], datetime] | None = None) -> DeliveryRun:
+    """Send up to `limit` events due by `now`; returns what happened. Call until `attempted` is 0 to drain.
+
+    `now` schedules retries; `clock` stamps signatures (receivers reject stale webhook-timestamps).
+    """
+    rng = rng or random.Random()
+    clock = clock or (lambda: datetime.now(timezone.utc))
+    events = store.claim_due_events(now, limit, holder, CLAIM_SECONDS)
+    if not events:
+        return DeliveryRun()
+    by_webhook: dict[str, list[EventRecord]] = defaultdict(list)
+    for event in events:
+        by_webhook[event.webhook].append(event)
+    total = DeliveryRun()
+    for name, group in by_webhook.items():
+        webhook = rules.webhooks.get(name)
+        if webhook is None:
+            store.record_failed([e.id for e in group], now, None,
+                                f"webhook '{name}' is no longer defined in the rules; fix rules.yaml, then replay",
+                                0, None)
+            total += DeliveryRun(dead=len(group))
+            continue
+        sender = senders.get(name, webhook)
+        total += _deliver_group(store, webhook, sender, group, now, rng, clock)
+    return total
+
+
+def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, events: list[EventRecord],
+                   now: datetime, rng: random.Random, clock: Callable[[], datetime]) -> DeliveryRun:
+    if webhook.batch_size > 1:
+        units = [_batch_message(events[i:i + webhook.batch_size])
+                 for i in range(0, len(events), webhook.batch_size)]
+    else:
+        # One unit per customer, its events in order, so a customer never hears "win-back" before "welcome".
+        per_customer: dict[str, list[_Message]] = defaultdict(list)
+        for event in events:
+            per_customer[event.contact_id].append(_Message([event], event.id, event.body.encode()))
+        units = list(per_customer.values())
+    workers = min(webhook.max_concurrency, len(units))
+    # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
+        outcomes = [o for unit in pool.map(lambda unit: [_send(sender, m, clock) for m in unit], units) for o in unit]
+    total = DeliveryRun()
+    for message, outcome in outcomes:
+        total += _record(store, webhook, message, outcome, now, rng)
+    return total
+
+
+@dataclass(frozen=True)
+class _Message:
+    events: list[EventRecord]
+    msg_id: str
+    body: bytes
+
+
+def _batch_message(events: list[EventRecord]) -> list[_Message]:
+    ids = [e.id for e in events]
+    batch_id = "bat_" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:26]
+    body = '{"events":[' + ",".join(e.body for e in events) + "]}"
+    return [_Message(events, batch_id, body.encode())]
+
+
+def _send(sender: WebhookSender, message: _Message,
+          clock: Callable[[], datetime]) -> tuple[_Message, SendResult | Exception]:
+    try:
+        return message, sender.send(message.msg_id, message.body, clock())
+    except Exception as exc:  # recorded by _record: a failing webhook never stops the loop
+        return message, exc
+
+
+def _record(store: Store, webhook: Webhook, message: _Message, outcome: SendResult | Exception,
+            now: datetime, rng: random.Random) -> DeliveryRun:
+    ids = [e.id for e in message.events]
+    if isinstance(outcome, SendResult):
+        store.record_delivered(ids, now, outcome.status, outcome.duration_ms)
+        log.info("delivered %s (%d event(s)) with HTTP %d", message.msg_id, len(ids), outcome.status,
+                 extra={"event_ids": ids})
+        return DeliveryRun(delivered=len(ids))
+    attempts = max(e.attempts for e in message.events) + 1
+    if isinstance(outcome, DeliveryError):
+        error, status, duration = outcome.message, outcome.status, outcome.duration_ms
+        retry_at = None if outcome.permanent else next_attempt_at(
+            attempts, now, webhook.retry_schedule_seconds, rng, outcome.retry_after)
+    else:
+        log.error("unexpected error delivering %s", message.msg_id, exc_info=outcome)
+        error, status, duration = f"internal error: {type(outcome).__name__}", None, 0
+        retry_at = next_attempt_at(attempts, now, webhook.retry_schedule_seconds, rng)
+    store.record_failed(ids, now, status, error, duration, retry_at)
+    log.warning("delivery of %s failed (attempt %d): %s; %s", message.msg_id, attempts, error,
+                "dead" if retry_at is None else f"retry at {retry_at.isoformat()}", extra={"event_ids": ids})
+    return DeliveryRun(retrying=len(ids)) if retry_at is not None else DeliveryRun(dead=len(ids))

@@ -1,0 +1,141 @@
+"""The worker loop: APScheduler runs evaluation and delivery on the rules' schedule, each under a store lease."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from worker.delivery import DeliveryRun, Senders, deliver_due
+from worker.evaluate import RunResult, evaluate_due
+from worker.rules_file import RulesSource
+from worker.store.base import Store
+
+log = logging.getLogger(__name__)
+
+DELIVERY_BUDGET_SECONDS = 20  # one delivery job drains at most this long, so shutdown is never far away
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Worker:
+    """The two jobs, usable without any scheduler (tests call `evaluate_once` / `deliver_once` directly)."""
+
+    def __init__(self, store: Store, rules_source: RulesSource, clock: Callable[[], datetime] = utc_now,
+                 holder: str | None = None):
+        self.store = store
+        self.rules_source = rules_source
+        self.clock = clock
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.senders = Senders()
+        self.stopping = threading.Event()
+        self.rng = random.Random()
+        self.last_evaluation: RunResult | None = None
+        self.last_delivery_at: datetime | None = None
+
+    def evaluate_once(self) -> RunResult | None:
+        """One evaluation run if this process holds the evaluation lease; None if another process does."""
+        rules = self.rules_source.current()
+        ttl = max(120.0, 3 * rules.schedule.evaluate_every_seconds)
+        if not self.store.acquire_lease("evaluate", self.holder, self.clock(), ttl):
+            return None
+        try:
+            result = evaluate_due(self.store, rules, self.clock())
+        finally:
+            self.store.release_lease("evaluate", self.holder)
+        self.last_evaluation = result
+        if result.customers or result.errors:
+            log.info("evaluated %d customers: %d transitions, %d events, %d skipped, %d errors in %.2fs",
+                     result.customers, result.transitions, result.events, result.skipped, result.errors,
+                     result.seconds)
+        return result
+
+    def deliver_once(self, budget_seconds: float = DELIVERY_BUDGET_SECONDS) -> DeliveryRun | None:
+        """Deliver due events until none is left, the budget is spent or shutdown begins."""
+        rules = self.rules_source.current()
+        started = self.clock()
+        ttl = budget_seconds + 60
+        if not self.store.acquire_lease("deliver", self.holder, started, ttl):
+            return None
+        total = DeliveryRun()
+        try:
+            while not self.stopping.is_set():
+                now = self.clock()
+                run = deliver_due(self.store, rules, self.senders, now, self.holder, self.rng)
+                total += run
+                if run.attempted == 0 or (now - started).total_seconds() >= budget_seconds:
+                    break
+                self.store.acquire_lease("deliver", self.holder, now, ttl)
+        finally:
+            self.store.release_lease("deliver", self.holder)
+        self.last_delivery_at = self.clock()
+        return total
+
+    def close(self) -> None:
+        self.senders.close()
+
+
+def start_scheduler(worker: Worker) -> BackgroundScheduler:
+    """Run both jobs on the rules' intervals in background threads; intervals follow rules.yaml changes."""
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    schedule = worker.rules_source.current().schedule
+
+    def evaluate_job() -> None:
+        _guarded("evaluation", worker.evaluate_once)
+        _follow_schedule(scheduler, worker)
+
+    scheduler.add_job(evaluate_job, "interval", seconds=schedule.evaluate_every_seconds, id="evaluate",
+                      next_run_time=utc_now(), max_instances=1, coalesce=True)
+    scheduler.add_job(lambda: _guarded("delivery", worker.deliver_once), "interval",
+                      seconds=schedule.deliver_every_seconds, id="deliver", next_run_time=utc_now(),
+                      max_instances=1, coalesce=True)
+    scheduler.start()
+    return scheduler
+
+
+def run_forever(worker: Worker) -> None:
+    """The `scheduler` command: run until SIGTERM/SIGINT, then finish the attempt in flight and exit."""
+    scheduler = start_scheduler(worker)
+    done = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s, finishing the work in flight", signal.Signals(signum).name)
+        worker.stopping.set()
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("scheduler started as %s", worker.holder)
+    while not done.wait(1.0):
+        pass
+    scheduler.shutdown(wait=True)
+    worker.close()
+    log.info("scheduler stopped")
+
+
+def _guarded(name: str, job: Callable[[], object]) -> None:
+    # A failing run (database locked, rules unreadable) is logged and retried at the next tick, never fatal.
+    try:
+        job()
+    except Exception:
+        log.exception("%s run failed; retrying at the next tick", name)
+
+
+def _follow_schedule(scheduler: BackgroundScheduler, worker: Worker) -> None:
+    schedule = worker.rules_source.current().schedule
+    for job_id, seconds in (("evaluate", schedule.evaluate_every_seconds),
+                            ("deliver", schedule.deliver_every_seconds)):
+        job = scheduler.get_job(job_id)
+        if job is not None and job.trigger.interval.total_seconds() != seconds:
+            scheduler.reschedule_job(job_id, trigger="interval", seconds=seconds)
+            log.info("%s now runs every %ss", job_id, seconds)
