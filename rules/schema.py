@@ -33,6 +33,14 @@ class RulesError(ValueError):
         super().__init__("\n".join(problems))
 
 
+class _At(ValueError):
+    """A validator's complaint about a part of its field (e.g. one segment), so the error names that line."""
+
+    def __init__(self, at: tuple, message: str):
+        self.at = at
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Condition:
     metric: str
@@ -132,6 +140,12 @@ class Webhook(_Model):
             raise ValueError("must be an http:// or https:// URL with a host")
         return url
 
+    @field_validator("headers")
+    @classmethod
+    def _drop_empty_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        # `${TOKEN:-}` makes a header optional: unset means the header is not sent at all.
+        return {name: value for name, value in headers.items() if value}
+
     @field_validator("retry_schedule_seconds")
     @classmethod
     def _positive_delays(cls, schedule: tuple[float, ...]) -> tuple[float, ...]:
@@ -171,41 +185,46 @@ class Rules(_Model):
         if not segments:
             raise ValueError("list at least one segment")
         names = [s.name for s in segments]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"segment names must be unique; repeated: {', '.join(duplicates)}")
+        repeated = next((i for i, n in enumerate(names) if n in names[:i]), None)
+        if repeated is not None:
+            raise _At((repeated, "name"), f"segment names must be unique; repeated: {names[repeated]}")
         if segments[-1].when:
-            raise ValueError(f"the last segment must have no `when` so every customer gets one (last is '{names[-1]}')")
-        defaults = [s.name for s in segments[:-1] if not s.when]
-        if defaults:
-            raise ValueError(f"segment '{defaults[0]}' has no `when`, so the segments after it can never match")
+            raise _At((len(segments) - 1, "when"),
+                      f"the last segment must have no `when` so every customer gets one (last is '{names[-1]}')")
+        default = next((i for i, s in enumerate(segments[:-1]) if not s.when), None)
+        if default is not None:
+            raise _At((default,), f"segment '{names[default]}' has no `when`, so the segments after it can never match")
         return segments
 
     @field_validator("purchase_frequency")
     @classmethod
     def _bands_ascend(cls, bands: tuple[FrequencyBand, ...]) -> tuple[FrequencyBand, ...]:
         if not bands or bands[-1].max_avg_days is not None:
-            raise ValueError("the last purchase_frequency band must have no max_avg_days (it catches the rest)")
+            raise _At((len(bands) - 1, "max_avg_days") if bands else (),
+                      "the last purchase_frequency band must have no max_avg_days (it catches the rest)")
         limits = [b.max_avg_days for b in bands[:-1]]
         if None in limits:
-            raise ValueError("only the last purchase_frequency band may omit max_avg_days")
-        if limits != sorted(limits):
-            raise ValueError("purchase_frequency bands must be listed with max_avg_days ascending")
+            raise _At((limits.index(None),), "only the last purchase_frequency band may omit max_avg_days")
+        descending = next((i for i in range(1, len(limits)) if limits[i] < limits[i - 1]), None)
+        if descending is not None:
+            raise _At((descending, "max_avg_days"),
+                      "purchase_frequency bands must be listed with max_avg_days ascending")
         return bands
 
     @model_validator(mode="after")
     def _references_exist(self) -> Rules:
         names = {s.name for s in self.segments}
         if self.no_orders_segment not in names:
-            raise ValueError(f"no_orders_segment '{self.no_orders_segment}' is not one of the segments")
+            raise _At(("no_orders_segment",), f"'{self.no_orders_segment}' is not one of the segments")
         for key, campaign in self.campaigns.items():
             if campaign.webhook not in self.webhooks:
-                raise ValueError(f"campaigns.{key}: webhook '{campaign.webhook}' is not defined under webhooks")
+                raise _At(("campaigns", key, "webhook"), f"webhook '{campaign.webhook}' is not defined under webhooks")
             trigger = campaign.on
-            for field, value in (("entered", trigger.entered), ("left", trigger.left),
-                                 ("from", trigger.from_), ("to", trigger.to), ("segment", campaign.segment)):
+            for at, value in ((("on", "entered"), trigger.entered), (("on", "left"), trigger.left),
+                              (("on", "from"), trigger.from_), (("on", "to"), trigger.to),
+                              (("segment",), campaign.segment)):
                 if value is not None and value not in names:
-                    raise ValueError(f"campaigns.{key}: {field} names unknown segment '{value}'")
+                    raise _At(("campaigns", key, *at), f"{at[-1]} names unknown segment '{value}'")
         return self
 
     @property
@@ -327,6 +346,9 @@ class _NodeReader:
 
 def _describe(error: Mapping[str, Any], source: str, lines: dict[tuple, int]) -> str:
     path = tuple(part for part in error["loc"] if part not in ("function-after", "function-before"))
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _At):
+        path += cause.at
     path = tuple("from" if part == "from_" else part for part in path)
     line = None
     for depth in range(len(path), -1, -1):
