@@ -1,0 +1,5 @@
+"""The customer API (Flask): `create_app(settings)` builds it; `wsgi.py` is the gunicorn entry point."""
+
+from worker.api.app import create_app
+
+__all__ = ["create_app"]
