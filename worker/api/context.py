@@ -1,0 +1,41 @@
+"""What every API request works with: settings, the store, the rules in force and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from flask import current_app
+
+from rules import Classifier, Rules
+from worker.rules_file import RulesSource
+from worker.settings import Settings
+from worker.store.base import Store
+
+EXTENSION = "segment_worker"
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    store: Store
+    rules_source: RulesSource
+    clock: Callable[[], datetime]
+    _compiled: tuple[Rules, Classifier] | None = field(default=None, init=False, repr=False)
+
+    def rules(self) -> Rules:
+        return self.rules_source.current()
+
+    def classifier(self) -> Classifier:
+        """A Classifier for the rules in force, compiled again only when the rules file changed."""
+        rules = self.rules()
+        compiled = self._compiled
+        if compiled is None or compiled[0] is not rules:
+            compiled = (rules, Classifier(rules))
+            self._compiled = compiled
+        return compiled[1]
+
+
+def context() -> ApiContext:
+    return current_app.extensions[EXTENSION]

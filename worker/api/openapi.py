@@ -1,0 +1,267 @@
+"""GET /api/openapi.json: the OpenAPI 3.1 description of every route, built from the rules in force."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from rules import Rules
+from worker.api.context import context
+from worker.api.customers import frequency_names, segment_names
+from worker.api.events import STATUSES
+from worker.api.params import DEFAULT_LIMIT, EARLIEST_AS_OF, LATEST_AS_OF, MAX_LIMIT
+
+bp = Blueprint("openapi", __name__)
+
+Schema = dict[str, Any]
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Schema:
+    return openapi_document(context().rules())
+
+
+def openapi_document(rules: Rules) -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Segment worker customer API",
+            "version": "1",
+            "description": "Lifecycle segments and purchase frequency per customer, order intake and the "
+                           "webhook event outbox. Money is a string with two decimals; times are UTC ISO 8601 "
+                           "with milliseconds and Z.",
+        },
+        "security": [{"bearerAuth": []}, {"apiKey": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "A key from API_KEYS (read) or ADMIN_API_KEYS (read and write)."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                           "description": "The same keys as bearerAuth, for clients that cannot set Authorization."},
+            },
+            "parameters": _parameters(rules),
+            "responses": _error_responses(),
+            "schemas": _schemas(),
+        },
+    }
+
+
+def _paths() -> Schema:
+    read_errors = _errors(400, 401, 404)
+    return {
+        "/api/customers": {"get": _operation(
+            "List customers, optionally by segment and purchase frequency, in pages ordered by contactID.",
+            "CustomerList", ["segment", "purchaseFrequency", "limit", "cursor", "asOf"], _errors(400, 401))},
+        "/api/customers/{contactID}": {"get": _operation(
+            "One customer as classified now (or at asOf).", "CustomerResponse", ["contactID", "asOf"],
+            read_errors)},
+        "/api/customers/{contactID}/transitions": {"get": _operation(
+            "The customer's segment moves, oldest first.", "TransitionList", ["contactID"], _errors(401, 404))},
+        "/api/segments": {"get": _operation(
+            "Customers and spend per segment, every segment of the rules included.", "SegmentsResponse",
+            ["asOf"], _errors(400, 401))},
+        "/api/orders": {"post": {
+            **_operation("Record orders (upsert by orderReference; a batch is all or nothing) and re-evaluate "
+                         "the touched customers at once. Needs a write key.", "OrdersResult", [],
+                         _errors(400, 401, 403, 413)),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OrdersRequest")}}},
+        }},
+        "/api/events": {"get": _operation(
+            "Webhook events in the outbox, oldest first.", "EventList", ["status", "limit", "cursor"],
+            _errors(400, 401))},
+        "/api/events/{eventId}": {"get": _operation(
+            "One event and its delivery attempts.", "EventDetail", ["eventId"], _errors(401, 404))},
+        "/api/events/{eventId}/replay": {"post": _operation(
+            "Make an event pending again, due now. Needs a write key.", "EventResponse", ["eventId"],
+            _errors(401, 403, 404), status="202")},
+        "/api/openapi.json": {"get": {
+            "summary": "This document.",
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
+                "schema": {"type": "object"}}}}, **_errors(401)},
+        }},
+        "/healthz": {"get": {
+            "summary": "Liveness and rules status; degraded while a refused rules file is being ignored.",
+            "security": [],
+            "responses": {"200": _json("Healthy or degraded", "Health"),
+                          "503": _json("The store does not answer", "Health")},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics. Needs a key unless the server runs with METRICS_PUBLIC=true.",
+            "responses": {"200": {"description": "Prometheus text exposition format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_errors(401)},
+        }},
+    }
+
+
+def _operation(summary: str, schema: str, parameters: list[str], errors: Schema, status: str = "200") -> Schema:
+    return {
+        "summary": summary,
+        "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in parameters],
+        "responses": {status: _json(summary.split(".")[0], schema), **errors},
+    }
+
+
+def _errors(*statuses: int) -> Schema:
+    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "TooLarge"}
+    return {str(status): {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
+
+
+def _error_responses() -> Schema:
+    return {
+        "BadRequest": _json("A parameter or the body is invalid; the message names it", "Error"),
+        "Unauthorized": _json("No valid API key", "Error"),
+        "Forbidden": _json("The key may read but not write", "Error"),
+        "NotFound": _json("No such customer or event", "Error"),
+        "TooLarge": _json("The body is larger than MAX_REQUEST_BYTES", "Error"),
+    }
+
+
+def _parameters(rules: Rules) -> Schema:
+    return {
+        "segment": _query("segment", "Only customers in this segment.", {"enum": segment_names(rules)}),
+        "purchaseFrequency": _query("purchaseFrequency", "Only customers with this purchase frequency.",
+                                    {"enum": frequency_names(rules)}),
+        "limit": _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                                "default": DEFAULT_LIMIT}),
+        "cursor": _query("cursor", "nextCursor from the previous page.", {"type": "string"}),
+        "asOf": _query("asOf", "Evaluate at this moment instead of now: an ISO 8601 date or datetime "
+                       f"from {EARLIEST_AS_OF.date()} to before {LATEST_AS_OF.date()}.",
+                       {"type": "string", "examples": ["2026-02-21", "2026-02-21T08:30:00Z"]}),
+        "status": _query("status", "Only events with this delivery status.", {"enum": list(STATUSES)}),
+        "contactID": {"name": "contactID", "in": "path", "required": True, "schema": {"type": "string"}},
+        "eventId": {"name": "eventId", "in": "path", "required": True, "schema": {"type": "string"}},
+    }
+
+
+def _schemas() -> Schema:
+    return {
+        "Error": _object({"error": {"type": "string"},
+                          "errors": {"type": "array", "items": {"type": "string"},
+                                     "description": "Every rejected order record, naming record and field"}},
+                         required=["error"]),
+        "Money": {"type": "string", "pattern": r"^\d+\.\d{2}$", "examples": ["1245.50"]},
+        "Timestamp": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+                      "examples": ["2025-10-15T08:30:00.000Z"]},
+        "CustomerMetrics": _object({
+            "orderCount": {"type": "integer", "minimum": 0},
+            "totalSpend": _ref("Money"),
+            "firstOrderDate": _nullable(_ref("Timestamp")),
+            "lastOrderDate": _nullable(_ref("Timestamp")),
+            "lastOrderReference": {"type": ["string", "null"]},
+            "segment": {"type": "string"},
+            "lastOrderDaysAgo": {"type": ["integer", "null"]},
+            "purchaseFrequency": {"type": "string"},
+        }),
+        "Customer": _object({
+            "contactID": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "email": {"type": ["string", "null"]},
+            "metrics": _ref("CustomerMetrics"),
+        }),
+        "CustomerResponse": _object({"data": _ref("Customer")}),
+        "CustomerList": _page("Customer"),
+        "SegmentSummary": _object({
+            "segment": {"type": "string"},
+            "customers": {"type": "integer", "minimum": 0},
+            "totalSpend": _ref("Money"),
+            "share": {"type": "number", "minimum": 0, "maximum": 1},
+        }),
+        "SegmentsResponse": _object({
+            "data": {"type": "array", "items": _ref("SegmentSummary")},
+            "customers": {"type": "integer", "minimum": 0},
+            "asOf": _ref("Timestamp"),
+        }),
+        "Transition": _object({
+            "id": {"type": "string"},
+            "contactID": {"type": "string"},
+            "from": {"type": ["string", "null"]},
+            "to": {"type": "string"},
+            "occurredAt": _ref("Timestamp"),
+            "detectedAt": _ref("Timestamp"),
+            "rulesVersion": {"type": "string"},
+        }),
+        "TransitionList": _object({"data": {"type": "array", "items": _ref("Transition")},
+                                   "count": {"type": "integer"}}),
+        "Event": _object({
+            "id": {"type": "string"},
+            "contactID": {"type": "string"},
+            "campaign": {"type": "string"},
+            "webhook": {"type": "string"},
+            "type": {"type": "string"},
+            "status": {"enum": list(STATUSES)},
+            "attempts": {"type": "integer", "minimum": 0},
+            "occurredAt": _ref("Timestamp"),
+            "createdAt": _ref("Timestamp"),
+            "nextAttemptAt": _nullable(_ref("Timestamp")),
+            "deliveredAt": _nullable(_ref("Timestamp")),
+            "lastStatus": {"type": ["integer", "null"]},
+            "lastError": {"type": ["string", "null"]},
+        }),
+        "Attempt": _object({
+            "attemptedAt": _ref("Timestamp"),
+            "status": {"type": ["integer", "null"]},
+            "error": {"type": ["string", "null"]},
+            "durationMs": {"type": "integer", "minimum": 0},
+        }),
+        "EventList": _page("Event"),
+        "EventResponse": _object({"data": _ref("Event")}),
+        "EventDetail": _object({"data": _ref("Event"), "attempts": {"type": "array", "items": _ref("Attempt")}}),
+        "OrderInput": _object({
+            "contactID": {"type": ["string", "integer"]},
+            "orderReference": {"type": ["string", "integer"]},
+            "orderDate": {"type": "string", "description": "ISO 8601 date or datetime; no offset means UTC"},
+            "total": {"type": ["string", "number"], "description": "Decimal amount, at most two decimals"},
+            "email": {"type": ["string", "null"]},
+            "name": {"type": ["string", "null"]},
+            "status": {"type": ["string", "null"], "description": "'cancelled' orders do not count"},
+        }, required=["contactID", "orderReference", "orderDate", "total"]),
+        "OrdersRequest": {"oneOf": [
+            _ref("OrderInput"),
+            {"type": "array", "items": _ref("OrderInput"), "minItems": 1},
+            _object({"orders": {"type": "array", "items": _ref("OrderInput"), "minItems": 1}}),
+        ]},
+        "OrdersResult": _object({
+            "imported": {"type": "integer", "minimum": 0},
+            "updated": {"type": "integer", "minimum": 0},
+            "unchanged": {"type": "integer", "minimum": 0},
+            "customers": {"type": "array", "items": _ref("Customer")},
+            "transitions": {"type": "integer", "minimum": 0},
+        }),
+        "Health": _object({
+            "status": {"enum": ["ok", "degraded", "unavailable"]},
+            "rulesVersion": {"type": "string"},
+            "rulesError": {"type": ["string", "null"]},
+            "rulesLoadedAt": _nullable(_ref("Timestamp")),
+            "database": {"enum": ["ok", "unavailable"]},
+        }),
+    }
+
+
+def _object(properties: Schema, required: list[str] | None = None) -> Schema:
+    """A closed object: every field is listed, so the schema tests catch a field added without documentation."""
+    return {"type": "object", "properties": properties,
+            "required": list(properties) if required is None else required, "additionalProperties": False}
+
+
+def _page(item: str) -> Schema:
+    return _object({"data": {"type": "array", "items": _ref(item)}, "count": {"type": "integer", "minimum": 0},
+                    "nextCursor": {"type": ["string", "null"]}})
+
+
+def _query(name: str, description: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _json(description: str, schema: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"oneOf": [schema, {"type": "null"}]}
