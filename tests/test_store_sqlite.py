@@ -1,0 +1,297 @@
+"""SQLite store: WAL and schema version, all-or-nothing batches, due customers, optimistic saves, leases, outbox."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.factories import T0, new_store, order
+from worker.store.base import CustomerRecord, Evaluation, NewEvent, SaveResult, Store, TransitionRecord
+from worker.store.sqlite import SCHEMA_VERSION, SQLiteStore
+
+SECOND = timedelta(seconds=1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = new_store(tmp_path)
+    yield opened
+    opened.close()
+
+
+def evaluation(record: CustomerRecord, segment: str = "New", next_check_at: datetime | None = None,
+               at: datetime = T0, transition: TransitionRecord | None = None,
+               events: tuple[NewEvent, ...] = ()) -> Evaluation:
+    return Evaluation(contact_id=record.contact_id, seen_version=record.version, seen_segment=record.segment,
+                      segment=segment, purchase_frequency="One-time", next_check_at=next_check_at, evaluated_at=at,
+                      transition=transition, events=events)
+
+
+def welcome(contact_id: str, n: int, at: datetime = T0) -> NewEvent:
+    return NewEvent(id=f"evt_{contact_id}_{n:03d}", contact_id=contact_id, campaign="welcome", webhook="n8n",
+                    type="segment.entered", occurred_at=at, body=f'{{"n": {n}}}')
+
+
+def put_events(store: Store, count: int, at: datetime = T0, contact_id: str = "C-1") -> list[str]:
+    """`count` pending events for one customer, due at `at`, in creation order."""
+    store.upsert_orders([order(contact_id, f"ORD-{contact_id}", at - timedelta(days=1))], at)
+    events = tuple(welcome(contact_id, n, at) for n in range(count))
+    saved = store.save_evaluations([evaluation(store.get_customer(contact_id), at=at, events=events)])
+    assert saved.events == count
+    return [e.id for e in events]
+
+
+def due_ids(store: Store, as_of: datetime, everyone: bool = False, batch_size: int = 100) -> list[list[str]]:
+    return [[c.contact_id for c in batch] for batch in store.customers_to_evaluate(as_of, everyone, batch_size)]
+
+
+# --- the file -----------------------------------------------------------------------------------------------
+
+def test_database_is_in_wal_mode(store, tmp_path):
+    with sqlite3.connect(tmp_path / "segments.db") as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_schema_version_is_recorded(store):
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+
+
+def test_reopening_keeps_the_data(store, tmp_path):
+    store.upsert_orders([order("C-1", "ORD-1", T0)], T0)
+    store.close()
+    reopened = new_store(tmp_path)
+    assert reopened.get_customer("C-1").facts.total_cents == 10_000
+    reopened.close()
+
+
+def test_database_from_a_newer_program_is_refused(store, tmp_path):
+    store.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(RuntimeError, match="newer than this program"):
+        SQLiteStore(tmp_path / "segments.db")
+
+
+def test_meta_values_can_be_replaced(store):
+    store.set_meta("k", "one")
+    store.set_meta("k", "two")
+    assert (store.get_meta("k"), store.get_meta("missing")) == ("two", None)
+
+
+# --- a batch is stored whole or not at all ------------------------------------------------------------------
+
+class ExplodingOrder:
+    """Looks like an order until the store reads more than its reference."""
+
+    order_ref = "ORD-BOOM"
+
+    @property
+    def contact_id(self) -> str:
+        raise RuntimeError("cannot read contact_id")
+
+
+@pytest.mark.parametrize(("case", "third"), [
+    ("attribute_access_raises", ExplodingOrder()),
+    ("value_too_large_for_sqlite", order("C-3", "ORD-3", T0, total_cents=2**70)),
+])
+def test_batch_that_fails_on_the_third_order_stores_nothing(store, case, third):
+    store.upsert_orders([order("C-0", "ORD-0", T0 - 3 * SECOND, 500)], T0)
+    before = [c for batch in store.iter_customers() for c in batch]
+    batch = [order("C-1", "ORD-1", T0), order("C-0", "ORD-0", T0, 700), third, order("C-4", "ORD-4", T0)]
+    with pytest.raises((RuntimeError, OverflowError)):
+        store.upsert_orders(batch, T0)
+    assert [c for batch in store.iter_customers() for c in batch] == before
+    retry = store.upsert_orders(batch[:2], T0)  # the store is usable and ORD-1 was never written
+    assert (retry.inserted, retry.updated) == (1, 1)
+
+
+def test_batch_that_fails_while_refreshing_aggregates_stores_no_order(store):
+    # Two orders whose sum overflows SQLite's 64-bit integers: the orders are written, then the aggregate fails.
+    huge = [order("C-1", "ORD-1", T0, 2**62), order("C-1", "ORD-2", T0, 2**62)]
+    with pytest.raises(sqlite3.Error):
+        store.upsert_orders(huge, T0)
+    assert store.count_customers() == 0
+    assert store.upsert_orders([order("C-1", "ORD-1", T0, 100)], T0).inserted == 1
+
+
+# --- which customers are evaluated --------------------------------------------------------------------------
+
+@pytest.fixture
+def evaluated(store) -> Store:
+    """C-1 never re-checked, C-2 due tomorrow, C-3 due an hour ago, C-4 due tomorrow but changed since."""
+    store.upsert_orders([order(c, f"ORD-{c}", T0 - timedelta(days=2)) for c in ("C-1", "C-2", "C-3", "C-4")], T0)
+    due = {"C-1": None, "C-2": T0 + timedelta(days=1), "C-3": T0 - timedelta(hours=1), "C-4": T0 + timedelta(days=1)}
+    records = store.customers_by_id(list(due))
+    assert store.save_evaluations([evaluation(r, next_check_at=due[r.contact_id]) for r in records]).saved == 4
+    store.upsert_orders([order("C-4", "ORD-C-4b", T0 - timedelta(hours=2))], T0)
+    return store
+
+
+def test_only_changed_or_due_customers_are_evaluated(evaluated):
+    assert due_ids(evaluated, T0) == [["C-3", "C-4"]]
+
+
+def test_customer_is_due_exactly_at_its_next_check(evaluated):
+    assert due_ids(evaluated, T0 + timedelta(days=1)) == [["C-2", "C-3", "C-4"]]
+    assert due_ids(evaluated, T0 + timedelta(days=1) - timedelta(milliseconds=1)) == [["C-3", "C-4"]]
+
+
+def test_everyone_means_everyone_in_batches(evaluated):
+    assert due_ids(evaluated, T0, everyone=True, batch_size=3) == [["C-1", "C-2", "C-3"], ["C-4"]]
+
+
+def test_new_customers_are_due_until_evaluated(store):
+    store.upsert_orders([order("C-9", "ORD-9", T0), order("C-8", "ORD-8", T0)], T0)
+    assert due_ids(store, T0, batch_size=1) == [["C-8"], ["C-9"]]
+
+
+def test_unchanged_reimport_does_not_make_a_customer_due(evaluated):
+    evaluated.upsert_orders([order("C-1", "ORD-C-1", T0 - timedelta(days=2))], T0)
+    assert due_ids(evaluated, T0) == [["C-3", "C-4"]]
+
+
+# --- saves are optimistic -----------------------------------------------------------------------------------
+
+def test_save_skips_a_customer_changed_since_it_was_read(store):
+    store.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=1))], T0)
+    seen = store.get_customer("C-1")
+    store.upsert_orders([order("C-1", "ORD-2", T0)], T0)  # an order arrives while the evaluation runs
+    transition = TransitionRecord("trn_1", "C-1", None, "New", T0, T0, "sha256:x")
+    result = store.save_evaluations([evaluation(seen, transition=transition, events=(welcome("C-1", 1),))])
+    assert result == SaveResult(saved=0, transitions=0, events=0, skipped=1)
+    assert store.get_customer("C-1").segment is None
+    assert due_ids(store, T0) == [["C-1"]]
+    assert store.transitions_for("C-1") == [] and store.list_events(None, 10) == []
+
+
+def test_save_skips_a_customer_whose_segment_someone_else_stored(store):
+    store.upsert_orders([order("C-1", "ORD-1", T0)], T0)
+    seen = store.get_customer("C-1")
+    assert store.save_evaluations([evaluation(seen, segment="New")]).saved == 1
+    assert store.save_evaluations([evaluation(seen, segment="Active")]).skipped == 1
+    assert store.get_customer("C-1").segment == "New"
+
+
+def test_save_stores_state_transition_and_events_once(store):
+    store.upsert_orders([order("C-1", "ORD-1", T0)], T0)
+    transition = TransitionRecord("trn_1", "C-1", None, "New", T0, T0, "sha256:x")
+    first = store.save_evaluations([evaluation(store.get_customer("C-1"), next_check_at=T0 + SECOND,
+                                               transition=transition, events=(welcome("C-1", 1),))])
+    again = store.save_evaluations([evaluation(store.get_customer("C-1"), transition=transition,
+                                               events=(welcome("C-1", 1),))])
+    assert first == SaveResult(saved=1, transitions=1, events=1, skipped=0)
+    assert again == SaveResult(saved=1, transitions=0, events=0, skipped=0)
+    customer = store.get_customer("C-1")
+    assert (customer.segment, customer.purchase_frequency, customer.evaluated_at) == ("New", "One-time", T0)
+    assert store.transitions_for("C-1") == [transition]
+    assert [e.id for e in store.list_events("pending", 10)] == ["evt_C-1_001"]
+
+
+# --- leases -------------------------------------------------------------------------------------------------
+
+def test_lease_lifecycle(store):
+    assert store.acquire_lease("evaluate", "A", T0, 30)
+    assert not store.acquire_lease("evaluate", "B", T0 + 10 * SECOND, 30), "second holder is refused"
+    assert store.acquire_lease("evaluate", "A", T0 + 20 * SECOND, 30), "holder renews"
+    assert not store.acquire_lease("evaluate", "B", T0 + 40 * SECOND, 30), "renewal extended the lease"
+    assert store.acquire_lease("evaluate", "B", T0 + 50 * SECOND, 30), "taken over once expired"
+    assert not store.acquire_lease("evaluate", "A", T0 + 51 * SECOND, 30), "old holder lost it"
+    store.release_lease("evaluate", "A")  # not the holder: nothing happens
+    assert not store.acquire_lease("evaluate", "A", T0 + 52 * SECOND, 30)
+    store.release_lease("evaluate", "B")
+    assert store.acquire_lease("evaluate", "A", T0 + 53 * SECOND, 30), "free right after release"
+
+
+def test_leases_are_independent_by_name(store):
+    assert store.acquire_lease("evaluate", "A", T0, 30)
+    assert store.acquire_lease("deliver", "B", T0, 30)
+
+
+def test_lease_is_exclusive_across_connections(store, tmp_path):
+    other = SQLiteStore(tmp_path / "segments.db")
+    assert store.acquire_lease("evaluate", "A", T0, 30)
+    assert not other.acquire_lease("evaluate", "B", T0, 30)
+    other.close()
+
+
+# --- the outbox ---------------------------------------------------------------------------------------------
+
+def test_two_claimers_never_get_the_same_event(store, tmp_path):
+    ids = put_events(store, 120)
+    claimed: dict[str, list[str]] = {"A": [], "B": [], "C": []}
+    start = threading.Barrier(len(claimed))
+
+    def claim(holder: str) -> None:
+        own = SQLiteStore(tmp_path / "segments.db")
+        start.wait()
+        while batch := own.claim_due_events(T0, 7, holder, 60):
+            claimed[holder] += [e.id for e in batch]
+        own.close()
+
+    threads = [threading.Thread(target=claim, args=(h,)) for h in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    everything = [i for got in claimed.values() for i in got]
+    assert len(everything) == len(set(everything))
+    assert sorted(everything) == sorted(ids)
+
+
+def test_claims_are_oldest_first_and_exclusive_until_they_expire(store):
+    ids = put_events(store, 5)
+    first = store.claim_due_events(T0, 3, "A", 60)
+    assert [e.id for e in first] == ids[:3]
+    assert [e.id for e in store.claim_due_events(T0, 10, "B", 60)] == ids[3:]
+    assert store.claim_due_events(T0 + 59 * SECOND, 10, "B", 60) == []
+    assert [e.id for e in store.claim_due_events(T0 + 60 * SECOND, 10, "B", 60)] == ids
+
+
+def test_events_not_yet_due_are_not_claimed(store):
+    put_events(store, 2, at=T0)
+    assert store.claim_due_events(T0 - SECOND, 10, "A", 60) == []
+
+
+def test_failed_attempt_without_next_attempt_is_dead_and_replay_makes_it_pending(store):
+    [event_id] = put_events(store, 1)
+    store.claim_due_events(T0, 1, "A", 60)
+    store.record_failed([event_id], T0, 410, "Gone", 12, None)
+    dead = store.get_event(event_id)
+    assert (dead.status, dead.attempts, dead.last_status, dead.last_error) == ("dead", 1, 410, "Gone")
+    assert [e.id for e in store.list_events("dead", 10)] == [event_id]
+    assert store.claim_due_events(T0 + timedelta(days=1), 10, "A", 60) == []
+    later = T0 + timedelta(hours=2)
+    assert store.replay_event(event_id, later)
+    replayed = store.get_event(event_id)
+    assert (replayed.status, replayed.next_attempt_at) == ("pending", later)
+    assert [e.id for e in store.claim_due_events(later, 10, "B", 60)] == [event_id]
+
+
+def test_failed_attempt_with_next_attempt_is_retried_then(store):
+    [event_id] = put_events(store, 1)
+    store.claim_due_events(T0, 1, "A", 60)
+    retry_at = T0 + 30 * SECOND
+    store.record_failed([event_id], T0, 503, "Service Unavailable", 40, retry_at)
+    event = store.get_event(event_id)
+    assert (event.status, event.attempts, event.next_attempt_at) == ("pending", 1, retry_at)
+    assert store.claim_due_events(retry_at - SECOND, 10, "A", 60) == []
+    assert [e.id for e in store.claim_due_events(retry_at, 10, "A", 60)] == [event_id]
+
+
+def test_delivered_event_is_recorded_with_its_attempts(store):
+    [event_id] = put_events(store, 1)
+    store.claim_due_events(T0, 1, "A", 60)
+    store.record_failed([event_id], T0, None, "connection refused", 3, T0 + SECOND)
+    store.record_delivered([event_id], T0 + 2 * SECOND, 200, 25)
+    event = store.get_event(event_id)
+    assert (event.status, event.attempts, event.delivered_at, event.last_error) == (
+        "delivered", 2, T0 + 2 * SECOND, None)
+    assert [(a.status, a.error) for a in store.attempts_for(event_id)] == [(None, "connection refused"), (200, None)]
+    assert store.event_counts(T0 + 3 * SECOND)["delivered"] == 1
+
+
+def test_replay_of_an_unknown_event_says_so(store):
+    assert not store.replay_event("evt_nope", T0)
