@@ -325,7 +325,13 @@ class _NodeReader:
                 return Decimal(raw)
             except InvalidOperation:
                 pass
-        return self._interpolate(raw, node.start_mark.line + 1, path)
+        text = self._interpolate(raw, node.start_mark.line + 1, path)
+        if node.style is None and text != raw:  # `gt: ${VIP_THRESHOLD:-5000}` is still a number
+            try:
+                return Decimal(text)
+            except InvalidOperation:
+                pass
+        return text
 
     def _interpolate(self, raw: str, line: int, path: tuple) -> str:
         def substitute(match: re.Match) -> str:

@@ -264,3 +264,12 @@ def test_moves_happen_at_midnight_in_the_rules_timezone(tmp_path):
     evaluate_due(ny_store, rules, datetime(2026, 6, 1, tzinfo=UTC))
     assert moves(ny_store, "C-NY") == [("New", "Dormant", datetime(2026, 4, 11, 4, 0, tzinfo=UTC))]  # 00:00 EDT
     ny_store.close()
+
+
+def test_customer_whose_orders_are_all_cancelled_moves_without_a_campaign(store):
+    evaluate_due(store, BASELINE, T0)
+    store.upsert_orders([order("C-ACT", "A-1", days_ago(200), 100_000, status="cancelled"),
+                         order("C-ACT", "A-2", days_ago(10), 100_000, status="cancelled")], T0)
+    result = evaluate_due(store, BASELINE, T0 + timedelta(hours=1))
+    assert moves(store, "C-ACT")[-1][:2] == ("Active", "New")
+    assert result.events == 0 and campaigns(store) == {}

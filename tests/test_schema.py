@@ -85,6 +85,16 @@ def test_env_interpolation(url, env, expected):
     assert rules.webhooks["n8n"].secret == SECRET
 
 
+@pytest.mark.parametrize(("env", "threshold"), [({}, Decimal("5000")), ({"VIP_OVER": "3000.50"}, Decimal("3000.50"))])
+def test_interpolated_threshold_is_a_number(env, threshold):
+    block_style = ("  - name: VIP\n    when:\n      totalSpend:\n        gt: ${VIP_OVER:-5000}\n"
+                   "  - {name: Dormant, when: {lastOrderDaysAgo: {gt: 90}}}\n"
+                   "  - {name: New, when: {firstOrderDaysAgo: {lte: 30}}}\n"
+                   "  - {name: Active}\n")
+    rules = parse_rules(rules_text(segments=block_style), env={**env, **ENV})
+    assert rules.segments[0].when == {"totalSpend": {"gt": threshold}}
+
+
 def test_unset_env_var_is_refused_naming_the_variable_and_no_secret_value():
     problems = refusal(BASE, env={"WEBHOOK_SECRET": SECRET})
     assert problems == [f"rules.yaml:{line_of(BASE, 'N8N_WEBHOOK_URL')} webhooks.n8n.url: "

@@ -96,7 +96,9 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
             contact_id=record.contact_id, from_segment=record.segment, to_segment=now.segment,
             occurred_at=occurred_at, detected_at=as_of, rules_version=rules.rules_version,
         )
-        for campaign, kind in campaigns_for_move(rules, record.segment, now.segment):
+        # Someone whose every order was cancelled is back to no orders: record it, announce nothing.
+        moves = campaigns_for_move(rules, record.segment, now.segment) if record.facts.order_count else []
+        for campaign, kind in moves:
             events.append(_event(rules, record, now, Fired(campaign, kind, occurred_at), record.segment, as_of))
     if announce:
         for fired in milestones_reached(rules, record.facts, now.segment, record.evaluated_at, as_of):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -28,13 +27,13 @@ class OrdersRejected(ValueError):
         super().__init__(f"{len(errors)} invalid order record(s): " + "; ".join(errors[:5]))
 
 
-@dataclass(frozen=True)
-class RecordError:
-    where: str
-    message: str
+class RecordError(ValueError):
+    """One bad record: `where` names it (record number or file:line), `message` the field and the fault."""
 
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+    def __init__(self, where: str, message: str):
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}")
 
 
 def parse_order(item: Any, where: str) -> Order:
