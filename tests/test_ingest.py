@@ -84,6 +84,8 @@ BAD = [
     ("date_that_does_not_parse", record(orderDate="yesterday"), "orderDate", "ISO 8601"),
     ("impossible_date", record(orderDate="2026-02-30"), "orderDate", "ISO 8601"),
     ("numeric_date", record(orderDate=20260220), "orderDate", "ISO 8601"),
+    ("date_out_of_range", record(orderDate="9999-12-31T23:59:59-12:00"), "orderDate", "supported range"),
+    ("implausible_year", record(orderDate="1066-10-14"), "orderDate", "between 1970 and 2200"),
     ("contact_id_not_text", record(contactID={"id": 1}), "contactID", "text"),
 ]
 

@@ -16,6 +16,7 @@ from worker.store.base import IngestResult, Order, Store
 FIELDS = ("contactID", "orderReference", "orderDate", "total", "email", "name", "status")
 REQUIRED = ("contactID", "orderReference", "orderDate", "total")
 MAX_TEXT = 256
+EARLIEST_ORDER_YEAR, LATEST_ORDER_YEAR = 1970, 2200  # outside: a typo, and day arithmetic could overflow
 MAX_TOTAL_CENTS = 10**12  # a billion per order: larger is a typo or an attack, not packaging
 
 
@@ -151,9 +152,12 @@ def _order_date(value: Any, where: str) -> datetime:
     if not isinstance(value, str):
         raise RecordError(where, "orderDate: must be an ISO 8601 date or datetime text")
     try:
-        return parse_instant(value)
+        moment = parse_instant(value)
     except ValueError as exc:
         raise RecordError(where, f"orderDate: {exc}") from None
+    if not EARLIEST_ORDER_YEAR <= moment.year <= LATEST_ORDER_YEAR:
+        raise RecordError(where, f"orderDate: {value} is not between {EARLIEST_ORDER_YEAR} and {LATEST_ORDER_YEAR}")
+    return moment
 
 
 def _total_cents(value: Any, where: str) -> int:

@@ -37,7 +37,10 @@ def parse_instant(text: str) -> datetime:
                          "2026-02-21T08:30:00Z)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"'{text}' is outside the supported range of dates") from None
 
 
 def customer_json(record: CustomerRecord, classification: Classification) -> dict[str, Any]:
