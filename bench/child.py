@@ -1,0 +1,47 @@
+"""A full evaluation in a process of its own, so its time and peak memory are its own.
+
+    python -m bench.child DB AS_OF   ->  one JSON line: seconds, counts, peak RSS
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+from bench.ruleset import bench_rules
+from worker.evaluate import evaluate_due
+from worker.serialize import parse_instant
+from worker.store.sqlite import SQLiteStore
+
+
+def peak_rss_kb() -> int:
+    """VmHWM from /proc where there is one (Linux), else ru_maxrss (kilobytes on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def main() -> None:
+    db, as_of = sys.argv[1], parse_instant(sys.argv[2])
+    rules = bench_rules()
+    store = SQLiteStore(db)
+    before_kb = peak_rss_kb()
+    started = time.perf_counter()
+    result = evaluate_due(store, rules, as_of)
+    seconds = time.perf_counter() - started
+    store.close()
+    print(json.dumps({"seconds": seconds, "customers": result.customers, "transitions": result.transitions,
+                      "events": result.events, "errors": result.errors, "peak_rss_kb": peak_rss_kb(),
+                      "rss_before_kb": before_kb}))
+
+
+if __name__ == "__main__":
+    main()

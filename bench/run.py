@@ -1,0 +1,305 @@
+"""`python -m bench`: every scenario on one generated data set, each against a baseline measured in the same run.
+
+Prints the table and writes it as JSON to bench/results/. Timings are only as quiet as the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from bench import api, evaluation
+from bench.dataset import Dataset, baseline_import, bench_env, prepare, snapshot
+from bench.delivery import delivery
+from bench.generate import AS_OF
+from bench.report import ERROR, PASS, SCENARIOS, SKIPPED, Row, table, write_json
+from bench.ruleset import bench_rules
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GROUPS = ("naive", "http", "delivery", "scaling")  # what --skip can leave out; the rows stay, marked skipped
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each scenario does; --quick makes everything tiny (the test suite's smoke run)."""
+
+    daily_ticks: int = 5
+    get_one_requests: int = 2000
+    list_pages: int = 20
+    http_seconds: float = 10.0
+    http_threads: int = 8
+    http_max_requests: int = 200_000
+    deliver_events: int = 5000
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(daily_ticks=2, get_one_requests=100, list_pages=2, http_seconds=1.0, http_threads=4,
+                   http_max_requests=2000, deliver_events=50)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000, help="customers in the main data set")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--scaling-max", type=int, default=None,
+                        help="largest scaling point (e.g. 1000000); default: points N/10, 3N/10, N")
+    parser.add_argument("--quick", action="store_true", help="tiny durations and counts (smoke run)")
+    parser.add_argument("--skip", default="", help=f"comma-separated groups to leave out: {', '.join(GROUPS)}")
+    parser.add_argument("--http-seconds", type=float, default=None)
+    parser.add_argument("--http-threads", type=int, default=None)
+    parser.add_argument("--deliver-events", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep databases here instead of a temp dir")
+    args = parser.parse_args(argv)
+    args.skip = {g.strip() for g in args.skip.split(",") if g.strip()}
+    unknown = args.skip - set(GROUPS)
+    if unknown:
+        parser.error(f"--skip: unknown group(s) {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}")
+    if args.customers < 10:
+        parser.error("--customers: at least 10")
+    return args
+
+
+def scaling_points(customers: int, scaling_max: int | None) -> list[int]:
+    if scaling_max is not None and scaling_max > customers:
+        return [customers // 10, customers, scaling_max]
+    return [customers // 10, customers * 3 // 10, customers]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path):
+        self.args = args
+        self.work = work
+        sizes = Sizes.quick() if args.quick else Sizes()
+        self.sizes = Sizes(
+            **{**sizes.__dict__,
+               **{k: v for k, v in (("http_seconds", args.http_seconds), ("http_threads", args.http_threads),
+                                    ("deliver_events", args.deliver_events)) if v is not None}})
+        self.rows = {key: Row(key) for key in SCENARIOS}
+        self.rules = bench_rules()
+        self.log: list[str] = []
+
+    def say(self, message: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        self.log.append(line)
+        print(line, file=sys.stderr, flush=True)
+
+    def guarded(self, keys: tuple[str, ...], step: Callable[[], None]) -> None:
+        """Run one scenario; if it fails, its rows say error (with why) and the other scenarios still run."""
+        try:
+            step()
+        except Exception as exc:  # a broken scenario must not hide the others' figures
+            self.say(f"{', '.join(keys)} failed:\n{traceback.format_exc()}")
+            for key in keys:
+                row = self.rows[key]
+                row.status, row.notes = ERROR, f"{type(exc).__name__}: {exc}"[:200]
+
+    def skipped(self, group: str, keys: tuple[str, ...]) -> bool:
+        if group not in self.args.skip:
+            return False
+        for key in keys:
+            self.rows[key].status, self.rows[key].notes = SKIPPED, f"--skip {group}"
+        return True
+
+    # the run ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> list[Row]:
+        n = self.args.customers
+        self.say(f"generating {n} customers and importing them through `python -m worker import-orders`")
+        started = time.perf_counter()
+        try:
+            self.main = prepare(n, self.work, self.args.seed)
+        except Exception as exc:  # nothing else can run without the imported data set
+            self.say(traceback.format_exc())
+            for row in self.rows.values():
+                row.status, row.notes = ERROR, f"no data set: {type(exc).__name__}: {exc}"[:200]
+            return list(self.rows.values())
+        self.say(f"{self.main.orders} orders imported in {self.main.import_seconds:.1f}s "
+                 f"(generation and import {time.perf_counter() - started:.1f}s)")
+        self.guarded(("import",), self.import_scenario)
+        pristine = snapshot(self.main.db, self.work / "pristine.db")
+        self.full = None
+        self.guarded(("first_eval_vs_groupby", "eval_peak_memory"), self.first_evaluation)
+        if not self.skipped("naive", ("first_eval_vs_naive",)):
+            self.guarded(("first_eval_vs_naive",), lambda: self.naive(pristine))
+        pristine.unlink(missing_ok=True)
+        self.idle_ms = None
+        self.guarded(("idle_tick",), self.idle)
+        self.guarded(("daily_tick",), self.daily)
+        self.guarded(("api_get_one", "api_list_1000"), self.in_process_api)
+        if not self.skipped("http", ("http_throughput", "http_p99")):
+            self.guarded(("http_throughput", "http_p99"), self.http)
+        if not self.skipped("delivery", ("delivery_rate", "delivery_vs_bare")):
+            self.guarded(("delivery_rate", "delivery_vs_bare"), self.deliver)
+        if not self.skipped("scaling", ("scaling", "idle_tick_flat")):
+            self.guarded(("scaling", "idle_tick_flat"), self.scaling)
+        return list(self.rows.values())
+
+    def import_scenario(self) -> None:
+        seconds, label = baseline_import(self.main.csv, self.work)
+        row = self.rows["import"]
+        row.figure, row.unit, row.baseline, row.baseline_label = self.main.import_seconds, "s", seconds, label
+        row.ratio, row.target = self.main.import_seconds / seconds, "<= 4x baseline"
+        row.details = {"orders": self.main.orders, "orders_per_second": self.main.orders / self.main.import_seconds}
+        row.judge(row.ratio <= 4)
+
+    def first_evaluation(self) -> None:
+        self.say("first full evaluation (child process)")
+        self.full = evaluation.first_full_evaluation(self.main.db, AS_OF)
+        self.say(f"evaluated {self.full.customers} customers in {self.full.seconds:.1f}s; GROUP BY baseline")
+        seconds = evaluation.group_by_baseline(self.main.db)
+        row = self.rows["first_eval_vs_groupby"]
+        row.figure, row.unit, row.baseline, row.baseline_label = self.full.seconds, "s", seconds, "GROUP BY"
+        row.ratio, row.target = self.full.seconds / seconds, "<= 2x baseline"
+        row.details = self.full.as_dict()
+        row.judge(row.ratio <= 2)
+        memory = self.rows["eval_peak_memory"]
+        memory.figure, memory.unit, memory.target = self.full.peak_rss_mb, "MB", "<= 300 MB"
+        memory.details = {"customers": self.full.customers}
+        memory.judge(self.full.peak_rss_mb <= 300)
+
+    def naive(self, pristine: Path) -> None:
+        if self.full is None:
+            raise RuntimeError("needs the first full evaluation's figure")
+        self.say("naive baseline: one orders query and one save per customer")
+        seconds, customers = evaluation.naive_evaluation(pristine, self.rules, AS_OF)
+        row = self.rows["first_eval_vs_naive"]
+        row.figure, row.unit, row.baseline, row.baseline_label = self.full.seconds, "s", seconds, "per customer"
+        row.ratio, row.target = seconds / self.full.seconds, ">= 5x faster (baseline/figure)"
+        row.details = {"naive_customers": customers}
+        row.judge(row.ratio >= 5)
+
+    def idle(self) -> None:
+        self.idle_ms, evaluated = evaluation.idle_tick(self.main.db, self.rules, AS_OF)
+        row = self.rows["idle_tick"]
+        row.figure, row.unit, row.target = self.idle_ms, "ms", "<= 20 ms"
+        row.details = {"evaluated": evaluated, "customers": self.args.customers}
+        row.judge(self.idle_ms <= 20 and evaluated == 0)
+
+    def daily(self) -> None:
+        ticks = evaluation.daily_ticks(self.main.db, self.rules, AS_OF, self.sizes.daily_ticks)
+        ms = statistics.median(t["ms"] for t in ticks)
+        due = statistics.median(t["due"] for t in ticks)
+        row = self.rows["daily_tick"]
+        row.figure, row.unit, row.target = ms, "ms", "<= 150 ms"
+        row.notes = f"median {due:.0f} due = {due / self.args.customers:.2%}"
+        row.details = {"ticks": ticks, "slowest_ms": max(t["ms"] for t in ticks)}
+        row.judge(ms <= 150)
+
+    @property
+    def after_ticks(self):
+        return AS_OF + timedelta(days=self.sizes.daily_ticks)
+
+    def in_process_api(self) -> None:
+        ids = api.sample_ids(self.main.db, self.sizes.get_one_requests, self.args.seed)
+        found = api.in_process(self.main.db, bench_env(self.main.database_url), self.after_ticks, ids,
+                               self.sizes.list_pages)
+        one = self.rows["api_get_one"]
+        one.figure, one.unit, one.target = found["get_one_p50_ms"], "ms", "p50 <= 1 ms"
+        one.details = found
+        one.judge(one.figure <= 1)
+        pages = self.rows["api_list_1000"]
+        pages.figure, pages.unit, pages.target = found["list_median_ms"], "ms", "<= 40 ms"
+        pages.details = found
+        pages.judge(pages.figure <= 40)
+
+    def http(self) -> None:
+        sizes = self.sizes
+        ids = api.sample_ids(self.main.db, 5000, self.args.seed + 1)
+        env = api.http_env(self.main.db)
+        self.say(f"gunicorn: bare WSGI app, then the API; {sizes.http_threads} client threads, "
+                 f"{sizes.http_seconds:g}s each")
+        hello = api.under_gunicorn("bench.hello:app", env, ["/hello"], sizes.http_threads, sizes.http_seconds,
+                                   sizes.http_max_requests, self.work / "gunicorn-hello.log")
+        load = api.under_gunicorn("worker.api.wsgi:app", env, [f"/api/customers/{i}" for i in ids],
+                                  sizes.http_threads, sizes.http_seconds, sizes.http_max_requests,
+                                  self.work / "gunicorn-api.log")
+        if load.errors:
+            raise RuntimeError(f"{load.errors} of {load.requests} requests failed")
+        rate = self.rows["http_throughput"]
+        rate.figure, rate.unit, rate.baseline, rate.baseline_label = load.per_second, "req/s", hello.per_second, \
+            "bare WSGI app"
+        rate.ratio, rate.target = load.per_second / hello.per_second, ">= 1,000 req/s"
+        rate.details = {"api": load.as_dict(), "bare_wsgi": hello.as_dict(), "threads": sizes.http_threads}
+        rate.judge(load.per_second >= 1000)
+        p99 = self.rows["http_p99"]
+        p99.figure, p99.unit, p99.baseline, p99.baseline_label = load.p99_ms, "ms", hello.p99_ms, "bare WSGI app"
+        p99.ratio, p99.target = load.p99_ms / hello.p99_ms, "<= 20 ms"
+        p99.details = rate.details
+        p99.judge(load.p99_ms <= 20)
+
+    def deliver(self) -> None:
+        self.say(f"delivery of {self.sizes.deliver_events} events, then the bare loop")
+        found = delivery(self.main.db, self.after_ticks, self.sizes.deliver_events)
+        rate = self.rows["delivery_rate"]
+        rate.figure, rate.unit, rate.target = found.per_second, "events/s", ">= 500 events/s"
+        rate.details = found.as_dict()
+        rate.judge(found.per_second >= 500 and found.received >= found.events)
+        versus = self.rows["delivery_vs_bare"]
+        versus.figure, versus.unit, versus.baseline = found.per_second, "events/s", found.bare_per_second
+        versus.baseline_label, versus.target = "bare Session loop", ">= 0.8x baseline"
+        versus.ratio = found.per_second / found.bare_per_second
+        versus.details = found.as_dict()
+        versus.judge(versus.ratio >= 0.8)
+
+    def scaling(self) -> None:
+        points = scaling_points(self.args.customers, self.args.scaling_max)
+        if self.full is None or self.idle_ms is None:
+            raise RuntimeError("needs the main data set's first evaluation and idle tick")
+        runs = {self.args.customers: self.full.seconds}
+        smallest_idle = None
+        for customers in points:
+            if customers in runs:
+                continue
+            self.say(f"scaling point: {customers} customers (generate, import, evaluate)")
+            data: Dataset = prepare(customers, self.work, self.args.seed)
+            runs[customers] = evaluation.first_full_evaluation(data.db, AS_OF).seconds
+            if customers == points[0]:
+                smallest_idle, _ = evaluation.idle_tick(data.db, self.rules, AS_OF)
+            shutil.rmtree(data.db.parent, ignore_errors=True)
+        per_customer = {n: runs[n] / n * 1e6 for n in points}
+        row = self.rows["scaling"]
+        low, high = points[0], points[-1]
+        row.figure, row.unit, row.baseline = per_customer[high], "us/customer", per_customer[low]
+        row.baseline_label, row.ratio = f"at {low:,}", per_customer[high] / per_customer[low]
+        row.target, row.notes = "<= 1.25x (linear)", f"at {high:,}"
+        row.details = {"seconds": {str(n): runs[n] for n in points}, "us_per_customer": per_customer}
+        row.judge(row.ratio <= 1.25)
+        flat = self.rows["idle_tick_flat"]
+        flat.figure, flat.unit, flat.baseline = self.idle_ms, "ms", smallest_idle
+        flat.baseline_label, flat.ratio = f"at {low:,}", self.idle_ms / smallest_idle
+        flat.target, flat.notes = "<= 2x (same at N/10 and N)", f"at {self.args.customers:,}"
+        flat.judge(flat.ratio <= 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="segment-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    bench = Bench(args, work)
+    try:
+        rows = bench.run()
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    run = {"customers": args.customers, "seed": args.seed, "quick": args.quick, "skip": sorted(args.skip),
+           "scaling_points": scaling_points(args.customers, args.scaling_max), "as_of": AS_OF.isoformat(),
+           "sizes": bench.sizes.__dict__, "seconds": time.perf_counter() - started}
+    path = write_json(rows, args.out, run)
+    print(table(rows))
+    passed = sum(r.status == PASS for r in rows)
+    errors = [r.scenario for r in rows if r.status == ERROR]
+    print(f"\n{passed} of {len(rows)} targets met; {len(errors)} error(s); "
+          f"{sum(r.status == SKIPPED for r in rows)} skipped. JSON: {path}")
+    print("Figures are wall-clock on a shared machine: noisy. The targets are goals, not test assertions.")
+    return 1 if errors else 0

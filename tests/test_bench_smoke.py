@@ -1,0 +1,38 @@
+"""The benchmark suite runs end to end on a tiny data set, so it never rots. Timing targets are not asserted here:
+`python -m bench --customers 100000` is the real run, by hand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.report import ERROR, SCENARIOS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_tiny_bench_reports_every_scenario_in_table_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--customers", "300", "--quick", "--out", str(out),
+         "--work-dir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+    header = next(line for line in done.stdout.splitlines() if line.startswith("scenario"))
+    for column in ("figure", "baseline", "ratio", "target", "result"):
+        assert column in header
+    table_rows = {line.split()[0] for line in done.stdout.splitlines() if line and line.split()[0] in SCENARIOS}
+    assert table_rows == set(SCENARIOS)
+
+    [saved] = out.glob("bench-300-*.json")
+    document = json.loads(saved.read_text(encoding="utf-8"))
+    assert document["run"]["customers"] == 300
+    assert set(document["scenarios"]) == set(SCENARIOS)
+    for name, row in document["scenarios"].items():
+        assert row["status"] != ERROR, f"{name}: {row['notes']}"
+        assert row["figure"] is not None, name
+        assert row["target"], name
