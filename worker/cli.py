@@ -73,6 +73,8 @@ def main(ctx: click.Context) -> None:
     ctx.obj = Context()
     logging.basicConfig(level=ctx.obj.settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # APScheduler logs every job run at INFO; our jobs log what they did themselves.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 # evaluation and delivery -----------------------------------------------------------------------------------

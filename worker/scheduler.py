@@ -94,10 +94,10 @@ def start_scheduler(worker: Worker) -> BackgroundScheduler:
         _guarded("evaluation", worker.evaluate_once)
         _follow_schedule(scheduler, worker)
 
-    scheduler.add_job(evaluate_job, "interval", seconds=schedule.evaluate_every_seconds, id="evaluate",
+    scheduler.add_job(evaluate_job, "interval", seconds=schedule.evaluate_every_seconds, id="evaluate", name="evaluate",
                       next_run_time=utc_now(), max_instances=1, coalesce=True)
     scheduler.add_job(lambda: _guarded("delivery", worker.deliver_once), "interval",
-                      seconds=schedule.deliver_every_seconds, id="deliver", next_run_time=utc_now(),
+                      seconds=schedule.deliver_every_seconds, id="deliver", name="deliver", next_run_time=utc_now(),
                       max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler
