@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from worker.api import customers, events, health, openapi, orders
+from worker.api import customers, events, health, openapi, orders, rules
 from worker.api.auth import install_auth
 from worker.api.context import EXTENSION, ApiContext
 from worker.rules_file import RulesSource
@@ -55,7 +55,7 @@ def create_app(settings: Settings, store: Store | None = None, rules_source: Rul
 
 def _register_blueprints(app: Flask) -> None:
     api = Blueprint("api", __name__, url_prefix="/api")
-    for area in (customers, orders, events, openapi):
+    for area in (customers, orders, events, rules, openapi):
         api.register_blueprint(area.bp)
     app.register_blueprint(api)
     app.register_blueprint(health.bp)
