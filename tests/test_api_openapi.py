@@ -10,7 +10,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 
-from tests.conftest import NOW, make_order
+from tests.conftest import NOW, RULES_YAML, make_order
 from worker.evaluate import evaluate_due
 
 
@@ -97,6 +97,9 @@ def test_real_responses_match_the_documented_schemas(client, read_headers, admin
     check("GET", "/api/events/{eventId}", client.get(f"/api/events/{event_id}", headers=read_headers))
     check("POST", "/api/events/{eventId}/replay", client.post(f"/api/events/{event_id}/replay", headers=admin_headers))
     check("POST", "/api/events/{eventId}/replay", client.post("/api/events/nope/replay", headers=admin_headers))
+    candidate = RULES_YAML.replace("gt: 5000", "gt: 3000")
+    check("POST", "/api/rules/preview", client.post("/api/rules/preview", data=candidate, headers=admin_headers))
+    check("POST", "/api/rules/preview", client.post("/api/rules/preview", data="segments: [", headers=admin_headers))
     check("GET", "/api/openapi.json", client.get("/api/openapi.json", headers=read_headers))
     check("GET", "/healthz", client.get("/healthz"))
     check("GET", "/metrics", client.get("/metrics", headers=read_headers))

@@ -221,6 +221,37 @@ def rules_check(ctx: Context, file: Path | None) -> None:
                f"campaigns: {', '.join(loaded.campaigns) or 'none'}\ntimezone: {loaded.timezone}")
 
 
+@rules.command("preview")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--as-of", help="Compare at this ISO date/datetime instead of now.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+@pass_context
+def rules_preview(ctx: Context, candidate: Path, as_of: str | None, as_json: bool) -> None:
+    """Who would move, and which campaigns would fire, if CANDIDATE replaced the rules in force. Writes nothing."""
+    from worker.preview import preview_json, preview_store
+
+    try:
+        proposed = load_rules_file(candidate, ctx.settings.env)
+    except RulesError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(1) from None
+    current = ctx.rules_source().current()
+    moment = _as_of(as_of)
+    started = time.perf_counter()
+    result = preview_store(ctx.store, current, proposed, moment)
+    seconds = time.perf_counter() - started
+    if as_json:
+        click.echo(json.dumps(preview_json(result, current, proposed, moment), indent=2))
+        return
+    click.echo(f"{result.customers} customers compared at {moment.isoformat()} in {seconds:.2f}s; "
+               f"{result.moved} would move")
+    for (before, after), count in result.moves.most_common():
+        sample = ", ".join(result.samples[(before, after)])
+        click.echo(f"  {before:>10} -> {after:<10} {count:>7}   e.g. {sample}")
+    for campaign, count in result.campaigns.most_common():
+        click.echo(f"  campaign {campaign}: {count} event(s) would be sent")
+
+
 @main.group()
 def events() -> None:
     """The webhook event outbox."""

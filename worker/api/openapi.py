@@ -76,6 +76,17 @@ def _paths() -> Schema:
         "/api/events/{eventId}/replay": {"post": _operation(
             "Make an event pending again, due now. Needs a write key.", "EventResponse", ["eventId"],
             _errors(401, 403, 404), status="202")},
+        "/api/rules/preview": {"post": {
+            **_operation("Preview a candidate rules file: how many customers would move from which segment to "
+                         "which, the campaign events the moves would fire, a sample of customers per move. "
+                         "Nothing is stored or sent. Needs a write key.", "PreviewResponse", ["asOf"],
+                         _errors(400, 401, 403, 413)),
+            "requestBody": {"required": True, "content": {
+                "application/yaml": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}},
+                "application/json": {"schema": _object({"rules": {"type": "string"}})},
+            }},
+        }},
         "/api/openapi.json": {"get": {
             "summary": "This document.",
             "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
@@ -140,7 +151,7 @@ def _schemas() -> Schema:
     return {
         "Error": _object({"error": {"type": "string"},
                           "errors": {"type": "array", "items": {"type": "string"},
-                                     "description": "Every rejected order record, naming record and field"}},
+                                     "description": "Every problem: each rejected order record or rules line, named"}},
                          required=["error"]),
         "Money": {"type": "string", "pattern": r"^\d+\.\d{2}$", "examples": ["1245.50"]},
         "Timestamp": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
@@ -230,6 +241,21 @@ def _schemas() -> Schema:
             "customers": {"type": "array", "items": _ref("Customer")},
             "transitions": {"type": "integer", "minimum": 0},
         }),
+        "PreviewMove": _object({
+            "from": {"type": "string"}, "to": {"type": "string"}, "customers": {"type": "integer", "minimum": 1},
+            "sample": {"type": "array", "items": {"type": "string"}},
+        }),
+        "PreviewResponse": _object({"data": _object({
+            "asOf": _ref("Timestamp"),
+            "currentRulesVersion": {"type": "string"},
+            "candidateRulesVersion": {"type": "string"},
+            "customers": {"type": "integer", "minimum": 0},
+            "moved": {"type": "integer", "minimum": 0},
+            "moves": {"type": "array", "items": _ref("PreviewMove")},
+            "campaigns": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "segments": {"type": "object", "additionalProperties": _object({
+                "before": {"type": "integer"}, "after": {"type": "integer"}})},
+        })}),
         "Health": _object({
             "status": {"enum": ["ok", "degraded", "unavailable"]},
             "rulesVersion": {"type": "string"},
