@@ -10,10 +10,12 @@ from math import floor
 from typing import NamedTuple
 
 from rules.metrics import CustomerFacts, avg_days_between_orders, local_date, local_midnight
+from rules.rfm import DEFAULT_GROUPS, RfmCutoffs, RfmGroup, RfmScore, rfm_score
 from rules.schema import (
     DAY_METRICS,
     NO_ORDERS_FREQUENCY,
     ONE_ORDER_FREQUENCY,
+    RFM_METRICS,
     Rules,
 )
 
@@ -28,14 +30,19 @@ class Classification(NamedTuple):
     purchase_frequency: str
     last_order_days_ago: int | None
     first_order_days_ago: int | None
+    rfm: RfmScore | None = None
 
 
 class Classifier:
     """Rules compiled once per run so that classifying a customer is a few comparisons, not a walk of the YAML."""
 
-    def __init__(self, rules: Rules):
+    def __init__(self, rules: Rules, rfm: RfmCutoffs | None = None):
+        """`rfm`: the quintile boundaries of the base, when known; without them RFM conditions never hold."""
         self.rules = rules
         self.tz = rules.tz
+        self.rfm_cutoffs = rfm
+        self._rfm_groups = DEFAULT_GROUPS if rules.rfm_groups is None else tuple(
+            RfmGroup(g.name, g.recency, g.frequency_monetary) for g in rules.rfm_groups)
         self._segments = [
             (s.name, [(c.metric, _OPS[c.op], _threshold(c.metric, c.value)) for c in s.conditions])
             for s in rules.segments
@@ -48,6 +55,9 @@ class Classifier:
             for c in segment.conditions:
                 if c.metric in DAY_METRICS:
                     days[c.metric].update({floor(c.value), floor(c.value) + 1})
+                elif c.metric == "rfmRecency" and rfm is not None:
+                    # the recency score steps one day after each quintile boundary of days since the last order
+                    days["lastOrderDaysAgo"].update(d + 1 for d in rfm.recency_days)
         self._segment_days = {m: sorted(d for d in v if d >= 0) for m, v in days.items()}
         milestones: dict[str, set[int]] = {m: set() for m in DAY_METRICS}
         for campaign in rules.campaigns.values():
@@ -62,14 +72,21 @@ class Classifier:
         last_days = (today - local_date(facts.last_order_at, self.tz)).days
         first_days = (today - local_date(facts.first_order_at, self.tz)).days
         avg = avg_days_between_orders(facts)
-        values = {
+        values: dict[str, object] = {
             "totalSpend": facts.total_cents,
             "orderCount": facts.order_count,
             "lastOrderDaysAgo": last_days,
             "firstOrderDaysAgo": first_days,
             "avgDaysBetweenOrders": avg,
         }
-        return Classification(self._segment(values), self._frequency(facts.order_count, avg), last_days, first_days)
+        rfm = None
+        if self.rfm_cutoffs is not None:
+            rfm = rfm_score(last_days, facts.order_count, facts.total_cents, self.rfm_cutoffs, self._rfm_groups)
+            values.update(zip(RFM_METRICS, rfm[:3], strict=True))
+        else:
+            values.update(dict.fromkeys(RFM_METRICS))
+        return Classification(self._segment(values), self._frequency(facts.order_count, avg), last_days, first_days,
+                              rfm)
 
     def next_check_at(self, facts: CustomerFacts, as_of: datetime) -> datetime | None:
         """The earliest instant after `as_of` at which, with no new orders, the segment changes or a milestone
@@ -138,6 +155,6 @@ def _threshold(metric: str, value: object) -> Fraction:
     return amount * 100 if metric == "totalSpend" else amount
 
 
-def classify(facts: CustomerFacts, rules: Rules, as_of: datetime) -> Classification:
+def classify(facts: CustomerFacts, rules: Rules, as_of: datetime, rfm: RfmCutoffs | None = None) -> Classification:
     """Convenience for one customer; runs over many customers should build one Classifier."""
-    return Classifier(rules).classify(facts, as_of)
+    return Classifier(rules, rfm).classify(facts, as_of)

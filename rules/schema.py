@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-METRICS = ("totalSpend", "orderCount", "lastOrderDaysAgo", "firstOrderDaysAgo", "avgDaysBetweenOrders")
+RFM_METRICS = ("rfmRecency", "rfmFrequency", "rfmMonetary")
+METRICS = ("totalSpend", "orderCount", "lastOrderDaysAgo", "firstOrderDaysAgo", "avgDaysBetweenOrders") + RFM_METRICS
 DAY_METRICS = ("lastOrderDaysAgo", "firstOrderDaysAgo")
 OPERATORS = ("gt", "gte", "lt", "lte", "eq")
 NO_ORDERS_FREQUENCY = "None"
@@ -154,6 +155,20 @@ class Webhook(_Model):
         return schedule
 
 
+class RfmGroupRule(_Model):
+    name: str = Field(min_length=1)
+    recency: tuple[int, int]
+    frequency_monetary: tuple[int, int]
+
+    @field_validator("recency", "frequency_monetary")
+    @classmethod
+    def _score_range(cls, bounds: tuple[int, int]) -> tuple[int, int]:
+        low, high = bounds
+        if not 1 <= low <= high <= 5:
+            raise ValueError("give [lowest, highest] scores between 1 and 5, e.g. [4, 5]")
+        return bounds
+
+
 class Schedule(_Model):
     evaluate_every_seconds: float = Field(default=60, gt=0)
     deliver_every_seconds: float = Field(default=5, gt=0)
@@ -168,6 +183,7 @@ class Rules(_Model):
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
     webhooks: dict[str, Webhook] = Field(default_factory=dict)
     schedule: Schedule = Field(default_factory=Schedule)
+    rfm_groups: tuple[RfmGroupRule, ...] | None = None  # None: the usual RFM segment map
     first_run: Literal["baseline", "emit"] = "baseline"
 
     @field_validator("timezone")
@@ -234,8 +250,8 @@ class Rules(_Model):
     @property
     def rules_version(self) -> str:
         """Content hash of everything that decides segments and campaigns (not secrets, URLs or schedule)."""
-        semantic = self.model_dump(mode="json", include={"version", "timezone", "segments", "no_orders_segment",
-                                                         "purchase_frequency", "campaigns"}, by_alias=True)
+        semantic = self.model_dump(mode="json", by_alias=True, include={
+            "version", "timezone", "segments", "no_orders_segment", "purchase_frequency", "campaigns", "rfm_groups"})
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -48,6 +48,7 @@ def test_customer_json_matches_the_original_lambda_format(client, read_headers, 
             "firstOrderDate": "2026-01-12T08:30:00.000Z", "lastOrderDate": "2026-02-11T08:30:00.000Z",
             "lastOrderReference": "ORD-2", "segment": "Active", "lastOrderDaysAgo": 10,
             "purchaseFrequency": "Monthly",
+            "rfm": None,  # no RFM boundaries computed yet
         },
     }}
 

@@ -147,6 +147,7 @@ def test_win_back_event_body_has_the_design_shape(store):
                 "segment": "Dormant",
                 "lastOrderDaysAgo": 130,
                 "purchaseFrequency": "Occasional",
+                "rfm": None,
             },
         },
         "rulesVersion": BASELINE.rules_version,

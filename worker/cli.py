@@ -18,6 +18,7 @@ from rules import Classifier, RulesError
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import evaluate_due
 from worker.ingest import RecordError, parse_record, read_order_file
+from worker.rfm import load_cutoffs, refresh_rfm
 from worker.rules_file import RulesSource, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
 from worker.settings import Settings, SettingsError
@@ -85,7 +86,9 @@ def main(ctx: click.Context) -> None:
 def evaluate(ctx: Context, as_of: str | None) -> None:
     """Run one evaluation now: customers due or changed get their segment; moves become events."""
     rules = ctx.rules_source().current()
-    result = evaluate_due(ctx.store, rules, _as_of(as_of))
+    moment = _as_of(as_of)
+    refresh_rfm(ctx.store, rules, moment)
+    result = evaluate_due(ctx.store, rules, moment)
     mode = " (first run: baseline recorded silently)" if result.baseline else ""
     click.echo(f"customers evaluated: {result.customers}\ntransitions: {result.transitions}\n"
                f"events queued: {result.events}\nskipped (changed meanwhile): {result.skipped}\n"
@@ -195,7 +198,7 @@ def customers_show(ctx: Context, contact_id: str, as_of: str | None) -> None:
     record = ctx.store.get_customer(contact_id)
     if record is None:
         raise click.ClickException(f"customer '{contact_id}' not found")
-    classifier = Classifier(ctx.rules_source().current())
+    classifier = Classifier(ctx.rules_source().current(), load_cutoffs(ctx.store))
     click.echo(json.dumps({"data": customer_json(record, classifier.classify(record.facts, _as_of(as_of)))},
                           indent=2))
 
@@ -333,6 +336,7 @@ def demo(ctx: Context, count: int, no_serve: bool) -> None:
     now = datetime.now(timezone.utc)
     orders = list(generate_orders(count, now))
     result = store.upsert_orders(orders, now)
+    refresh_rfm(store, rules_source.current(), now)
     run = evaluate_due(store, rules_source.current(), now)
     click.echo(f"sample: {count} customers, {len(orders)} orders ({result.inserted} new); "
                f"evaluated {run.customers} customers in {run.seconds:.2f}s")

@@ -6,12 +6,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from rules import Classification, Classifier, Rules, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
+from worker.rfm import evaluation_version, load_cutoffs
 from worker.serialize import customer_json, iso
 from worker.store.base import CustomerRecord, Evaluation, NewEvent, Store, TransitionRecord
 
@@ -41,10 +42,13 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     """
     started = time.perf_counter()
     first_run = store.get_meta(FIRST_RUN_KEY) is None
-    everyone = first_run or store.get_meta(RULES_VERSION_KEY) != rules.rules_version
+    classifier = Classifier(rules, load_cutoffs(store))
+    version = evaluation_version(rules, classifier.rfm_cutoffs)
+    everyone = first_run or store.get_meta(RULES_VERSION_KEY) != version
     announce = not (first_run and rules.first_run == "baseline")
-    totals = _evaluate(store, rules, store.customers_to_evaluate(as_of, everyone, batch_size), as_of, announce)
-    store.set_meta(RULES_VERSION_KEY, rules.rules_version)
+    batches = store.customers_to_evaluate(as_of, everyone, batch_size)
+    totals = _evaluate(store, classifier, batches, as_of, announce)
+    store.set_meta(RULES_VERSION_KEY, version)
     if first_run:
         store.set_meta(FIRST_RUN_KEY, iso(as_of) or "")
     return RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
@@ -59,13 +63,12 @@ def evaluate_customers(store: Store, rules: Rules, contact_ids: Iterable[str], a
     announce = store.get_meta(FIRST_RUN_KEY) is not None or rules.first_run == "emit"
     ids = sorted(set(contact_ids))
     batches = (store.customers_by_id(ids[i:i + BATCH_SIZE]) for i in range(0, len(ids), BATCH_SIZE))
-    totals = _evaluate(store, rules, batches, as_of, announce)
+    totals = _evaluate(store, Classifier(rules, load_cutoffs(store)), batches, as_of, announce)
     return RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
 
 
-def _evaluate(store: Store, rules: Rules, batches: Iterable[list[CustomerRecord]], as_of: datetime,
+def _evaluate(store: Store, classifier: Classifier, batches: Iterable[list[CustomerRecord]], as_of: datetime,
               announce: bool) -> tuple[int, int, int, int, int]:
-    classifier = Classifier(rules)
     customers = transitions = events = skipped = errors = 0
     for batch in batches:
         evaluations = []
@@ -136,11 +139,3 @@ def _event(rules: Rules, record: CustomerRecord, now: Classification, fired: Fir
 def _transition_id(contact_id: str, from_segment: str | None, to_segment: str, occurred_at: datetime) -> str:
     key = "|".join((contact_id, from_segment or "", to_segment, occurred_at.isoformat()))
     return "trn_" + hashlib.sha256(key.encode()).hexdigest()[:26]
-
-
-def summarize(results: Sequence[RunResult]) -> RunResult:
-    return RunResult(
-        customers=sum(r.customers for r in results), transitions=sum(r.transitions for r in results),
-        events=sum(r.events for r in results), skipped=sum(r.skipped for r in results),
-        errors=sum(r.errors for r in results), seconds=sum(r.seconds for r in results),
-    )

@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from worker.delivery import DeliveryRun, Senders, deliver_due
 from worker.evaluate import RunResult, evaluate_due
+from worker.rfm import refresh_rfm
 from worker.rules_file import RulesSource
 from worker.store.base import Store
 
@@ -50,7 +51,9 @@ class Worker:
         if not self.store.acquire_lease("evaluate", self.holder, self.clock(), ttl):
             return None
         try:
-            result = evaluate_due(self.store, rules, self.clock())
+            now = self.clock()
+            refresh_rfm(self.store, rules, now)
+            result = evaluate_due(self.store, rules, now)
         finally:
             self.store.release_lease("evaluate", self.holder)
         self.last_evaluation = result

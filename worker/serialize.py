@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from rules import Classification
+from rules.rfm import RfmScore
 from worker.store.base import CustomerRecord, EventRecord, TransitionRecord
 
 
@@ -58,8 +59,16 @@ def customer_json(record: CustomerRecord, classification: Classification) -> dic
             "segment": classification.segment,
             "lastOrderDaysAgo": classification.last_order_days_ago,
             "purchaseFrequency": classification.purchase_frequency,
+            "rfm": rfm_json(classification.rfm),
         },
     }
+
+
+def rfm_json(score: RfmScore | None) -> dict[str, Any] | None:
+    if score is None:
+        return None
+    return {"recency": score.recency, "frequency": score.frequency, "monetary": score.monetary,
+            "group": score.group}
 
 
 def transition_json(transition: TransitionRecord) -> dict[str, Any]:

@@ -165,6 +165,13 @@ def _schemas() -> Schema:
             "segment": {"type": "string"},
             "lastOrderDaysAgo": {"type": ["integer", "null"]},
             "purchaseFrequency": {"type": "string"},
+            "rfm": _nullable(_ref("Rfm")),
+        }),
+        "Rfm": _object({
+            "recency": {"type": "integer", "minimum": 1, "maximum": 5},
+            "frequency": {"type": "integer", "minimum": 1, "maximum": 5},
+            "monetary": {"type": "integer", "minimum": 1, "maximum": 5},
+            "group": {"type": "string", "examples": ["Champions", "At risk"]},
         }),
         "Customer": _object({
             "contactID": {"type": "string"},

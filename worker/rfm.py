@@ -1,0 +1,63 @@
+"""RFM quintile boundaries over the whole base: recomputed by the scheduler, kept in the store's meta."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+
+from rules import Rules
+from rules.metrics import local_date
+from rules.rfm import RfmCutoffs, compute_cutoffs
+from rules.schema import RFM_METRICS
+from worker.serialize import iso, parse_instant
+from worker.store.base import Store
+
+RFM_KEY = "rfm"
+RECOMPUTE_EVERY = timedelta(hours=24)
+
+
+def load_cutoffs(store: Store) -> RfmCutoffs | None:
+    raw = store.get_meta(RFM_KEY)
+    return None if raw is None else RfmCutoffs.from_json(json.loads(raw)["cutoffs"])
+
+
+def rfm_is_stale(store: Store, as_of: datetime) -> bool:
+    raw = store.get_meta(RFM_KEY)
+    return raw is None or parse_instant(json.loads(raw)["computedAt"]) + RECOMPUTE_EVERY <= as_of
+
+
+def refresh_rfm(store: Store, rules: Rules, as_of: datetime) -> bool:
+    """Recompute the boundaries when they are a day old (or missing); True if they were recomputed."""
+    if not rfm_is_stale(store, as_of):
+        return False
+    recompute_rfm(store, rules, as_of)
+    return True
+
+
+def recompute_rfm(store: Store, rules: Rules, as_of: datetime) -> RfmCutoffs:
+    """One pass over every customer with orders; quintiles of days since last order, order count and spend."""
+    tz = rules.tz
+    today = local_date(as_of, tz)
+    recency, frequency, monetary = [], [], []
+    for batch in store.iter_customers(batch_size=5000):
+        for record in batch:
+            facts = record.facts
+            if facts.order_count == 0 or facts.last_order_at is None:
+                continue
+            recency.append((today - local_date(facts.last_order_at, tz)).days)
+            frequency.append(facts.order_count)
+            monetary.append(facts.total_cents)
+    cutoffs = compute_cutoffs(recency, frequency, monetary)
+    store.set_meta(RFM_KEY, json.dumps({"computedAt": iso(as_of), "customers": len(recency),
+                                        "cutoffs": cutoffs.as_json()}))
+    return cutoffs
+
+
+def evaluation_version(rules: Rules, cutoffs: RfmCutoffs | None) -> str:
+    """What a stored evaluation depends on: the rules, and the RFM boundaries when the rules' conditions use them."""
+    uses_rfm = any(c.metric in RFM_METRICS for s in rules.segments for c in s.conditions)
+    if not uses_rfm or cutoffs is None:
+        return rules.rules_version
+    digest = hashlib.sha256(json.dumps(cutoffs.as_json(), sort_keys=True).encode()).hexdigest()[:16]
+    return f"{rules.rules_version}+rfm:{digest}"
