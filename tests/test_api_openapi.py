@@ -83,6 +83,8 @@ def test_real_responses_match_the_documented_schemas(client, read_headers, admin
     check("GET", "/api/customers", client.get("/api/customers?limit=1&asOf=2026-06-01", headers=read_headers))
     check("GET", "/api/customers", client.get("/api/customers?limit=0", headers=read_headers))
     check("GET", "/api/customers", client.get("/api/customers"))
+    check("GET", "/api/customers.csv", client.get("/api/customers.csv?segment=VIP", headers=read_headers))
+    check("GET", "/api/customers.csv", client.get("/api/customers.csv?segment=Gold", headers=read_headers))
     check("GET", "/api/customers/{contactID}", client.get("/api/customers/C-1", headers=read_headers))
     check("GET", "/api/customers/{contactID}", client.get("/api/customers/nobody", headers=read_headers))
     check("GET", "/api/customers/{contactID}/transitions",

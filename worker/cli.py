@@ -203,6 +203,29 @@ def customers_show(ctx: Context, contact_id: str, as_of: str | None) -> None:
                           indent=2))
 
 
+@customers.command("export")
+@click.option("--segment", help="Only customers in this segment.")
+@click.option("--frequency", "purchase_frequency", help="Only customers with this purchase frequency.")
+@click.option("--as-of", help="Classify at this ISO date/datetime instead of now.")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="File to write (default: standard output).")
+@pass_context
+def customers_export(ctx: Context, segment: str | None, purchase_frequency: str | None, as_of: str | None,
+                     output) -> None:
+    """Customers as CSV (one row each, with segment, frequency, spend and RFM)."""
+    from worker.export import csv_chunks, export_rows
+
+    rules = ctx.rules_source().current()
+    known = [s.name for s in rules.segments]
+    if segment is not None and segment not in known:
+        raise click.BadParameter(f"'{segment}' is not a segment; use one of: {', '.join(known)}",
+                                 param_hint="--segment")
+    classifier = Classifier(rules, load_cutoffs(ctx.store))
+    rows = export_rows(ctx.store, classifier, _as_of(as_of), segment, purchase_frequency, use_stored=as_of is None)
+    for chunk in csv_chunks(rows):
+        output.write(chunk)
+
+
 @main.group()
 def rules() -> None:
     """Check rules files."""

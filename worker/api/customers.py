@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response, stream_with_context
 from werkzeug.exceptions import NotFound
 
 from rules import Classification, Rules
 from rules.schema import NO_ORDERS_FREQUENCY, ONE_ORDER_FREQUENCY
 from worker.api.context import context
 from worker.api.params import as_of_param, choice_param, cursor_param, encode_cursor, limit_param
+from worker.export import csv_chunks, export_rows
 from worker.serialize import customer_json, iso, money, transition_json
 from worker.store.base import CustomerRecord, SegmentSummary
 
@@ -32,6 +33,21 @@ def list_customers() -> dict[str, Any]:
     else:
         data, last_key = _evaluated_page(segment, frequency, after, limit, as_of)
     return {"data": data, "count": len(data), "nextCursor": encode_cursor(last_key) if last_key else None}
+
+
+@bp.get("/customers.csv")
+def export_customers() -> Response:
+    """The list as CSV, streamed: constant memory at any size."""
+    ctx = context()
+    rules = ctx.rules()
+    segment = choice_param("segment", segment_names(rules))
+    frequency = choice_param("purchaseFrequency", frequency_names(rules))
+    as_of = as_of_param()
+    rows = export_rows(ctx.store, ctx.classifier(), as_of or ctx.clock(), segment, frequency,
+                       use_stored=as_of is None)
+    name = f"customers-{segment or 'all'}.csv".lower()
+    return Response(stream_with_context(csv_chunks(rows)), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.get("/customers/<contact_id>")

@@ -54,6 +54,14 @@ def _paths() -> Schema:
         "/api/customers": {"get": _operation(
             "List customers, optionally by segment and purchase frequency, in pages ordered by contactID.",
             "CustomerList", ["segment", "purchaseFrequency", "limit", "cursor", "asOf"], _errors(400, 401))},
+        "/api/customers.csv": {"get": {
+            "summary": "The customer list as CSV, streamed (same filters as /api/customers, no paging).",
+            "parameters": [{"$ref": f"#/components/parameters/{name}"}
+                           for name in ("segment", "purchaseFrequency", "asOf")],
+            "responses": {"200": {"description": "CSV with a header row",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401)},
+        }},
         "/api/customers/{contactID}": {"get": _operation(
             "One customer as classified now (or at asOf).", "CustomerResponse", ["contactID", "asOf"],
             read_errors)},
