@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -349,13 +350,17 @@ def demo(ctx: Context, count: int, no_serve: bool) -> None:
     env = dict(ctx.settings.env)
     if not env.get("API_KEYS"):
         env["API_KEYS"] = "demo-" + secrets.token_urlsafe(12)
-    env.setdefault("WEBHOOK_SECRET", "whsec_" + secrets.token_urlsafe(24))
+    if not env.get("WEBHOOK_SECRET"):
+        env["WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     if "DATABASE_URL" not in ctx.settings.env:
         env["DATABASE_URL"] = "sqlite:///data/demo.db"
     os.environ.update({k: env[k] for k in ("API_KEYS", "WEBHOOK_SECRET", "DATABASE_URL")})
     settings = Settings.from_env(env)
     store = open_store(settings.database_url)
-    rules_source = RulesSource(settings.rules_file, settings.env)
+    try:
+        rules_source = RulesSource(settings.rules_file, settings.env)
+    except RulesError as exc:
+        raise click.ClickException(f"the rules were refused:\n{exc}") from None
     now = datetime.now(timezone.utc)
     orders = list(generate_orders(count, now))
     result = store.upsert_orders(orders, now)
