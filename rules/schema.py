@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -22,7 +24,19 @@ OPERATORS = ("gt", "gte", "lt", "lte", "eq")
 NO_ORDERS_FREQUENCY = "None"
 ONE_ORDER_FREQUENCY = "One-time"
 DEFAULT_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200)
+# Upper bounds far beyond any real rule, so that date arithmetic cannot overflow and no threshold becomes a
+# number so large (or so finely divided, hence MAX_DECIMALS) that comparing with it takes minutes.
+MAX_DAYS = 36_500  # a century
+MAX_THRESHOLDS = {"totalSpend": Decimal(10**12), "orderCount": Decimal(10**9), "lastOrderDaysAgo": Decimal(MAX_DAYS),
+                  "firstOrderDaysAgo": Decimal(MAX_DAYS), "avgDaysBetweenOrders": Decimal(MAX_DAYS)}
+MAX_RFM_SCORE = Decimal(5)
+MAX_DECIMALS = 6
+MAX_DELAY_SECONDS = 7 * 24 * 3600
+MAX_INTERVAL_SECONDS = 24 * 3600
+MAX_NESTING = 32  # levels of YAML a rules file may use; ours needs 6
 
+SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -81,16 +95,32 @@ def _condition_problem(metric: str, tests: Any) -> str | None:
     for op, value in tests.items():
         if op not in OPERATORS:
             return f"unknown operator '{op}' (use one of: {', '.join(OPERATORS)})"
-        if not isinstance(value, Decimal):
+        if not isinstance(value, Decimal) or value.is_nan():
             return f"{op} needs a number, got '{value}'"
         if value < 0:
             return f"{op} {value}: thresholds cannot be negative"
+        limit = MAX_THRESHOLDS.get(metric, MAX_RFM_SCORE)
+        if value > limit:
+            return f"{op} {value}: too large for {metric} (at most {limit})"
+        if _too_precise(value):
+            return f"{op} {value}: use at most {MAX_DECIMALS} decimal places"
     return None
+
+
+def _too_precise(value: Decimal) -> bool:
+    return value.is_finite() and value != 0 and value.normalize().as_tuple().exponent < -MAX_DECIMALS
 
 
 class FrequencyBand(_Model):
     name: str = Field(min_length=1)
-    max_avg_days: Decimal | None = Field(default=None, ge=0)
+    max_avg_days: Decimal | None = Field(default=None, ge=0, le=MAX_DAYS)
+
+    @field_validator("max_avg_days")
+    @classmethod
+    def _plain_days(cls, days: Decimal | None) -> Decimal | None:
+        if days is not None and _too_precise(days):
+            raise ValueError(f"use at most {MAX_DECIMALS} decimal places")
+        return days
 
 
 class Trigger(_Model):
@@ -115,6 +145,8 @@ class Trigger(_Model):
                 raise ValueError(f"reached works on {' or '.join(DAY_METRICS)}, not '{metric}'")
             if days < 0 or days != days.to_integral_value():
                 raise ValueError(f"reached {metric} must be a whole number of days, got {days}")
+            if days > MAX_DAYS:
+                raise ValueError(f"reached {metric} {days}: at most {MAX_DAYS} days")
         return self
 
 
@@ -141,17 +173,39 @@ class Webhook(_Model):
             raise ValueError("must be an http:// or https:// URL with a host")
         return url
 
+    @field_validator("secret")
+    @classmethod
+    def _usable_secret(cls, secret: str) -> str:
+        # Checked here, not at the first send, so a bad secret is refused with its line instead of killing events.
+        # The message never repeats the secret.
+        if secret.startswith("whsec_"):
+            try:
+                key = base64.b64decode(secret.removeprefix("whsec_"))  # as standardwebhooks reads it
+            except binascii.Error:
+                key = b""
+            if not key:
+                raise ValueError("a 'whsec_...' secret must be base64 after 'whsec_' (as Standard Webhooks "
+                                 "generates it); or use any other text without the prefix")
+        return secret
+
     @field_validator("headers")
     @classmethod
     def _drop_empty_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"'{name}' is not a valid header name (letters, digits and dashes, no spaces)")
+            if name.lower() in SIGNATURE_HEADERS:
+                raise ValueError(f"'{name}' is set for each event by the signature; remove it from headers")
+            if any(ch in value for ch in "\r\n\0"):
+                raise ValueError(f"the value of header '{name}' may not contain line breaks")
         # `${TOKEN:-}` makes a header optional: unset means the header is not sent at all.
         return {name: value for name, value in headers.items() if value}
 
     @field_validator("retry_schedule_seconds")
     @classmethod
     def _positive_delays(cls, schedule: tuple[float, ...]) -> tuple[float, ...]:
-        if any(delay <= 0 for delay in schedule):
-            raise ValueError("every retry delay must be a positive number of seconds")
+        if not all(0 < delay <= MAX_DELAY_SECONDS for delay in schedule):  # also refuses nan and inf
+            raise ValueError(f"every retry delay must be a number of seconds from 0 to {MAX_DELAY_SECONDS} (a week)")
         return schedule
 
 
@@ -170,8 +224,8 @@ class RfmGroupRule(_Model):
 
 
 class Schedule(_Model):
-    evaluate_every_seconds: float = Field(default=60, gt=0)
-    deliver_every_seconds: float = Field(default=5, gt=0)
+    evaluate_every_seconds: float = Field(default=60, gt=0, le=MAX_INTERVAL_SECONDS)
+    deliver_every_seconds: float = Field(default=5, gt=0, le=MAX_INTERVAL_SECONDS)
 
 
 class Rules(_Model):
@@ -260,11 +314,19 @@ def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | 
     """Parse and validate rules text; raises RulesError naming `source`, line and field of every problem."""
     env = {} if env is None else env
     try:
+        _refuse_aliases(text, source)
         root = yaml.compose(text)
+    except RecursionError:
+        raise RulesError([f"{source}: nested too deeply to be a rules file"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if context:
+            problem = f"{context}, {problem}"
+        if "'\\t'" in problem:
+            problem += " (indent with spaces, not tabs)"
         raise RulesError([f"{source}{line}: not valid YAML: {problem}"]) from None
     if root is None:
         raise RulesError([f"{source}: the file is empty"])
@@ -285,6 +347,15 @@ def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | 
     if problems:
         raise RulesError(problems)
     return rules
+
+
+def _refuse_aliases(text: str, source: str) -> None:
+    """Aliases (*name) are refused before anything is built: they allow self-referencing files and "billion
+    laughs" expansion (a few lines growing into millions of values), and a marketer's file never needs them."""
+    for event in yaml.parse(text):
+        if isinstance(event, yaml.AliasEvent):
+            raise RulesError([f"{source}:{event.start_mark.line + 1}: anchors and aliases (&name, *name) are not "
+                              "supported; write the value out in full"])
 
 
 def _condition_problems(data: dict, source: str, lines: dict[tuple, int]) -> list[str]:
@@ -318,6 +389,9 @@ class _NodeReader:
 
     def read(self, node: yaml.Node, path: tuple) -> Any:
         self.lines[path] = node.start_mark.line + 1
+        if len(path) > MAX_NESTING:
+            self._problem(node.start_mark.line + 1, path[:1], f"nested more than {MAX_NESTING} levels deep")
+            return None
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -382,8 +456,36 @@ def _describe(error: Mapping[str, Any], source: str, lines: dict[tuple, int]) ->
         message = f"unknown setting '{path[-1]}'"
     elif error["type"] == "missing":
         message = f"'{path[-1]}' is required"
+    elif error["type"] in _PLAIN_MESSAGES:
+        context = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+                   for k, v in (error.get("ctx") or {}).items()}
+        message = _PLAIN_MESSAGES[error["type"]].format(**context)
     where = f"{source}:{line}" if line else source
     return f"{where} {_dotted(path) or '(top level)'}: {message}"
+
+
+# pydantic's wording speaks Python ("a valid tuple"); a marketer editing YAML reads these instead.
+_PLAIN_MESSAGES = {
+    "tuple_type": "should be a list (one '- item' per line, or [a, b])",
+    "list_type": "should be a list (one '- item' per line, or [a, b])",
+    "dict_type": "should be settings written as 'name: value' (or {{name: value}})",
+    "model_type": "should be settings written as 'name: value' (or {{name: value}})",
+    "string_type": "should be text",
+    "float_parsing": "should be a number",
+    "float_type": "should be a number",
+    "decimal_parsing": "should be a number",
+    "decimal_type": "should be a number",
+    "int_parsing": "should be a whole number",
+    "int_type": "should be a whole number",
+    "int_from_float": "should be a whole number",
+    "finite_number": "should be a finite number",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "string_too_short": "may not be empty",
+    "literal_error": "must be {expected}",
+}
 
 
 def _problem_path(problem: str) -> str:

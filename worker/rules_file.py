@@ -8,22 +8,58 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rules import Rules, RulesError, parse_rules
+from worker.logs import redact, secret_values
+from worker.settings import SettingsError, allowed_hosts
 
 log = logging.getLogger(__name__)
 
 
 def load_rules_file(path: str | Path, env: Mapping[str, str] | None = None) -> Rules:
-    """Parse a rules file; RulesError names the file, line and field of every problem."""
+    """Parse a rules file; RulesError names the file, line and field of every problem, and never a secret.
+
+    With WEBHOOK_ALLOWED_HOSTS set, a webhook pointing at any other host is refused as well.
+    """
     path = Path(path)
+    env = os.environ if env is None else env
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise RulesError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise RulesError([f"{path}: not UTF-8 text"]) from None
-    return parse_rules(text, source=path.name, env=os.environ if env is None else env)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise RulesError([f"{path.name}:{line}: not UTF-8 text; save the file with UTF-8 encoding"]) from None
+    secrets = secret_values(env)
+    try:
+        rules = parse_rules(text, source=path.name, env=env)
+        check_webhook_hosts(rules, env)
+    except RulesError as exc:
+        # `${VAR}` puts environment values into the file, so a message quoting a value could quote a secret.
+        raise RulesError([redact(problem, secrets) for problem in exc.problems]) from None
+    return rules
+
+
+def check_webhook_hosts(rules: Rules, env: Mapping[str, str]) -> None:
+    """Refuse webhooks to hosts outside WEBHOOK_ALLOWED_HOSTS (when set), so a changed rules file or environment
+    variable cannot send customer data anywhere else."""
+    try:
+        allowed = allowed_hosts(env)
+    except SettingsError as exc:
+        raise RulesError([str(exc)]) from None
+    if not allowed:
+        return
+    problems = []
+    for name, webhook in rules.webhooks.items():
+        host = (urlsplit(webhook.url).hostname or "").rstrip(".")
+        if host not in allowed:
+            problems.append(f"webhooks.{name}: host '{host}' is not allowed; WEBHOOK_ALLOWED_HOSTS permits only "
+                            f"{', '.join(allowed)}")
+    if problems:
+        raise RulesError(problems)
 
 
 class RulesSource:
@@ -55,6 +91,10 @@ class RulesSource:
             self.error = str(exc)
             log.error("refused changed rules file, keeping rules %s in force: %s",
                       self._rules.rules_version, exc)
+            return
+        except Exception as exc:  # a bug in the parser must not take the running worker's rules away either
+            self.error = f"{self.path.name}: could not be checked ({type(exc).__name__}); see the log"
+            log.exception("could not check changed rules file, keeping rules %s in force", self._rules.rules_version)
             return
         if rules.rules_version != self._rules.rules_version:
             log.info("loaded rules %s from %s", rules.rules_version, self.path)

@@ -12,6 +12,8 @@ DEFAULT_PORT = 8000
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_FORMAT = "auto"  # text on a terminal, JSON lines otherwise (worker/logs.py)
+LOG_FORMATS = ("AUTO", "JSON", "TEXT")
 
 
 class SettingsError(ValueError):
@@ -27,6 +29,9 @@ class Settings:
     port: int = DEFAULT_PORT
     log_level: str = DEFAULT_LOG_LEVEL
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    log_format: str = DEFAULT_LOG_FORMAT
+    cors_origins: tuple[str, ...] = ()  # browsers on these origins may call the API; none by default
+    webhook_allowed_hosts: tuple[str, ...] = ()  # when set, rules may only send webhooks to these hosts
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -45,12 +50,34 @@ class Settings:
             port=env_int(env, "PORT", DEFAULT_PORT, minimum=1, maximum=65535),
             log_level=env_choice(env, "LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
             max_request_bytes=env_int(env, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
+            log_format=env_choice(env, "LOG_FORMAT", DEFAULT_LOG_FORMAT.upper(), LOG_FORMATS).lower(),
+            cors_origins=cors_origins(env),
+            webhook_allowed_hosts=allowed_hosts(env),
             env=env,
         )
 
 
 def env_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CORS_ORIGINS: exact origins such as https://crm.example.com (scheme, host and port, no path)."""
+    origins = env_list(env, "CORS_ORIGINS")
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise SettingsError(f"CORS_ORIGINS: '{origin}' is not an origin like https://crm.example.com")
+    return tuple(origin.lower() for origin in origins)
+
+
+def allowed_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    """WEBHOOK_ALLOWED_HOSTS: host names (no scheme, no port) that webhook URLs in the rules may point at."""
+    hosts = env_list(env, "WEBHOOK_ALLOWED_HOSTS")
+    for host in hosts:
+        if any(ch in host for ch in "/:@ "):
+            raise SettingsError(f"WEBHOOK_ALLOWED_HOSTS: '{host}' is not a host name like n8n.example.com")
+    return tuple(host.lower().rstrip(".") for host in hosts)
 
 
 def env_int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None,
