@@ -180,7 +180,7 @@ class Webhook(_Model):
         # The message never repeats the secret.
         if secret.startswith("whsec_"):
             try:
-                key = base64.b64decode(secret.removeprefix("whsec_"))  # as standardwebhooks reads it
+                key = base64.b64decode(secret.removeprefix("whsec_") + "==")  # as standardwebhooks reads it
             except binascii.Error:
                 key = b""
             if not key:

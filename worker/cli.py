@@ -73,8 +73,10 @@ def _as_of(value: str | None) -> datetime:
 def main(ctx: click.Context) -> None:
     """segment-worker: lifecycle segments, transitions and n8n campaign events for every customer."""
     ctx.obj = Context()
-    logging.basicConfig(level=ctx.obj.settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from worker.logs import configure_logging
+
+    settings = ctx.obj.settings
+    configure_logging(settings.log_level, settings.log_format, settings.env)
     # APScheduler logs every job run at INFO; our jobs log what they did themselves.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
 
