@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ class Load:
     seconds: float
     p50_ms: float
     p99_ms: float
+    client_cpu_ms_per_request: float = 0.0
+    server_cpu_ms_per_request: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -102,7 +105,10 @@ def under_gunicorn(app: str, env: dict[str, str], paths: list[str], threads: int
         base = f"http://127.0.0.1:{port}"
         _wait_until_up(server, base + paths[0], log)
         hammer(base, paths, threads, min(1.0, seconds / 5), max_requests // 10)  # warm both workers
-        return hammer(base, paths, threads, seconds, max_requests)
+        server_cpu = _tree_cpu_seconds(server.pid)
+        load = hammer(base, paths, threads, seconds, max_requests)
+        server_ms = (_tree_cpu_seconds(server.pid) - server_cpu) * 1000 / load.requests
+        return replace(load, server_cpu_ms_per_request=server_ms)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -133,17 +139,18 @@ def hammer(base: str, paths: list[str], threads: int, seconds: float, max_reques
                 latencies[index].append((time.perf_counter() - started) * 1000)
                 errors[index] += not ok
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(seconds + 30)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     every = sorted(x for per_thread in latencies for x in per_thread)
     if not every:
         raise RuntimeError("the load client sent no request")
-    return Load(len(every), sum(errors), elapsed, _percentile(every, 50), _percentile(every, 99))
+    return Load(len(every), sum(errors), elapsed, _percentile(every, 50), _percentile(every, 99),
+                client_cpu_ms_per_request=cpu * 1000 / len(every))
 
 
 def http_env(db: Path) -> dict[str, str]:
@@ -164,6 +171,20 @@ def _wait_until_up(server: subprocess.Popen, url: str, log: Path) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"gunicorn did not answer {url} within {STARTUP_SECONDS}s")
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children (gunicorn's master and workers), from /proc;
+    0 where there is no /proc."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(proc.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def _free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ class Dataset:
     csv: Path
     db: Path
     import_seconds: float
+    import_cpu_seconds: float
 
     @property
     def database_url(self) -> str:
@@ -49,29 +51,37 @@ def prepare(customers: int, work: Path, seed: int) -> Dataset:
     orders_csv = folder / "orders.csv"
     orders = generate(customers, orders_csv, seed)
     db = folder / "segments.db"
-    seconds = import_with_cli(orders_csv, db)
-    return Dataset(customers, orders, orders_csv, db, seconds)
+    seconds, cpu = import_with_cli(orders_csv, db)
+    return Dataset(customers, orders, orders_csv, db, seconds, cpu)
 
 
-def import_with_cli(orders_csv: Path, db: Path) -> float:
+def import_with_cli(orders_csv: Path, db: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of `python -m worker import-orders` into an empty store."""
     for leftover in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         leftover.unlink(missing_ok=True)
-    started = time.perf_counter()
+    cpu, started = children_cpu(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "worker", "import-orders", str(orders_csv)], cwd=REPO,
                           env=bench_env(f"sqlite:///{db}"), capture_output=True, text=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"import-orders failed ({done.returncode}): {done.stderr[-2000:]}")
-    return seconds
+    return seconds, cpu
 
 
-def baseline_import(orders_csv: Path, work: Path) -> tuple[float, str]:
-    """The same CSV into a bare table (no key, no index, text columns): sqlite3's `.import`, else executemany."""
+def children_cpu() -> float:
+    """User + system CPU seconds of every child process waited for so far (a delta times one subprocess)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def baseline_import(orders_csv: Path, work: Path) -> tuple[float, float, str]:
+    """The same CSV into a bare table (no key, no index, text columns): sqlite3's `.import`, else executemany.
+    Returns wall seconds, CPU seconds and which of the two it was."""
     db = work / "bare-import.db"
     db.unlink(missing_ok=True)
     columns = ", ".join(f"{name} TEXT" for name in HEADER)
     cli = shutil.which("sqlite3")
-    started = time.perf_counter()
+    cpu, started = children_cpu() + time.process_time(), time.perf_counter()
     if cli:
         subprocess.run([cli, str(db), f"CREATE TABLE orders ({columns});",
                         f".import --csv --skip 1 {orders_csv} orders"], check=True, capture_output=True)
@@ -86,9 +96,9 @@ def baseline_import(orders_csv: Path, work: Path) -> tuple[float, str]:
                 conn.executemany(f"INSERT INTO orders VALUES ({', '.join('?' * len(HEADER))})", reader)
         conn.close()
         label = "python sqlite3 executemany (no sqlite3 CLI)"
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, children_cpu() + time.process_time() - cpu
     db.unlink(missing_ok=True)
-    return seconds, label
+    return seconds, cpu, label
 
 
 def snapshot(db: Path, to: Path) -> Path:

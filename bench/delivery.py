@@ -69,9 +69,10 @@ def delivery(db: Path, now: datetime, events: int) -> DeliveryFigures:
     try:
         rules = bench_rules(webhook_base=receiver.base + "/webhook")
         store = SQLiteStore(db)
-        pending = store.list_events("pending", events)
-        if len(pending) < events:
-            raise RuntimeError(f"only {len(pending)} pending events to deliver; wanted {events}")
+        pending = store.list_events("pending", events)  # fewer on a small data set: deliver what there is
+        if not pending:
+            raise RuntimeError("no pending events to deliver")
+        events = len(pending)
         bare_seconds = _bare_loop([(rules.webhooks[e.webhook].url, e.body.encode()) for e in pending])
         senders = Senders()
         delivered = failed = 0

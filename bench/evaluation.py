@@ -29,6 +29,7 @@ GROUP_BY = ("SELECT contact_id, count(*), sum(total_cents), min(order_at), max(o
 @dataclass(frozen=True)
 class FullRun:
     seconds: float
+    cpu_seconds: float
     customers: int
     transitions: int
     events: int
@@ -47,31 +48,32 @@ def first_full_evaluation(db: Path, as_of: datetime) -> FullRun:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     if report["errors"]:
         raise RuntimeError(f"{report['errors']} customers could not be evaluated: {done.stderr[-2000:]}")
-    return FullRun(report["seconds"], report["customers"], report["transitions"], report["events"],
-                   report["peak_rss_kb"] / 1024)
+    return FullRun(report["seconds"], report["cpu_seconds"], report["customers"], report["transitions"],
+                   report["events"], report["peak_rss_kb"] / 1024)
 
 
-def group_by_baseline(db: Path, repeats: int = 3) -> float:
-    """One bare aggregate query over the same orders (all rows fetched), median of `repeats`."""
+def group_by_baseline(db: Path, repeats: int = 3) -> tuple[float, float]:
+    """One bare aggregate query over the same orders (all rows fetched): median wall and CPU seconds of `repeats`."""
     conn = sqlite3.connect(db)
-    times = []
+    times, cpus = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         conn.execute(GROUP_BY).fetchall()
         times.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu)
     conn.close()
-    return statistics.median(times)
+    return statistics.median(times), statistics.median(cpus)
 
 
-def naive_evaluation(db: Path, rules: Rules, as_of: datetime) -> tuple[float, int]:
+def naive_evaluation(db: Path, rules: Rules, as_of: datetime) -> tuple[float, float, int]:
     """The original design: list the customers, then for each one query its orders, aggregate them in Python,
     decide (the same `decide` as the real run: segment, transition, events) and save that customer alone.
 
-    Runs on its own copy of the freshly imported store; returns (seconds, customers)."""
+    Runs on its own copy of the freshly imported store; returns (wall seconds, CPU seconds, customers)."""
     store = SQLiteStore(db)
     reads = sqlite3.connect(db)
     classifier = Classifier(rules)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     customers = reads.execute("SELECT contact_id, version FROM customers ORDER BY contact_id").fetchall()
     for contact_id, version in customers:
         orders = reads.execute(
@@ -79,10 +81,10 @@ def naive_evaluation(db: Path, rules: Rules, as_of: datetime) -> tuple[float, in
             "ORDER BY order_at, order_ref", (contact_id,)).fetchall()
         record = _record_from_orders(contact_id, version, orders)
         store.save_evaluations([decide(record, classifier, as_of, True)])
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     reads.close()
     store.close()
-    return seconds, len(customers)
+    return seconds, cpu, len(customers)
 
 
 def _record_from_orders(contact_id: str, version: int, orders: list[tuple]) -> CustomerRecord:
@@ -117,9 +119,10 @@ def daily_ticks(db: Path, rules: Rules, as_of: datetime, days: int) -> list[dict
     ticks = []
     for day in range(1, days + 1):
         moment = as_of + timedelta(days=day)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = evaluate_due(store, rules, moment)
-        ticks.append({"as_of": iso(moment), "ms": (time.perf_counter() - started) * 1000, "due": result.customers,
+        ticks.append({"as_of": iso(moment), "ms": (time.perf_counter() - started) * 1000,
+                      "cpu_ms": (time.process_time() - cpu) * 1000, "due": result.customers,
                       "transitions": result.transitions, "events": result.events})
     store.close()
     return ticks
