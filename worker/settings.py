@@ -14,6 +14,7 @@ DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_FORMAT = "auto"  # text on a terminal, JSON lines otherwise (worker/logs.py)
 LOG_FORMATS = ("AUTO", "JSON", "TEXT")
+MIN_SESSION_SECRET_CHARS = 32
 
 
 class SettingsError(ValueError):
@@ -32,6 +33,10 @@ class Settings:
     log_format: str = DEFAULT_LOG_FORMAT
     cors_origins: tuple[str, ...] = ()  # browsers on these origins may call the API; none by default
     webhook_allowed_hosts: tuple[str, ...] = ()  # when set, rules may only send webhooks to these hosts
+    # Signs the dashboard's session cookie; None: derived from the API keys (the same in every worker process).
+    session_secret: str | None = field(default=None, repr=False)
+    # The dashboard's cookie is Secure (HTTPS only) unless this is set, for plain-HTTP tests and local demos.
+    dashboard_insecure_cookie: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -53,12 +58,25 @@ class Settings:
             log_format=env_choice(env, "LOG_FORMAT", DEFAULT_LOG_FORMAT.upper(), LOG_FORMATS).lower(),
             cors_origins=cors_origins(env),
             webhook_allowed_hosts=allowed_hosts(env),
+            session_secret=env_secret(env, "SESSION_SECRET", MIN_SESSION_SECRET_CHARS),
+            dashboard_insecure_cookie=env_bool(env, "DASHBOARD_INSECURE_COOKIE", False),
             env=env,
         )
 
 
 def env_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def env_secret(env: Mapping[str, str], name: str, min_chars: int) -> str | None:
+    """A secret long enough to resist guessing, or None when unset; the message never repeats the value."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) < min_chars:
+        raise SettingsError(f"{name} must be at least {min_chars} characters (e.g. the output of "
+                            f"'python -c \"import secrets; print(secrets.token_hex(32))\"'), got {len(raw)}")
+    return raw
 
 
 def cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from flask import Blueprint, Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from worker.api import customers, events, health, openapi, orders, rules
+from worker.api import customers, dashboard, events, health, openapi, orders, rules
 from worker.api.auth import install_auth
 from worker.api.context import EXTENSION, ApiContext
+from worker.api.dashboard import install_dashboard_session
 from worker.rules_file import RulesSource
 from worker.settings import Settings, env_bool
 from worker.store import open_store
@@ -46,6 +47,7 @@ def create_app(settings: Settings, store: Store | None = None, rules_source: Rul
     )
     app.extensions[EXTENSION] = ctx
     install_auth(app, settings, metrics_public=env_bool(settings.env, "METRICS_PUBLIC", False))
+    install_dashboard_session(app, settings)
     health.install_metrics(app, ctx)
     _register_blueprints(app)
     _register_error_handlers(app, settings)
@@ -59,6 +61,7 @@ def _register_blueprints(app: Flask) -> None:
         api.register_blueprint(area.bp)
     app.register_blueprint(api)
     app.register_blueprint(health.bp)
+    app.register_blueprint(dashboard.bp)
 
 
 def _register_error_handlers(app: Flask, settings: Settings) -> None:

@@ -178,6 +178,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def transitions_for(self, contact_id: str, limit: int = 100) -> list[TransitionRecord]: ...
 
+    # dashboard reads: not abstract, so a backend keeps working (without the dashboard) until it adds them
+    def transitions_per_day(self, since: datetime) -> list[tuple[str, str, int]]:
+        """(day, to_segment, count) of transitions that occurred at or after `since`, by UTC calendar day
+        ('2026-02-21'), ordered by day then segment; days without transitions are left out."""
+        raise NotImplementedError(f"{type(self).__name__} does not count transitions per day yet")
+
+    def search_customers(self, text: str, limit: int) -> list[CustomerRecord]:
+        """Up to `limit` customers, ordered by contact_id, whose contact_id starts with `text` or whose email or
+        name contains it, ignoring case; `text` is literal (no wildcards)."""
+        raise NotImplementedError(f"{type(self).__name__} does not search customers yet")
+
     # outbox
     @abc.abstractmethod
     def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS transitions (
     rules_version TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transitions_by_contact ON transitions (contact_id, occurred_at);
+CREATE INDEX IF NOT EXISTS transitions_by_day ON transitions (occurred_at, to_segment);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -363,6 +364,34 @@ class SQLiteStore(Store):
             "FROM transitions WHERE contact_id = ? ORDER BY occurred_at, detected_at LIMIT ?", (contact_id, limit))
         return [TransitionRecord(r[0], r[1], r[2], r[3], from_ms(r[4]), from_ms(r[5]), r[6]) for r in rows]
 
+    def transitions_per_day(self, since: datetime) -> list[tuple[str, str, int]]:
+        # Read from the (occurred_at, to_segment) index alone: 90 days of transitions never touch the table.
+        rows = self._db.execute(
+            "SELECT strftime('%Y-%m-%d', occurred_at / 1000, 'unixepoch') AS day, to_segment, count(*) "
+            "FROM transitions WHERE occurred_at >= ? GROUP BY day, to_segment ORDER BY day, to_segment",
+            (to_ms(since),))
+        return [(day, segment, count) for day, segment, count in rows]
+
+    def search_customers(self, text: str, limit: int) -> list[CustomerRecord]:
+        if text.isascii():
+            # LIKE ignores case for ASCII letters only; that covers every ASCII search text exactly.
+            literal = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = self._db.execute(
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE contact_id LIKE ? ESCAPE '\\' "
+                "OR email LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' ORDER BY contact_id LIMIT ?",
+                (f"{literal}%", f"%{literal}%", f"%{literal}%", limit))
+            return [_customer(r) for r in rows]
+        # Beyond ASCII ('Émile' for 'émile') compare casefolded text in Python: a full scan, about 5x slower.
+        db = self._db
+        db.create_function("folded_starts", 2, _folded_starts, deterministic=True)
+        db.create_function("folded_contains", 2, _folded_contains, deterministic=True)
+        needle = text.casefold()
+        rows = db.execute(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE folded_starts(contact_id, ?) "
+            "OR folded_contains(email, ?) OR folded_contains(name, ?) ORDER BY contact_id LIMIT ?",
+            (needle, needle, needle, limit))
+        return [_customer(r) for r in rows]
+
     # outbox ------------------------------------------------------------------------------------------------
 
     def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
@@ -490,6 +519,14 @@ def _customer(row: tuple) -> CustomerRecord:
         last_order_ref=row[7], version=row[8], segment=row[9], purchase_frequency=row[10],
         next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]),
     )
+
+
+def _folded_starts(value: str | None, folded_prefix: str) -> bool:
+    return value is not None and value.casefold().startswith(folded_prefix)
+
+
+def _folded_contains(value: str | None, folded_part: str) -> bool:
+    return value is not None and folded_part in value.casefold()
 
 
 def _event(row: tuple) -> EventRecord:

@@ -1,0 +1,519 @@
+"""The dashboard through Flask's test client: sign-in and the session cookie, what each page shows from the store,
+filters and search, and replay guarded by a write key and a CSRF token."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import zlib
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests.conftest import ADMIN_KEY, NOW, READ_KEY
+from tests.test_store_dashboard import record_transition
+from worker.api import create_app
+from worker.api.dashboard import (
+    CONTENT_SECURITY_POLICY,
+    PLOT_BOTTOM,
+    PLOT_TOP,
+    horizontal_bars,
+    session_secret,
+    transitions_chart,
+)
+from worker.settings import Settings, SettingsError
+from worker.store.base import NewEvent, Store
+
+PAGES = ("/", "/customers", "/customers?q=C-", "/customers/C-VIP", "/events", "/events?status=dead")
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def sign_in(client: FlaskClient, key: str) -> TestResponse:
+    token = csrf_from(client.get("/signin").text)
+    return client.post("/signin", data={"csrf_token": token, "api_key": key})
+
+
+def row(html: str, attribute: str, value: str) -> str:
+    """The inner HTML of the table row with attribute="value"."""
+    match = re.search(rf'<tr {attribute}="{re.escape(value)}"[^>]*>(.*?)</tr>', html, re.S)
+    assert match, f"no row with {attribute}={value!r}"
+    return match.group(1)
+
+
+def cell(html: str, css_class: str) -> str:
+    match = re.search(rf'<td class="[^"]*\b{css_class}\b[^"]*">(.*?)</td>', html, re.S)
+    assert match, f"no cell .{css_class}"
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+
+def stat(html: str, attribute: str, value: str) -> str:
+    match = re.search(rf'<div {attribute}="{value}"[^>]*><dt>[^<]*</dt><dd>(.*?)</dd>', html, re.S)
+    assert match, f"no figure {attribute}={value!r}"
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+
+def session_payload(client: FlaskClient) -> str:
+    """What the signed session cookie carries, decoded (it is signed, not encrypted)."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    data = cookie.value
+    compressed = data.startswith(".")
+    payload = data.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return (zlib.decompress(raw) if compressed else raw).decode()
+
+
+def dead_event(store: Store, contact_id: str = "C-DEAD") -> str:
+    event = NewEvent(id=f"evt_{contact_id.lower()}", contact_id=contact_id, campaign="welcome", webhook="n8n",
+                     type="segment.entered", occurred_at=NOW - timedelta(hours=2), body="{}")
+    record_transition(store, contact_id, "New", NOW - timedelta(hours=2), events=[event])
+    store.record_failed([event.id], NOW - timedelta(hours=1), 410, "HTTP 410 Gone", 12, None)
+    return event.id
+
+
+@pytest.fixture
+def shop(post_orders, make_orders) -> None:
+    """Four customers in four segments: VIP (6,000.00), New (weekly), Active (monthly), Dormant."""
+    batches = [
+        make_orders("C-VIP", 3, first=NOW - timedelta(days=60), every_days=20, total="2000.00",
+                    email="vip@boxworks.example", name="Vera Important"),
+        make_orders("C-NEW", 2, first=NOW - timedelta(days=10), every_days=5, total="120.00",
+                    email="new@cartonia.example", name="Nico New"),
+        make_orders("C-ACT", 3, first=NOW - timedelta(days=80), every_days=25, total="300.00",
+                    email="act@boxworks.example", name="Ada Active"),
+        make_orders("C-OLD", 2, first=NOW - timedelta(days=200), every_days=60, total="50.00",
+                    email="old@wrapco.example", name="Otto Old"),
+    ]
+    for batch in batches:
+        assert post_orders(batch).status_code == 200
+
+
+@pytest.fixture
+def admin(client: FlaskClient) -> FlaskClient:
+    assert sign_in(client, ADMIN_KEY).status_code == 302
+    return client
+
+
+@pytest.fixture
+def reader(client: FlaskClient) -> FlaskClient:
+    assert sign_in(client, READ_KEY).status_code == 302
+    return client
+
+
+# --- signing in ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/", "/customers", "/customers/C-1", "/events", "/events?status=dead"])
+def test_signed_out_pages_redirect_to_sign_in(client, path):
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/signin"
+
+
+def test_a_valid_key_signs_in_and_opens_the_overview(client):
+    response = sign_in(client, READ_KEY)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Overview" in page.text
+    assert "Read-only key" in page.text
+
+
+def test_a_wrong_key_is_refused(client):
+    response = sign_in(client, "not-a-key")
+
+    assert response.status_code == 401
+    assert "That key is not valid here." in response.text
+    assert "not-a-key" not in response.text
+    assert client.get("/").status_code == 302
+
+
+def test_sign_in_needs_the_form_token(client):
+    client.get("/signin")
+
+    response = client.post("/signin", data={"api_key": ADMIN_KEY})
+
+    assert response.status_code == 400
+    assert client.get("/").status_code == 302
+
+
+def test_an_api_key_header_does_not_open_the_dashboard(client, admin_headers):
+    response = client.get("/", headers=admin_headers)
+
+    assert response.status_code == 302
+
+
+def test_a_dashboard_session_does_not_open_the_api(admin):
+    assert admin.get("/api/segments").status_code == 401
+    assert admin.post("/api/events/evt_x/replay").status_code == 401
+
+
+def test_sign_out_ends_the_session(admin):
+    token = csrf_from(admin.get("/").text)
+
+    response = admin.post("/signout", data={"csrf_token": token})
+
+    assert response.headers["Location"] == "/signin"
+    assert admin.get("/").status_code == 302
+
+
+def test_sign_out_needs_the_form_token(admin):
+    assert admin.post("/signout").status_code == 400
+    assert admin.get("/").status_code == 200
+
+
+# --- the session cookie ----------------------------------------------------------------------------------------
+
+def test_the_key_appears_in_no_page_and_no_cookie(client, shop, store):
+    dead_event(store)
+    signed_in = sign_in(client, ADMIN_KEY)
+    pages = [client.get(path) for path in PAGES]
+
+    for response in [signed_in, *pages]:
+        assert ADMIN_KEY not in response.get_data(as_text=True)
+        assert all(ADMIN_KEY not in value for value in response.headers.getlist("Set-Cookie"))
+    assert ADMIN_KEY not in session_payload(client)
+    assert set(json.loads(session_payload(client))) <= {"key", "csrf", "_permanent", "_flashes"}
+
+
+def test_the_session_cookie_is_httponly_samesite_lax_and_secure(client):
+    response = sign_in(client, READ_KEY)
+
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Secure" in cookie
+
+
+def test_insecure_cookie_setting_drops_only_the_secure_flag(settings, store, rules_source, clock):
+    plain = Settings(**{**settings.__dict__, "dashboard_insecure_cookie": True})
+    client = create_app(plain, store=store, rules_source=rules_source, clock=clock).test_client()
+
+    cookie = sign_in(client, READ_KEY).headers["Set-Cookie"]
+
+    assert "Secure" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_a_session_is_checked_against_the_keys_configured_now(settings, store, rules_source, clock):
+    secret = "s" * 40
+    before = Settings(**{**settings.__dict__, "session_secret": secret})
+    after = Settings(**{**before.__dict__, "api_keys": ("another-read-key-0123",)})
+    first = create_app(before, store=store, rules_source=rules_source, clock=clock).test_client()
+    sign_in(first, READ_KEY)
+    cookie = first.get_cookie("session").value
+    second = create_app(after, store=store, rules_source=rules_source, clock=clock).test_client()
+    second.set_cookie("session", cookie)
+    same = create_app(before, store=store, rules_source=rules_source, clock=clock).test_client()
+    same.set_cookie("session", cookie)
+
+    assert same.get("/").status_code == 200
+    assert second.get("/").status_code == 302
+
+
+def test_a_session_holding_the_key_itself_is_not_signed_in(client):
+    with client.session_transaction() as session:
+        session["key"] = ADMIN_KEY
+
+    assert client.get("/").status_code == 302
+
+
+def test_the_derived_secret_is_the_same_for_the_same_keys_and_changes_with_them(settings):
+    again = Settings(**settings.__dict__)
+    rotated = Settings(**{**settings.__dict__, "admin_api_keys": ("new-admin-key-0123456789",)})
+
+    assert session_secret(settings) == session_secret(again)
+    assert session_secret(settings) != session_secret(rotated)
+    assert ADMIN_KEY.encode() not in session_secret(settings)
+
+
+def test_session_settings_come_from_the_environment():
+    settings = Settings.from_env({"SESSION_SECRET": "x" * 32, "DASHBOARD_INSECURE_COOKIE": "true"})
+
+    assert session_secret(settings) == b"x" * 32
+    assert settings.dashboard_insecure_cookie is True
+    assert "x" * 32 not in repr(settings)
+    assert Settings.from_env({}).dashboard_insecure_cookie is False
+
+
+@pytest.mark.parametrize("environ", [{"SESSION_SECRET": "short"}, {"DASHBOARD_INSECURE_COOKIE": "yes"}])
+def test_bad_session_settings_are_refused(environ):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(environ)
+
+    assert next(iter(environ)) in str(refused.value)
+    assert "short" not in str(refused.value)
+
+
+def test_pages_forbid_inline_scripts_and_other_origins(admin):
+    for path in PAGES[:2] + ("/signin",):
+        assert admin.get(path).headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert CONTENT_SECURITY_POLICY.startswith("default-src 'self'")
+    assert "<script" not in admin.get("/").text
+    assert " style=" not in admin.get("/").text
+
+
+def test_the_stylesheet_ships_with_the_package_and_needs_no_session(client):
+    response = client.get("/static/dashboard.css")
+
+    assert response.status_code == 200
+    assert ".seg-0" in response.text
+    assert "http" not in response.text  # no fonts or images from elsewhere
+
+
+# --- overview --------------------------------------------------------------------------------------------------
+
+def test_overview_shows_customers_and_spend_per_segment(admin, shop):
+    html = admin.get("/").text
+
+    vip, new, active, dormant = (row(html, "data-segment", s) for s in ("VIP", "New", "Active", "Dormant"))
+    assert (cell(vip, "customers"), cell(vip, "share"), cell(vip, "spend")) == ("1", "25.0%", "6,000.00")
+    assert (cell(new, "customers"), cell(new, "spend")) == ("1", "240.00")
+    assert (cell(active, "customers"), cell(active, "spend")) == ("1", "900.00")
+    assert (cell(dormant, "customers"), cell(dormant, "spend")) == ("1", "100.00")
+    assert re.search(r'id="customers-total">4<', html)
+
+
+def test_overview_bars_are_drawn_to_scale(admin, shop):
+    html = admin.get("/").text
+
+    spend = re.search(r'<svg class="bars" id="spend-chart".*?</svg>', html, re.S).group(0)
+    widths = dict(re.findall(r'<g data-segment="(\w+)">\s*<text[^>]*>\w+</text>\s*<rect [^>]*width="([\d.]+)"',
+                             spend))
+    assert widths == {"VIP": "240.0", "Dormant": "4.0", "New": "9.6", "Active": "36.0"}
+
+
+def test_overview_counts_transitions_per_day_over_the_last_90_days(admin, store):
+    record_transition(store, "C-1", "New", datetime(2026, 2, 20, 9, tzinfo=timezone.utc))
+    record_transition(store, "C-2", "New", datetime(2026, 2, 20, 18, tzinfo=timezone.utc))
+    record_transition(store, "C-3", "VIP", datetime(2026, 2, 20, 23, tzinfo=timezone.utc))
+    record_transition(store, "C-4", "Dormant", datetime(2025, 11, 24, tzinfo=timezone.utc))  # first day shown
+    record_transition(store, "C-5", "Dormant", datetime(2025, 11, 23, 23, tzinfo=timezone.utc))  # too old
+
+    html = admin.get("/").text
+
+    assert html.count('class="day" data-day=') == 90
+    assert 'data-day="2026-02-20" data-total="3"' in html
+    assert 'data-day="2025-11-24" data-total="1"' in html
+    assert 'data-day="2025-11-23"' not in html
+    assert 'data-day="2026-02-21" data-total="0"' in html
+    assert re.search(r'id="transitions-total">4<', html)
+    assert "2026-02-20: 3 transitions (1 to VIP, 2 to New)" in html
+
+
+def test_overview_shows_the_event_queue_and_dead_events(admin, store):
+    dead = dead_event(store)
+    record_transition(store, "C-P", "New", NOW - timedelta(minutes=30), events=[NewEvent(
+        "evt_pending", "C-P", "welcome", "n8n", "segment.entered", NOW - timedelta(minutes=30), "{}")])
+
+    html = admin.get("/").text
+
+    assert stat(html, "data-status", "pending") == "1"
+    assert stat(html, "data-status", "delivered") == "0"
+    assert stat(html, "data-status", "dead") == "1"
+    assert stat(html, "data-status", "oldest") == "30 min"
+    dead_row = row(html, "data-event", dead)
+    assert "HTTP 410 Gone" in dead_row
+    assert ">Replay</button>" in dead_row
+
+
+def test_a_read_key_sees_dead_events_without_a_replay_button(reader, store):
+    dead = dead_event(store)
+
+    html = reader.get("/").text
+
+    assert dead in html
+    assert "Replay</button>" not in html
+    assert "Replay</button>" not in reader.get("/events?status=dead").text
+
+
+# --- replay ----------------------------------------------------------------------------------------------------
+
+def test_replay_makes_a_dead_event_pending_again(admin, store, clock):
+    dead = dead_event(store)
+    token = csrf_from(admin.get("/").text)
+
+    response = admin.post(f"/events/{dead}/replay", data={"csrf_token": token, "back": "overview"})
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    event = store.get_event(dead)
+    assert (event.status, event.next_attempt_at) == ("pending", clock.now)
+    assert f"Event {dead} is pending again" in admin.get("/").text
+
+
+def test_replay_from_the_events_page_returns_there(admin, store):
+    dead = dead_event(store)
+    token = csrf_from(admin.get("/events?status=dead").text)
+
+    response = admin.post(f"/events/{dead}/replay", data={"csrf_token": token, "back": "events"})
+
+    assert response.headers["Location"] == "/events?status=dead"
+
+
+@pytest.mark.parametrize("form", [{}, {"csrf_token": ""}, {"csrf_token": "forged-token"}])
+def test_replay_without_the_session_csrf_token_is_refused(admin, store, form):
+    dead = dead_event(store)
+
+    response = admin.post(f"/events/{dead}/replay", data=form)
+
+    assert response.status_code == 400
+    assert "expired" in response.text
+    assert store.get_event(dead).status == "dead"
+
+
+def test_a_read_key_cannot_replay(reader, store):
+    dead = dead_event(store)
+    token = csrf_from(reader.get("/").text)
+
+    response = reader.post(f"/events/{dead}/replay", data={"csrf_token": token})
+
+    assert response.status_code == 403
+    assert "ADMIN_API_KEYS" in response.text
+    assert store.get_event(dead).status == "dead"
+
+
+def test_signed_out_replay_goes_to_sign_in(client, store):
+    dead = dead_event(store)
+
+    response = client.post(f"/events/{dead}/replay")
+
+    assert response.headers["Location"] == "/signin"
+    assert store.get_event(dead).status == "dead"
+
+
+def test_replaying_an_unknown_event_is_404(admin):
+    token = csrf_from(admin.get("/").text)
+
+    assert admin.post("/events/evt_nope/replay", data={"csrf_token": token}).status_code == 404
+
+
+def test_events_page_lists_by_status(admin, store):
+    dead = dead_event(store)
+
+    assert dead in admin.get("/events?status=dead").text
+    assert dead not in admin.get("/events?status=delivered").text
+    assert admin.get("/events?status=lost").status_code == 400
+
+
+# --- customers -------------------------------------------------------------------------------------------------
+
+def listed(html: str) -> list[str]:
+    return re.findall(r'<tr data-contact="([^"]+)"', html)
+
+
+def test_the_table_lists_every_customer_in_id_order(admin, shop):
+    assert listed(admin.get("/customers").text) == ["C-ACT", "C-NEW", "C-OLD", "C-VIP"]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("segment=VIP", ["C-VIP"]),
+    ("segment=Dormant", ["C-OLD"]),
+    ("frequency=Weekly", ["C-NEW"]),
+    ("frequency=Monthly", ["C-ACT", "C-VIP"]),
+    ("segment=Active&frequency=Monthly", ["C-ACT"]),
+    ("segment=Active&frequency=Weekly", []),
+])
+def test_the_table_filters_by_segment_and_frequency(admin, shop, query, expected):
+    assert listed(admin.get(f"/customers?{query}").text) == expected
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("q=C-N", ["C-NEW"]),
+    ("q=boxworks", ["C-ACT", "C-VIP"]),
+    ("q=otto", ["C-OLD"]),
+    ("q=VERA+important", ["C-VIP"]),
+    ("q=boxworks&segment=VIP", ["C-VIP"]),
+    ("q=nobody", []),
+])
+def test_search_finds_by_id_email_or_name(admin, shop, query, expected):
+    assert listed(admin.get(f"/customers?{query}").text) == expected
+
+
+def test_an_overlong_search_is_a_400_page(admin):
+    assert admin.get("/customers?q=" + "x" * 201).status_code == 400
+    assert admin.get("/customers?q=" + "x" * 200).status_code == 200
+
+
+def test_an_unknown_filter_value_is_a_400_page(admin):
+    response = admin.get("/customers?segment=Gold")
+
+    assert response.status_code == 400
+    assert "Unknown segment" in response.text
+    assert response.content_type.startswith("text/html")
+
+
+def test_the_table_pages_through_customers(admin, post_orders, make_orders):
+    post_orders([order for n in range(55) for order in make_orders(f"P-{n:03d}", 1)])
+
+    first = admin.get("/customers").text
+    second = admin.get("/customers?after=P-049").text
+
+    assert listed(first) == [f"P-{n:03d}" for n in range(50)]
+    assert 'href="/customers?after=P-049"' in first
+    assert listed(second) == [f"P-{n:03d}" for n in range(50, 55)]
+    assert "rel=\"next\"" not in second
+
+
+def test_the_customer_page_shows_metrics_and_transition_history(admin, shop, store):
+    record_transition(store, "C-VIP", "VIP", NOW - timedelta(days=20))
+
+    html = admin.get("/customers/C-VIP").text
+
+    assert stat(html, "data-metric", "segment") == "VIP"
+    assert stat(html, "data-metric", "purchaseFrequency") == "Monthly"
+    assert stat(html, "data-metric", "orderCount") == "3"
+    assert stat(html, "data-metric", "totalSpend") == "6,000.00"
+    assert stat(html, "data-metric", "lastOrderDaysAgo") == "20"
+    history = re.search(r'<tr data-transition="[^"]+">(.*?)</tr>', html, re.S).group(1)
+    assert "2026-02-01 12:00 UTC" in history and "VIP" in history
+
+
+def test_an_unknown_customer_is_a_404_page(admin):
+    response = admin.get("/customers/C-NOBODY")
+
+    assert response.status_code == 404
+    assert "No customer has the id" in response.text
+
+
+def test_everything_from_the_store_is_escaped(admin, post_orders, make_orders):
+    post_orders(make_orders("C-X", 1, name="<script>alert(1)</script>", email="\"><img src=x>@example.com"))
+
+    for path in ("/customers", "/customers/C-X", "/customers?q=script"):
+        html = admin.get(path).text
+        assert "<script>alert(1)" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "<img src=x>" not in html
+
+
+# --- charts ----------------------------------------------------------------------------------------------------
+
+def test_the_busiest_day_fills_the_chart_and_quiet_days_have_no_blocks():
+    chart = transitions_chart([("2026-02-20", "New", 3), ("2026-02-20", "VIP", 1), ("2026-02-19", "New", 2)],
+                              date(2026, 2, 21), 3, ["VIP", "New"])
+
+    _, busiest, today = chart.columns
+    assert [c.day for c in chart.columns] == ["2026-02-19", "2026-02-20", "2026-02-21"]
+    assert [c.total for c in chart.columns] == [2, 4, 0]
+    assert chart.y_ticks[-1][1] == "4"
+    assert sum(b.height for b in busiest.blocks) == pytest.approx(PLOT_BOTTOM - PLOT_TOP)
+    assert [b.css for b in busiest.blocks] == ["seg-0", "seg-1"]  # VIP then New, in the rules' order
+    assert today.blocks == []
+    assert chart.legend == [("VIP", "seg-0"), ("New", "seg-1")]
+
+
+def test_bars_are_scaled_to_the_largest():
+    chart = horizontal_bars([("A", 50, "50", "seg-0"), ("B", 200, "200", "seg-1"), ("C", 0, "0", "seg-2")])
+
+    assert [bar.width for bar in chart.bars] == [60.0, 240.0, 0.0]
+    assert [bar.y for bar in chart.bars] == [0.0, 30.0, 60.0]
