@@ -26,6 +26,8 @@ class DeliveryFigures:
     bare_events: int
     bare_seconds: float
     received: int
+    cpu_ms_per_event: float  # this process: claiming, signing, sending, recording
+    bare_cpu_ms_per_event: float
 
     @property
     def per_second(self) -> float:
@@ -73,10 +75,12 @@ def delivery(db: Path, now: datetime, events: int) -> DeliveryFigures:
         if not pending:
             raise RuntimeError("no pending events to deliver")
         events = len(pending)
+        bare_cpu = time.process_time()
         bare_seconds = _bare_loop([(rules.webhooks[e.webhook].url, e.body.encode()) for e in pending])
+        bare_cpu = time.process_time() - bare_cpu
         senders = Senders()
         delivered = failed = 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             while delivered + failed < events:
                 run = deliver_due(store, rules, senders, now, "bench", limit=min(200, events - delivered - failed))
@@ -85,11 +89,12 @@ def delivery(db: Path, now: datetime, events: int) -> DeliveryFigures:
                 delivered, failed = delivered + run.delivered, failed + run.retrying + run.dead
         finally:
             senders.close()
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         store.close()
         if failed:
             raise RuntimeError(f"{failed} of {delivered + failed} deliveries failed")
-        return DeliveryFigures(delivered, seconds, len(pending), bare_seconds, receiver.count())
+        return DeliveryFigures(delivered, seconds, len(pending), bare_seconds, receiver.count(),
+                               cpu * 1000 / delivered, bare_cpu * 1000 / len(pending))
     finally:
         receiver.stop()
 

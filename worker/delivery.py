@@ -117,7 +117,7 @@ def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, events
     workers = min(webhook.max_concurrency, len(units))
     # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-        outcomes = [o for unit in pool.map(lambda unit: [_send(sender, m, clock) for m in unit], units) for o in unit]
+        outcomes = [o for unit in pool.map(lambda unit: _send_in_order(sender, unit, clock), units) for o in unit]
     total = DeliveryRun()
     for message, outcome in outcomes:
         total += _record(store, webhook, message, outcome, now, rng)
@@ -136,6 +136,18 @@ def _batch_message(events: list[EventRecord]) -> list[_Message]:
     batch_id = "bat_" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:26]
     body = '{"events":[' + ",".join(e.body for e in events) + "]}"
     return [_Message(events, batch_id, body.encode())]
+
+
+def _send_in_order(sender: WebhookSender, unit: list[_Message],
+                   clock: Callable[[], datetime]) -> list[tuple[_Message, SendResult | Exception]]:
+    """A customer's messages one after another, stopping at the first failure: the rest stay claimed until the
+    claim lapses, and then wait for the failed one (the store's claim rule), so none overtakes it."""
+    sent = []
+    for message in unit:
+        sent.append(_send(sender, message, clock))
+        if not isinstance(sent[-1][1], SendResult):
+            break
+    return sent
 
 
 def _send(sender: WebhookSender, message: _Message,

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RUN_KEY = "first_run_at"
 RULES_VERSION_KEY = "rules_version"
+LAST_RUN_KEY = "last_evaluation"  # JSON: when the last run happened and running totals, for /metrics
 BATCH_SIZE = 2000
 
 
@@ -51,7 +52,29 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     store.set_meta(RULES_VERSION_KEY, version)
     if first_run:
         store.set_meta(FIRST_RUN_KEY, iso(as_of) or "")
-    return RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
+    result = RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
+    _record_run(store, result, as_of)
+    return result
+
+
+def last_run(store: Store) -> dict[str, object]:
+    """{"at": ISO time of the last run, "runs", "customers", "errors": totals over all runs}; {} before any run."""
+    try:
+        recorded = json.loads(store.get_meta(LAST_RUN_KEY) or "{}")
+    except ValueError:
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _record_run(store: Store, result: RunResult, as_of: datetime) -> None:
+    # Runs hold the evaluation lease, so this read-then-write is not raced by another scheduler.
+    totals = last_run(store)
+    store.set_meta(LAST_RUN_KEY, json.dumps({
+        "at": iso(as_of),
+        "runs": int(totals.get("runs", 0)) + 1,
+        "customers": int(totals.get("customers", 0)) + result.customers,
+        "errors": int(totals.get("errors", 0)) + result.errors,
+    }))
 
 
 def evaluate_customers(store: Store, rules: Rules, contact_ids: Iterable[str], as_of: datetime) -> RunResult:

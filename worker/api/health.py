@@ -7,15 +7,17 @@ cannot send headers; it shows counts, never customer data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from worker.api.context import ApiContext, context
+from worker.evaluate import last_run
 from worker.serialize import iso
 
 log = logging.getLogger(__name__)
@@ -95,3 +97,59 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily("segment_worker_events_oldest_pending_age_seconds",
                                 "Age of the oldest event still waiting for delivery",
                                 value=counts["oldest_pending_age_seconds"])
+        by_status = GaugeMetricFamily("segment_worker_events", "Events in the outbox by delivery status",
+                                      labels=["status"])
+        for status in ("pending", "delivered", "dead"):
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+        yield from self._evaluations()
+        yield from self._optional(self._transitions)
+        yield from self._optional(self._attempts)
+        yield GaugeMetricFamily("segment_worker_rules_refused",
+                                "1 while a changed rules file is refused and the last good rules stay in force",
+                                value=1 if self.ctx.rules_source.error else 0)
+
+    def _evaluations(self) -> Iterator[Metric]:
+        recorded = last_run(self.ctx.store)
+        yield CounterMetricFamily("segment_worker_evaluation_runs", "Evaluation runs (scheduled or `evaluate`)",
+                                  value=float(recorded.get("runs", 0)))
+        yield CounterMetricFamily("segment_worker_customers_evaluated", "Customers evaluated by those runs",
+                                  value=float(recorded.get("customers", 0)))
+        yield CounterMetricFamily("segment_worker_evaluation_errors",
+                                  "Customers whose evaluation failed (they stay due and are tried again)",
+                                  value=float(recorded.get("errors", 0)))
+        at = parse_iso(recorded.get("at"))
+        if at is not None:
+            yield GaugeMetricFamily("segment_worker_last_evaluation_timestamp_seconds",
+                                    "When the last evaluation run happened (Unix time)", value=at.timestamp())
+            yield GaugeMetricFamily("segment_worker_last_evaluation_age_seconds",
+                                    "Seconds since the last evaluation run; grows when the scheduler is stuck",
+                                    value=max(0.0, (self.ctx.clock() - at).total_seconds()))
+
+    def _transitions(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("segment_worker_transitions", "Segment transitions recorded",
+                                  value=self.ctx.store.transition_count())
+
+    def _attempts(self) -> Iterator[Metric]:
+        attempts = CounterMetricFamily("segment_worker_delivery_attempts", "Webhook delivery attempts by outcome",
+                                       labels=["outcome"])
+        for outcome, count in sorted(self.ctx.store.attempt_counts().items()):
+            attempts.add_metric([outcome], count)
+        yield attempts
+
+    @staticmethod
+    def _optional(metrics: Callable[[], Iterator[Metric]]) -> Iterator[Metric]:
+        # A store backend that cannot count these yet leaves them out rather than failing the whole scrape.
+        try:
+            yield from list(metrics())
+        except NotImplementedError:
+            return
+
+
+def parse_iso(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

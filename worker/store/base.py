@@ -220,6 +220,16 @@ class Store(abc.ABC):
     def event_counts(self, now: datetime) -> dict[str, float]:
         """pending, delivered, dead counts and the age in seconds of the oldest pending event."""
 
+    # operations: running totals for /metrics; not abstract, so a backend works (without them) until it adds them
+    def transition_count(self) -> int:
+        """Transitions recorded since the store was created."""
+        raise NotImplementedError(f"{type(self).__name__} does not count transitions yet")
+
+    def attempt_counts(self) -> dict[str, int]:
+        """Delivery attempts since the store was created, by outcome: 'delivered' (a 2xx answer), 'http_error'
+        (any other answer) and 'network_error' (no answer: refused, timed out, unsendable)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count delivery attempts yet")
+
     # leases
     @abc.abstractmethod
     def acquire_lease(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:

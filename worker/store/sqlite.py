@@ -23,6 +23,7 @@ from worker.store.base import (
 )
 
 SCHEMA_VERSION = 1
+ATTEMPT_OUTCOMES = ("delivered", "http_error", "network_error")
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit on every version we meet
 
 _SCHEMA = """
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
+CREATE INDEX IF NOT EXISTS events_pending_by_contact ON events (contact_id, seq) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS attempts (
     event_id TEXT NOT NULL,
     attempted_at INTEGER NOT NULL,
@@ -398,9 +400,13 @@ class SQLiteStore(Store):
         now_ms = to_ms(now)
         until = now_ms + int(claim_seconds * 1000)
         with self._write() as db:
+            # An event waits while an earlier event of the same customer has failed and is still pending: its retry
+            # can come due after the later event, and the customer must hear welcome before vip all the same.
             ids = [r[0] for r in db.execute(
                 "SELECT id FROM events WHERE status = 'pending' AND next_attempt_at <= ? "
-                "AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY next_attempt_at, seq LIMIT ?",
+                "AND (claimed_until IS NULL OR claimed_until <= ?) AND NOT EXISTS (SELECT 1 FROM events earlier "
+                "WHERE earlier.contact_id = events.contact_id AND earlier.status = 'pending' "
+                "AND earlier.seq < events.seq AND earlier.attempts > 0) ORDER BY next_attempt_at, seq LIMIT ?",
                 (now_ms, now_ms, limit))]
             claimed = []
             for event_id in ids:
@@ -469,6 +475,18 @@ class SQLiteStore(Store):
             counts[status] = count
         oldest = self._db.execute("SELECT min(created_at) FROM events WHERE status = 'pending'").fetchone()[0]
         counts["oldest_pending_age_seconds"] = 0.0 if oldest is None else max(0.0, (to_ms(now) - oldest) / 1000)
+        return counts
+
+    def transition_count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM transitions").fetchone()[0]
+
+    def attempt_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(ATTEMPT_OUTCOMES, 0)
+        for outcome, count in self._db.execute(
+            "SELECT CASE WHEN status IS NULL THEN 'network_error' WHEN status BETWEEN 200 AND 299 THEN 'delivered' "
+            "ELSE 'http_error' END, count(*) FROM attempts GROUP BY 1",
+        ):
+            counts[outcome] = count
         return counts
 
     @staticmethod
