@@ -1,8 +1,12 @@
 """Shared fixtures: rules in tmp_path, a fresh SQLite store, a fixed clock, the Flask app and client, API keys,
-and builders for order JSON as n8n sends it."""
+builders for order JSON as n8n sends it, and `backend`: each store backend in turn (SQLite, DynamoDB on a local
+moto server started once per session) for the suites every backend must pass."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -164,3 +168,61 @@ def post_orders(client: FlaskClient, admin_headers: dict[str, str]) -> Callable[
         return client.post("/api/orders", json=body, headers=admin_headers)
 
     return post
+
+
+# --- every store backend ------------------------------------------------------------------------------------
+
+@dataclass
+class Backend:
+    """One store backend under test: the URL of this test's store, and how to open it or an empty sibling."""
+
+    name: str
+    url: str
+    new_url: Callable[[], str]
+
+    def open(self) -> Store:
+        """Another handle on the same data (a second connection, or a second process's view)."""
+        return open_store(self.url)
+
+    def fresh(self) -> Store:
+        """A new, empty store of the same kind."""
+        return open_store(self.new_url())
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint() -> Iterator[str]:
+    """A DynamoDB-compatible server (moto) on a free 127.0.0.1 port for the session; dummy credentials for boto3."""
+    from tests.dynamo_server import CLIENT_ENV, DynamoServer
+
+    saved = {name: os.environ.get(name) for name in CLIENT_ENV}
+    os.environ.update(CLIENT_ENV)
+    server = DynamoServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def new_dynamodb_url(endpoint: str) -> str:
+    """Tables of their own (a fresh prefix) on the test server, made as `init-db` makes them."""
+    from tests.dynamo_server import REGION
+    from worker.store.dynamodb import DynamoConfig, create_tables
+
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    create_tables(DynamoConfig(REGION, endpoint, prefix))
+    return f"dynamodb://?region={REGION}&endpoint_url={endpoint}&table_prefix={prefix}"
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        numbers = itertools.count()
+        return Backend("sqlite", f"sqlite:///{tmp_path}/segments.db",
+                       lambda: f"sqlite:///{tmp_path}/fresh-{next(numbers)}/segments.db")
+    endpoint = request.getfixturevalue("dynamodb_endpoint")
+    return Backend("dynamodb", new_dynamodb_url(endpoint), lambda: new_dynamodb_url(endpoint))

@@ -1,4 +1,5 @@
-"""Evaluation runs: first run baseline/emit, transitions at their true moment, outbox events, due-only re-runs."""
+"""Evaluation runs: first run baseline/emit, transitions at their true moment, outbox events, due-only re-runs;
+on every store backend."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import boto3
 import pytest
 
 from rules import Classifier, Rules
-from tests.factories import T0, UTC, days_ago, make_rules, new_store, order
+from tests.conftest import Backend
+from tests.factories import T0, UTC, days_ago, make_rules, order
 from worker.evaluate import RunResult, decide, evaluate_customers, evaluate_due
 from worker.store.base import Store
 
@@ -32,8 +35,8 @@ SEGMENTS = {"C-NEW": "New", "C-ACT": "Active", "C-VIP": "VIP", "C-DOR": "Dormant
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = new_store(tmp_path)
+def store(backend: Backend) -> Iterator[Store]:
+    opened = backend.open()
     opened.upsert_orders(SEED, T0)
     yield opened
     opened.close()
@@ -91,8 +94,8 @@ def test_first_seen_customer_after_the_first_run_gets_a_welcome(store):
     assert campaigns(store) == {"C-LATE": ["welcome"]}
 
 
-def test_first_run_on_an_empty_store_is_the_baseline_and_later_customers_are_welcomed(tmp_path):
-    empty = new_store(tmp_path / "empty")
+def test_first_run_on_an_empty_store_is_the_baseline_and_later_customers_are_welcomed(backend):
+    empty = backend.fresh()
     assert counts(evaluate_due(empty, BASELINE, T0)) == (0, 0, 0, 0, 0)
     empty.upsert_orders(SEED, T0)
     assert counts(evaluate_due(empty, BASELINE, T0 + DAY)) == (4, 4, 3, 0, 0)
@@ -197,22 +200,31 @@ def test_later_run_evaluates_only_changed_and_due_customers(store):
 
 # --- a bad customer does not stop the run -------------------------------------------------------------------
 
-def corrupt_spend(tmp_path: Path, contact_id: str) -> None:
-    with sqlite3.connect(tmp_path / "segments.db") as db:
-        db.execute("UPDATE customers SET total_cents = 'lots' WHERE contact_id = ?", (contact_id,))
+def corrupt_spend(backend: Backend, contact_id: str) -> None:
+    """Damage one customer's stored spend behind the store's back, as a bad migration or manual edit would."""
+    if backend.name == "sqlite":
+        with sqlite3.connect(Path(backend.url.removeprefix("sqlite:///"))) as db:
+            db.execute("UPDATE customers SET total_cents = 'lots' WHERE contact_id = ?", (contact_id,))
+        return
+    from worker.store.dynamodb import DynamoConfig
+
+    config = DynamoConfig.from_url(backend.url)
+    boto3.client("dynamodb", region_name=config.region, endpoint_url=config.endpoint_url).update_item(
+        TableName=config.table("customers"), Key={"contact_id": {"S": contact_id}},
+        UpdateExpression="SET total_cents = :lots", ExpressionAttributeValues={":lots": {"S": "lots"}})
 
 
-def test_customer_whose_classification_raises_is_counted_and_the_run_continues(store, tmp_path):
-    corrupt_spend(tmp_path, "C-VIP")
+def test_customer_whose_classification_raises_is_counted_and_the_run_continues(store, backend):
+    corrupt_spend(backend, "C-VIP")
     result = evaluate_due(store, EMIT, T0)
     assert counts(result) == (3, 3, 2, 0, 1)
     assert segments(store) == {**SEGMENTS, "C-VIP": None}
     assert [[c.contact_id for c in batch] for batch in store.customers_to_evaluate(T0, False, 10)] == [["C-VIP"]]
 
 
-def test_customer_whose_classification_raises_in_an_api_evaluation_is_counted(store, tmp_path):
+def test_customer_whose_classification_raises_in_an_api_evaluation_is_counted(store, backend):
     evaluate_due(store, BASELINE, T0)
-    corrupt_spend(tmp_path, "C-ACT")
+    corrupt_spend(backend, "C-ACT")
     result = evaluate_customers(store, BASELINE, ["C-ACT", "C-NEW"], T0 + DAY)
     assert (result.customers, result.errors) == (1, 1)
 
@@ -254,10 +266,10 @@ def test_decide_reports_the_state_to_store(store):
     assert evaluation.events == ()
 
 
-def test_moves_happen_at_midnight_in_the_rules_timezone(tmp_path):
+def test_moves_happen_at_midnight_in_the_rules_timezone(backend):
     new_york = ZoneInfo("America/New_York")
     rules = make_rules(timezone="America/New_York")
-    ny_store = new_store(tmp_path / "ny")
+    ny_store = backend.fresh()
     ordered = datetime(2026, 1, 10, 23, 30, tzinfo=new_york)  # already January 11 in UTC
     ny_store.upsert_orders([order("C-NY", "NY-1", ordered)], ordered)
     evaluate_due(ny_store, rules, ordered + timedelta(hours=1))

@@ -1,4 +1,5 @@
-"""SQLite store: WAL and schema version, all-or-nothing batches, due customers, optimistic saves, leases, outbox."""
+"""The store contract, run against every backend (SQLite, DynamoDB): schema version, all-or-nothing batches, due
+customers, optimistic saves, leases, the outbox; then what only one backend has (SQLite's WAL file)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,22 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import Backend
 from tests.factories import T0, new_store, order
 from worker.store.base import CustomerRecord, Evaluation, NewEvent, SaveResult, Store, TransitionRecord
-from worker.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from worker.store.sqlite import SCHEMA_VERSION
 
 SECOND = timedelta(seconds=1)
+# What each backend raises when a customer's total spend cannot be stored (SQLite's 64-bit integers).
+AGGREGATE_OVERFLOW = {"sqlite": sqlite3.Error, "dynamodb": OverflowError}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = new_store(tmp_path)
+def store(backend: Backend) -> Iterator[Store]:
+    opened = backend.open()
     yield opened
     opened.close()
 
@@ -50,29 +53,24 @@ def due_ids(store: Store, as_of: datetime, everyone: bool = False, batch_size: i
     return [[c.contact_id for c in batch] for batch in store.customers_to_evaluate(as_of, everyone, batch_size)]
 
 
-# --- the file -----------------------------------------------------------------------------------------------
-
-def test_database_is_in_wal_mode(store, tmp_path):
-    with sqlite3.connect(tmp_path / "segments.db") as other:
-        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
+# --- the database -------------------------------------------------------------------------------------------
 
 def test_schema_version_is_recorded(store):
     assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
 
 
-def test_reopening_keeps_the_data(store, tmp_path):
+def test_reopening_keeps_the_data(store, backend):
     store.upsert_orders([order("C-1", "ORD-1", T0)], T0)
     store.close()
-    reopened = new_store(tmp_path)
+    reopened = backend.open()
     assert reopened.get_customer("C-1").facts.total_cents == 10_000
     reopened.close()
 
 
-def test_database_from_a_newer_program_is_refused(store, tmp_path):
+def test_database_from_a_newer_program_is_refused(store, backend):
     store.set_meta("schema_version", str(SCHEMA_VERSION + 1))
     with pytest.raises(RuntimeError, match="newer than this program"):
-        SQLiteStore(tmp_path / "segments.db")
+        backend.open()
 
 
 def test_meta_values_can_be_replaced(store):
@@ -108,10 +106,10 @@ def test_batch_that_fails_on_the_third_order_stores_nothing(store, case, third):
     assert (retry.inserted, retry.updated) == (1, 1)
 
 
-def test_batch_that_fails_while_refreshing_aggregates_stores_no_order(store):
+def test_batch_that_fails_while_refreshing_aggregates_stores_no_order(store, backend):
     # Two orders whose sum overflows SQLite's 64-bit integers: the orders are written, then the aggregate fails.
     huge = [order("C-1", "ORD-1", T0, 2**62), order("C-1", "ORD-2", T0, 2**62)]
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(AGGREGATE_OVERFLOW[backend.name]):
         store.upsert_orders(huge, T0)
     assert store.count_customers() == 0
     assert store.upsert_orders([order("C-1", "ORD-1", T0, 100)], T0).inserted == 1
@@ -210,8 +208,8 @@ def test_leases_are_independent_by_name(store):
     assert store.acquire_lease("deliver", "B", T0, 30)
 
 
-def test_lease_is_exclusive_across_connections(store, tmp_path):
-    other = SQLiteStore(tmp_path / "segments.db")
+def test_lease_is_exclusive_across_connections(store, backend):
+    other = backend.open()
     assert store.acquire_lease("evaluate", "A", T0, 30)
     assert not other.acquire_lease("evaluate", "B", T0, 30)
     other.close()
@@ -219,13 +217,13 @@ def test_lease_is_exclusive_across_connections(store, tmp_path):
 
 # --- the outbox ---------------------------------------------------------------------------------------------
 
-def test_two_claimers_never_get_the_same_event(store, tmp_path):
+def test_two_claimers_never_get_the_same_event(store, backend):
     ids = put_events(store, 120)
     claimed: dict[str, list[str]] = {"A": [], "B": [], "C": []}
     start = threading.Barrier(len(claimed))
 
     def claim(holder: str) -> None:
-        own = SQLiteStore(tmp_path / "segments.db")
+        own = backend.open()
         start.wait()
         while batch := own.claim_due_events(T0, 7, holder, 60):
             claimed[holder] += [e.id for e in batch]
@@ -295,3 +293,33 @@ def test_delivered_event_is_recorded_with_its_attempts(store):
 
 def test_replay_of_an_unknown_event_says_so(store):
     assert not store.replay_event("evt_nope", T0)
+
+
+def test_a_customers_later_event_waits_while_an_earlier_one_awaits_its_retry(store):
+    [first] = put_events(store, 1)
+    store.claim_due_events(T0, 10, "A", 60)
+    retry_at = T0 + timedelta(hours=1)
+    store.record_failed([first], T0, 503, "Service Unavailable", 5, retry_at)
+    later = welcome("C-1", 1, T0 + SECOND)
+    assert store.save_evaluations([evaluation(store.get_customer("C-1"), at=T0 + SECOND, events=(later,))]).events == 1
+    assert store.claim_due_events(T0 + timedelta(minutes=30), 10, "A", 60) == [], "the later one waits"
+    assert [e.id for e in store.claim_due_events(retry_at, 10, "A", 60)] == [first], "the retry goes first, alone"
+    store.record_delivered([first], retry_at, 200, 5)
+    assert [e.id for e in store.claim_due_events(retry_at + SECOND, 10, "B", 60)] == [later.id]
+
+
+def test_an_evaluation_with_more_events_than_one_transaction_holds_stores_each_once(store):
+    store.upsert_orders([order("C-1", "ORD-1", T0)], T0)
+    events = tuple(welcome("C-1", n) for n in range(120))
+    assert store.save_evaluations([evaluation(store.get_customer("C-1"), events=events)]).events == 120
+    assert store.save_evaluations([evaluation(store.get_customer("C-1"), events=events)]).events == 0
+    assert [e.id for e in store.list_events("pending", 200)] == [e.id for e in events]
+
+
+# --- SQLite only: the file ----------------------------------------------------------------------------------
+
+def test_sqlite_database_is_in_wal_mode(tmp_path):
+    opened = new_store(tmp_path)
+    with sqlite3.connect(tmp_path / "segments.db") as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    opened.close()

@@ -1,0 +1,1103 @@
+"""DynamoDB store: the SQLite store's data in tables keyed for its queries, written with conditional writes so that
+several worker processes can share it. The only module that imports boto3 (see docs/dynamodb.md)."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from functools import reduce
+from itertools import islice
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from rules import CustomerFacts
+from worker.store.base import (
+    Attempt,
+    CustomerRecord,
+    Evaluation,
+    EventRecord,
+    IngestResult,
+    NewEvent,
+    Order,
+    SaveResult,
+    SegmentSummary,
+    Store,
+    TransitionRecord,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_TABLE_PREFIX = "segment_worker_"
+# Partitions per sharded index: writes spread over several partition keys instead of one hot one (about 1,000
+# writes a second each). Customers' indexes take every evaluation's rewrite of due_at: 8. Transitions and events
+# come a few per customer per year: 4. Fixed: items carry their shard, so changing these needs a migration.
+CUSTOMER_SHARDS = 8
+EVENT_SHARDS = 4
+WORKERS = 8  # concurrent requests for per-item writes (conditional updates cannot be batched)
+BATCH_WRITE_ITEMS = 25  # BatchWriteItem's limit
+BATCH_GET_KEYS = 100  # BatchGetItem's limit
+TRANSACTION_ITEMS = 100  # TransactWriteItems' limit
+RETRIES = 8  # unprocessed items, write conflicts: then give up loudly
+BACKOFF_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 2.0
+_INT64 = 2**63
+_URL_OPTIONS = ("region", "endpoint_url", "table_prefix")
+CLAIM_PAGES = 5  # pages of due candidates looked at per claim, when others take or hold back the first ones
+ATTEMPT_COUNTER_KEY = "counter:attempts"  # a meta item, so no table just for three numbers
+ATTEMPT_OUTCOMES = ("delivered", "http_error", "network_error")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# configuration and tables -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DynamoConfig:
+    """Where the tables are: `dynamodb://?region=...&endpoint_url=...&table_prefix=...` (all optional)."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    table_prefix: str = DEFAULT_TABLE_PREFIX
+
+    @classmethod
+    def from_url(cls, url: str) -> DynamoConfig:
+        parts = urlsplit(url)
+        if parts.scheme != "dynamodb" or parts.netloc or parts.path not in ("", "/"):
+            raise ValueError(f"DATABASE_URL {url!r}: expected dynamodb://?region=...&endpoint_url=...&table_prefix=...")
+        options = {name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        unknown = sorted(set(options) - set(_URL_OPTIONS))
+        if unknown:
+            raise ValueError(f"DATABASE_URL {url!r}: unknown option(s) {', '.join(unknown)} "
+                             f"(use {', '.join(_URL_OPTIONS)})")
+        prefix = options.get("table_prefix", DEFAULT_TABLE_PREFIX)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]*", prefix):
+            raise ValueError(f"DATABASE_URL {url!r}: table_prefix may hold letters, digits, '_', '-' and '.' only")
+        return cls(region=options.get("region") or None, endpoint_url=options.get("endpoint_url") or None,
+                   table_prefix=prefix)
+
+    def table(self, noun: str) -> str:
+        return self.table_prefix + noun
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    hash_key: tuple[str, str]  # (attribute, S|N)
+    range_key: tuple[str, str]
+    include: tuple[str, ...] = ()  # projected besides the keys; nothing else, so updates rarely touch an index
+
+
+@dataclass(frozen=True)
+class TableDesign:
+    noun: str
+    hash_key: tuple[str, str]
+    range_key: tuple[str, str] | None = None
+    indexes: tuple[Index, ...] = ()
+
+
+# One table per noun of the SQLite schema, with the indexes its queries need (docs/dynamodb.md explains each).
+TABLES = (
+    TableDesign("customers", ("contact_id", "S"), indexes=(
+        Index("due", ("shard", "N"), ("due_at", "N")),  # changed (due_at 0) or due for a re-check
+        Index("by_id", ("shard", "N"), ("contact_id", "S")),  # everyone, paged in contact_id order
+        Index("by_segment", ("segment_key", "S"), ("contact_id", "S")),
+        Index("by_frequency", ("frequency_key", "S"), ("contact_id", "S")),
+    )),
+    TableDesign("orders", ("order_ref", "S")),
+    TableDesign("transitions", ("contact_id", "S"), ("id", "S"), indexes=(
+        Index("by_time", ("shard", "N"), ("occurred_at", "N"), include=("to_segment",)),  # per day, counts
+    )),
+    TableDesign("events", ("id", "S"), indexes=(
+        Index("due", ("shard", "N"), ("claimable", "S"), include=("contact_id",)),  # pending, by when takeable
+        Index("retrying_by_contact", ("retrying_contact", "S"), ("seq", "N")),  # failed, waiting for a retry
+        Index("by_status", ("status_shard", "S"), ("seq", "N"), include=("created_at",)),
+    )),
+    TableDesign("attempts", ("event_id", "S"), ("at", "S")),
+    TableDesign("leases", ("name", "S")),
+    TableDesign("meta", ("key", "S")),
+)
+
+
+def create_tables(config: DynamoConfig, client: Any = None) -> list[tuple[str, bool]]:
+    """Create the missing tables (on-demand billing) and record the schema version; (table, created) pairs.
+
+    Idempotent: existing tables are left alone, so running `init-db` again is harmless.
+    """
+    client = client or make_client(config.region, config.endpoint_url)
+    existing = set()
+    for page in client.get_paginator("list_tables").paginate():
+        existing.update(page["TableNames"])
+    report, creating = [], []
+    for design in TABLES:
+        name = config.table(design.noun)
+        report.append((name, name not in existing))
+        if name in existing:
+            continue
+        answer = client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **_table_definition(design))
+        if answer["TableDescription"].get("TableStatus") != "ACTIVE":
+            creating.append(name)
+    for name in creating:
+        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    try:
+        client.put_item(TableName=config.table("meta"),
+                        Item=_to_item({"key": "schema_version", "value": str(SCHEMA_VERSION)}),
+                        **_expression(ConditionExpression="attribute_not_exists(#key)"))
+    except ClientError as exc:
+        if _code(exc) != "ConditionalCheckFailedException":
+            raise
+    return report
+
+
+def _table_definition(design: TableDesign) -> dict[str, Any]:
+    attributes = {design.hash_key[0]: design.hash_key[1]}
+    schema = [{"AttributeName": design.hash_key[0], "KeyType": "HASH"}]
+    if design.range_key:
+        attributes[design.range_key[0]] = design.range_key[1]
+        schema.append({"AttributeName": design.range_key[0], "KeyType": "RANGE"})
+    indexes = []
+    for index in design.indexes:
+        attributes.update(dict((index.hash_key, index.range_key)))
+        projection: dict[str, Any] = {"ProjectionType": "INCLUDE" if index.include else "KEYS_ONLY"}
+        if index.include:
+            projection["NonKeyAttributes"] = list(index.include)
+        indexes.append({"IndexName": index.name, "Projection": projection, "KeySchema": [
+            {"AttributeName": index.hash_key[0], "KeyType": "HASH"},
+            {"AttributeName": index.range_key[0], "KeyType": "RANGE"}]})
+    definition: dict[str, Any] = {
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in sorted(attributes.items())],
+        "KeySchema": schema,
+    }
+    if indexes:
+        definition["GlobalSecondaryIndexes"] = indexes
+    return definition
+
+
+_SESSION: list[Any] = []
+_SESSION_LOCK = threading.Lock()
+
+
+def make_client(region: str | None, endpoint_url: str | None) -> Any:
+    """A low-level client (thread-safe, unlike resources) with botocore's own retries for throttling.
+
+    Clients come from one shared session, which parses DynamoDB's service model once instead of per client;
+    a session itself is not thread-safe, hence the lock.
+    """
+    with _SESSION_LOCK:
+        if not _SESSION:
+            _SESSION.append(boto3.session.Session())
+        return _SESSION[0].client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": 10}, max_pool_connections=WORKERS * 2 + 4))
+
+
+# the store --------------------------------------------------------------------------------------------------
+
+class DynamoDBStore(Store):
+    """The Store contract on DynamoDB. Every read that decides a write is strongly consistent; every write that
+    could race another process is conditional (a version, a stored segment, a missing id, a lease holder)."""
+
+    def __init__(self, config: DynamoConfig, client: Any = None):
+        self.config = config
+        self._client = client or make_client(config.region, config.endpoint_url)
+        self._tables = {design.noun: config.table(design.noun) for design in TABLES}
+        self._sequence = _Sequence()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, config: DynamoConfig, client: Any = None) -> DynamoDBStore:
+        """The store, after checking that `init-db` made its tables and that no newer program owns them."""
+        store = cls(config, client)
+        try:
+            version = store.get_meta("schema_version")
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            version = None
+        if version is None:
+            raise RuntimeError(f"no segment-worker tables with prefix {config.table_prefix!r} in DynamoDB"
+                               f"{' at ' + config.endpoint_url if config.endpoint_url else ''}: "
+                               "run `python -m worker init-db` first")
+        if int(version) > SCHEMA_VERSION:
+            raise RuntimeError(f"the DynamoDB tables {config.table_prefix}* have schema version {version}, newer "
+                               f"than this program ({SCHEMA_VERSION}); upgrade segment-worker")
+        return store
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+    # ingest ------------------------------------------------------------------------------------------------
+
+    def upsert_orders(self, orders: Sequence[Order], now: datetime) -> IngestResult:
+        """Orders first (batched), then each touched customer's aggregates by a conditional write on its version.
+
+        The customer item keeps the set of order references its aggregates count, so a retry after a conflict
+        knows exactly what is counted already; the `orders` table stays the truth about who owns a reference.
+        A failed batch must be sent again (every caller does): the orders are written before the customers, and
+        an order that is stored but not yet counted by its owner is not 'unchanged', so the re-send completes it.
+        """
+        latest: dict[str, Order] = {}
+        for order in orders:
+            latest[order.order_ref] = order
+        incoming = {ref: _order_item(order, now) for ref, order in latest.items()}  # bad values raise here
+        stored = self._get_items("orders", [{"order_ref": ref} for ref in incoming])
+        stored_by_ref = {item["order_ref"]: item for item in stored}
+        owners = {item["contact_id"] for item in incoming.values()} | {item["contact_id"] for item in stored}
+        counted_before = {item["contact_id"]: item for item in self._get_items(
+            "customers", [{"contact_id": c} for c in owners], _INGEST_FIELDS)}
+        inserted = updated = unchanged = 0
+        changes: dict[str, _CustomerChange] = {}
+        written = []
+        for ref, item in incoming.items():
+            before = stored_by_ref.get(ref)
+            owner = counted_before.get(item["contact_id"])
+            if before is not None and _same_order(before, item) and ref in _refs(owner):
+                unchanged += 1
+                continue
+            inserted, updated = (inserted + 1, updated) if before is None else (inserted, updated + 1)
+            written.append(item)
+            changes.setdefault(item["contact_id"], _CustomerChange()).arrived[ref] = item
+            if before is not None and before["contact_id"] != item["contact_id"]:
+                changes.setdefault(before["contact_id"], _CustomerChange()).left.add(ref)
+        for contact_id, change in changes.items():  # totals that cannot be stored refuse the batch before any write
+            if not _refs(counted_before.get(contact_id)) & (change.arrived.keys() | change.left):
+                reduce(_Totals.add, change.arrived.values(), _Totals.of(counted_before.get(contact_id)))
+        self._write_items("orders", written)
+        self._in_parallel(lambda cid: self._count_orders(cid, counted_before.get(cid), changes[cid]), list(changes))
+        return IngestResult(inserted, updated, unchanged, frozenset(changes))
+
+    def _count_orders(self, contact_id: str, seen: dict[str, Any] | None, change: _CustomerChange) -> None:
+        """Bring one customer's aggregates up to date with `change`, retrying while other writers get in first."""
+        for attempt in range(RETRIES):
+            counted = _refs(seen)
+            if counted & (change.arrived.keys() | change.left):
+                # An order it already counts changed or moved away: count its orders again from the orders table.
+                totals, refs = self._recount(contact_id, counted | change.arrived.keys())
+            else:
+                # Only new orders: adding them to the stored totals gives what a recount would, without reading.
+                totals = reduce(_Totals.add, change.arrived.values(), _Totals.of(seen))
+                refs = counted | change.arrived.keys()
+            if self._write_totals(contact_id, seen, totals, refs):
+                return
+            _pause(attempt)
+            seen = self._get_item("customers", {"contact_id": contact_id}, _INGEST_FIELDS)
+        raise RuntimeError(f"customer {contact_id}: gave up after {RETRIES} conflicting writes; send the batch again")
+
+    def _recount(self, contact_id: str, refs: set[str]) -> tuple[_Totals, set[str]]:
+        owned = [item for item in self._get_items("orders", [{"order_ref": r} for r in sorted(refs)])
+                 if item["contact_id"] == contact_id]
+        return reduce(_Totals.add, owned, _Totals()), {item["order_ref"] for item in owned}
+
+    def _write_totals(self, contact_id: str, seen: dict[str, Any] | None, totals: _Totals, refs: set[str]) -> bool:
+        """Conditional on the version read: False when someone else wrote the customer meanwhile."""
+        version = 1 if seen is None else _int(seen["version"]) + 1
+        fields = {**totals.fields(), "order_refs": refs or None, "version": version, "due_at": 0,
+                  "shard": _shard(contact_id, CUSTOMER_SHARDS)}
+        update, values = _set_or_remove(fields)
+        if seen is None:
+            condition = "attribute_not_exists(#contact_id)"
+        else:
+            condition = "#version = :seen_version"
+            values[":seen_version"] = _int(seen["version"])
+        return self._conditional(self._client.update_item, TableName=self._tables["customers"],
+                                 Key=_to_item({"contact_id": contact_id}),
+                                 **_expression(values, UpdateExpression=update, ConditionExpression=condition))
+
+    # evaluation --------------------------------------------------------------------------------------------
+
+    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int) -> Iterator[list[CustomerRecord]]:
+        if everyone:
+            ids = sorted(item["contact_id"] for item in self._scan("customers", ("contact_id",)))
+        else:
+            due = self._query_partitions("customers", "due", range(CUSTOMER_SHARDS), "#due_at <= :as_of",
+                                         {":as_of": _ms(as_of)})
+            ids = sorted({item["contact_id"] for item in due})
+        for start in range(0, len(ids), batch_size):
+            yield self.customers_by_id(ids[start:start + batch_size])
+
+    def customers_by_id(self, contact_ids: Sequence[str]) -> list[CustomerRecord]:
+        items = self._get_items("customers", [{"contact_id": c} for c in dict.fromkeys(contact_ids)],
+                                _CUSTOMER_FIELDS)
+        return sorted((_customer(item) for item in items), key=lambda record: record.contact_id)
+
+    def save_evaluations(self, evaluations: Sequence[Evaluation]) -> SaveResult:
+        """State alone is one conditional update per customer; state with a transition or events is a transaction,
+        packed with other customers' up to TransactWriteItems' limit."""
+        quiet = [e for e in evaluations if e.transition is None and not e.events]
+        eventful = [e for e in evaluations if e.transition is not None or e.events]
+        saved = sum(self._in_parallel(self._save_state, quiet))
+        history = self._save_with_history(eventful)
+        saved += history.saved
+        return SaveResult(saved, history.transitions, history.events, len(evaluations) - saved)
+
+    def _save_state(self, evaluation: Evaluation) -> bool:
+        return self._conditional(self._client.update_item, **self._state_update(evaluation))
+
+    def _state_update(self, e: Evaluation) -> dict[str, Any]:
+        shard = _shard(e.contact_id, CUSTOMER_SHARDS)
+        update, values = _set_or_remove({
+            "segment": e.segment, "purchase_frequency": e.purchase_frequency,
+            "segment_key": f"{e.segment}#{shard}", "frequency_key": f"{e.purchase_frequency}#{shard}",
+            "next_check_at": _ms(e.next_check_at), "due_at": _ms(e.next_check_at), "evaluated_at": _ms(e.evaluated_at),
+        })
+        values[":seen_version"] = e.seen_version
+        if e.seen_segment is None:
+            condition = "#version = :seen_version AND attribute_not_exists(#segment)"
+        else:
+            condition = "#version = :seen_version AND #segment = :seen_segment"
+            values[":seen_segment"] = e.seen_segment
+        return {"TableName": self._tables["customers"], "Key": _to_item({"contact_id": e.contact_id}),
+                **_expression(values, UpdateExpression=update, ConditionExpression=condition)}
+
+    def _save_with_history(self, evaluations: Sequence[Evaluation]) -> SaveResult:
+        if not evaluations:
+            return SaveResult(0, 0, 0, 0)
+        known = self._known_history(evaluations)
+        plans = [self._history_plan(e, known) for e in evaluations]
+        totals = SaveResult(0, 0, 0, 0)
+        for pack in _packs(plans):
+            if self._transact([item for plan in pack for item in plan.items]) is None:
+                outcomes = [self._finish(plan) for plan in pack]
+            else:  # someone got in first somewhere in the pack: settle each customer on its own
+                outcomes = [self._save_alone(plan.evaluation) for plan in pack]
+            totals = reduce(_add_results, outcomes, totals)
+        return totals
+
+    def _save_alone(self, evaluation: Evaluation) -> SaveResult:
+        for attempt in range(RETRIES):
+            plan = self._history_plan(evaluation, self._known_history([evaluation]))
+            reasons = self._transact(plan.items)
+            if reasons is None:
+                return self._finish(plan)
+            if reasons[0] == "ConditionalCheckFailed":  # the customer changed since it was read: evaluated again
+                return SaveResult(0, 0, 0, 0)
+            _pause(attempt)  # a transition or event appeared meanwhile, or a concurrent transaction: look again
+        raise RuntimeError(f"customer {evaluation.contact_id}: gave up saving after {RETRIES} conflicting writes")
+
+    def _finish(self, plan: _HistoryPlan) -> SaveResult:
+        """After the transaction: events beyond one transaction's limit, each written once (rare: > 98 events)."""
+        events = plan.events
+        for item in plan.overflow:
+            events += self._conditional(self._client.put_item, TableName=self._tables["events"], Item=_to_item(item),
+                                        **_expression(ConditionExpression="attribute_not_exists(#id)"))
+        return SaveResult(1, plan.transitions, events, 0)
+
+    def _known_history(self, evaluations: Sequence[Evaluation]) -> set[str]:
+        """Ids of the transitions and events of these evaluations that are stored already (they are not re-put)."""
+        transitions = [{"contact_id": e.contact_id, "id": e.transition.id} for e in evaluations if e.transition]
+        events = [{"id": ev.id} for e in evaluations for ev in e.events]
+        found = self._get_items("transitions", transitions, ("id",)) + self._get_items("events", events, ("id",))
+        return {item["id"] for item in found}
+
+    def _history_plan(self, e: Evaluation, known: set[str]) -> _HistoryPlan:
+        items = [{"Update": self._state_update(e)}]
+        transitions = 0
+        if e.transition is not None and e.transition.id not in known:
+            items.append(self._put_new("transitions", _transition_item(e.transition), "id"))
+            transitions = 1
+        first_of_each: dict[str, NewEvent] = {}
+        for event in e.events:
+            if event.id not in known:
+                first_of_each.setdefault(event.id, event)
+        new_events = [self._event_item(event, e.evaluated_at) for event in first_of_each.values()]
+        room = TRANSACTION_ITEMS - len(items)
+        items += [self._put_new("events", item, "id") for item in new_events[:room]]
+        return _HistoryPlan(e, items, transitions, len(new_events[:room]), new_events[room:])
+
+    def _put_new(self, noun: str, item: dict[str, Any], key: str) -> dict[str, Any]:
+        return {"Put": {"TableName": self._tables[noun], "Item": _to_item(item),
+                        **_expression(ConditionExpression=f"attribute_not_exists(#{key})")}}
+
+    def _event_item(self, event: NewEvent, created_at: datetime) -> dict[str, Any]:
+        seq, shard, at = self._sequence.next(), _shard(event.id, EVENT_SHARDS), _ms(created_at)
+        return {"id": event.id, "seq": seq, "shard": shard, "contact_id": event.contact_id,
+                "campaign": event.campaign, "webhook": event.webhook, "type": event.type,
+                "occurred_at": _ms(event.occurred_at), "created_at": at, "body": event.body, "status": "pending",
+                "attempts": 0, "next_attempt_at": at, "claimable": _claim_key(at, seq),
+                "status_shard": f"pending#{shard}"}
+
+    def get_meta(self, key: str) -> str | None:
+        item = self._get_item("meta", {"key": key})
+        return None if item is None else item.get("value")
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._client.put_item(TableName=self._tables["meta"], Item=_to_item({"key": key, "value": value}))
+
+    # reads -------------------------------------------------------------------------------------------------
+
+    def get_customer(self, contact_id: str) -> CustomerRecord | None:
+        item = self._get_item("customers", {"contact_id": contact_id}, _CUSTOMER_FIELDS)
+        return None if item is None else _customer(item)
+
+    def list_customers(self, segment: str | None, purchase_frequency: str | None, after: str | None,
+                       limit: int) -> list[CustomerRecord]:
+        """Pages of a sharded index in contact_id order; rows are read from the table itself (consistent), and a
+        row whose stored segment moved on since the index saw it is left out, the page refilled."""
+        if segment is not None:
+            index, partitions = "by_segment", [f"{segment}#{s}" for s in range(CUSTOMER_SHARDS)]
+        elif purchase_frequency is not None:
+            index, partitions = "by_frequency", [f"{purchase_frequency}#{s}" for s in range(CUSTOMER_SHARDS)]
+        else:
+            index, partitions = "by_id", list(range(CUSTOMER_SHARDS))
+        found: list[CustomerRecord] = []
+        while len(found) < limit:
+            want = limit - len(found)
+            condition, values = ("#contact_id > :after", {":after": after}) if after is not None else ("", {})
+            keys = self._query_partitions("customers", index, partitions, condition, values, want)
+            found += [r for r in self.customers_by_id([k["contact_id"] for k in keys])
+                      if (segment is None or r.segment == segment)
+                      and (purchase_frequency is None or r.purchase_frequency == purchase_frequency)]
+            if len(keys) < want:
+                break
+            after = keys[-1]["contact_id"]
+        return found[:limit]
+
+    def iter_customers(self, batch_size: int = 1000) -> Iterator[list[CustomerRecord]]:
+        batch: list[CustomerRecord] = []
+        for item in self._scan("customers", _CUSTOMER_FIELDS):
+            batch.append(_customer(item))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def segment_summary(self) -> list[SegmentSummary]:
+        """A scan: O(customers). Fine for /api/segments and a scrape a minute at 10^5 customers (docs/dynamodb.md)."""
+        totals: dict[str, list[int]] = {}
+        for item in self._scan("customers", ("segment", "total_cents")):
+            if "segment" in item:
+                row = totals.setdefault(item["segment"], [0, 0])
+                row[0] += 1
+                row[1] += _int(item.get("total_cents", 0))
+        return [SegmentSummary(name, customers, cents) for name, (customers, cents) in sorted(totals.items())]
+
+    def count_customers(self) -> int:
+        return self._count(TableName=self._tables["customers"], ConsistentRead=True)
+
+    def transitions_per_day(self, since: datetime) -> list[tuple[str, str, int]]:
+        """From the sharded `by_time` index: reads the transitions since `since`, not all of them."""
+        counts: dict[tuple[str, str], int] = {}
+        for item in self._query_partitions("transitions", "by_time", range(EVENT_SHARDS), "#occurred_at >= :since",
+                                           {":since": _ms(since)}):
+            day = _at(_int(item["occurred_at"])).strftime("%Y-%m-%d")
+            counts[(day, item["to_segment"])] = counts.get((day, item["to_segment"]), 0) + 1
+        return [(day, segment, count) for (day, segment), count in sorted(counts.items())]
+
+    def search_customers(self, text: str, limit: int) -> list[CustomerRecord]:
+        """A scan (DynamoDB has no case-blind 'contains'): O(customers) per search, as SQLite's is for non-ASCII
+        text. ASCII text ignores case of ASCII letters only and other text compares casefolded, as SQLite's."""
+        fold = (lambda value: value.translate(_ASCII_LOWER)) if text.isascii() else str.casefold
+        needle = fold(text)
+        found = sorted(item["contact_id"] for item in self._scan("customers", ("contact_id", "email", "name"))
+                       if fold(item["contact_id"]).startswith(needle)
+                       or any(needle in fold(item.get(name) or "") for name in ("email", "name")))
+        return self.customers_by_id(found[:limit])
+
+    def transitions_for(self, contact_id: str, limit: int = 100) -> list[TransitionRecord]:
+        # A customer has a handful of transitions: read them all, order as the SQLite store does.
+        items = self._query(TableName=self._tables["transitions"], ConsistentRead=True,
+                            **_expression({":c": contact_id}, KeyConditionExpression="#contact_id = :c"))
+        records = sorted(map(_transition, items), key=lambda t: (t.occurred_at, t.detected_at))
+        return records[:limit]
+
+    # outbox ------------------------------------------------------------------------------------------------
+
+    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
+        """Candidates from the `due` index, oldest first, each taken by a conditional update one claimer wins.
+
+        A candidate waits while an earlier event of its customer failed and awaits its retry: that retry can come
+        due after the later event, and the customer must hear them in order all the same.
+        """
+        now_ms = _ms(now)
+        until = now_ms + int(claim_seconds * 1000)
+        claimed: list[dict[str, Any]] = []
+        lowest = _claim_key(0, 0)
+        for _ in range(CLAIM_PAGES):
+            want = limit - len(claimed)
+            if want <= 0:
+                break
+            page = self._query_partitions("events", "due", range(EVENT_SHARDS), "#claimable BETWEEN :lowest AND :bound",
+                                          {":lowest": lowest, ":bound": _claim_key(now_ms + 1, 0)}, want)
+            eligible = self._not_overtaking(page)[:want]
+            claimed += [item for item in self._in_parallel(lambda c: self._claim(c, now_ms, until, holder), eligible)
+                        if item is not None]
+            if len(page) < want:
+                break
+            last = page[-1]["claimable"]
+            lowest = _claim_key(int(last.split("#")[0]), _claim_seq(last) + 1)  # the next key after the last seen
+        claimed.sort(key=lambda item: (_int(item["next_attempt_at"]), _int(item["seq"])))
+        return [_event(item) for item in claimed]
+
+    def _not_overtaking(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The candidates with no earlier event of their customer awaiting a retry (read from the index of
+        retrying events, which trails writes by a moment: a just-delivered retry may hold a later event back
+        until the next claim, never the other way round)."""
+        contacts = sorted({c["contact_id"] for c in candidates})
+        oldest = dict(zip(contacts, self._in_parallel(self._oldest_retrying, contacts), strict=True))
+        return [c for c in candidates
+                if oldest[c["contact_id"]] is None or oldest[c["contact_id"]] >= _claim_seq(c["claimable"])]
+
+    def _oldest_retrying(self, contact_id: str) -> int | None:
+        answer = self._client.query(TableName=self._tables["events"], IndexName="retrying_by_contact", Limit=1,
+                                    **_expression({":c": contact_id},
+                                                  KeyConditionExpression="#retrying_contact = :c"))
+        items = answer.get("Items", [])
+        return _int(_from_item(items[0])["seq"]) if items else None
+
+    def _claim(self, candidate: dict[str, Any], now_ms: int, until: int, holder: str) -> dict[str, Any] | None:
+        seq = _claim_seq(candidate["claimable"])
+        try:
+            answer = self._client.update_item(
+                TableName=self._tables["events"], Key=_to_item({"id": candidate["id"]}), ReturnValues="ALL_NEW",
+                **_expression({":pending": "pending", ":now": now_ms, ":holder": holder, ":until": until,
+                               ":claimable": _claim_key(until, seq)},
+                              UpdateExpression="SET #claimed_by = :holder, #claimed_until = :until, "
+                                               "#claimable = :claimable",
+                              ConditionExpression="#status = :pending AND #next_attempt_at <= :now AND "
+                                                  "(attribute_not_exists(#claimed_until) OR #claimed_until <= :now)"))
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _from_item(answer["Attributes"])
+
+    def record_delivered(self, event_ids: Sequence[str], attempt_at: datetime, status: int, duration_ms: int) -> None:
+        at = _ms(attempt_at)
+        self._write_items("attempts", [self._attempt_item(i, at, status, None, duration_ms) for i in event_ids])
+        self._in_parallel(lambda i: self._update_event(i, {
+            "status": "delivered", "status_shard": f"delivered#{_shard(i, EVENT_SHARDS)}", "delivered_at": at,
+            "last_status": status,
+            "last_error": None, "next_attempt_at": None, "claimed_by": None, "claimed_until": None, "claimable": None,
+            "retrying_contact": None,
+        }), list(event_ids))
+        self._count_attempts(_attempt_outcome(status), len(event_ids))
+
+    def record_failed(self, event_ids: Sequence[str], attempt_at: datetime, status: int | None, error: str,
+                      duration_ms: int, next_attempt_at: datetime | None) -> None:
+        at, retry_at = _ms(attempt_at), _ms(next_attempt_at)
+        new_status = "pending" if retry_at is not None else "dead"
+        known = {item["id"]: item for item in self._get_items(
+            "events", [{"id": i} for i in event_ids], ("id", "seq", "contact_id"))}
+        self._write_items("attempts", [self._attempt_item(i, at, status, error, duration_ms) for i in event_ids])
+        self._in_parallel(lambda i: self._update_event(i, {
+            "status": new_status, "status_shard": f"{new_status}#{_shard(i, EVENT_SHARDS)}", "last_status": status,
+            "last_error": error, "next_attempt_at": retry_at, "claimed_by": None, "claimed_until": None,
+            "claimable": None if retry_at is None or i not in known else _claim_key(retry_at, _int(known[i]["seq"])),
+            "retrying_contact": known[i]["contact_id"] if retry_at is not None and i in known else None,
+        }), list(event_ids))
+        self._count_attempts(_attempt_outcome(status), len(event_ids))
+
+    def _count_attempts(self, outcome: str, count: int) -> None:
+        # A counter beside the attempts, so that /metrics does not read every attempt ever made; a process that
+        # dies between the two writes leaves the counter short by its last attempts.
+        self._client.update_item(TableName=self._tables["meta"], Key=_to_item({"key": ATTEMPT_COUNTER_KEY}),
+                                 **_expression({":n": count}, UpdateExpression=f"ADD #{outcome} :n"))
+
+    def _update_event(self, event_id: str, fields: dict[str, Any]) -> None:
+        update, values = _set_or_remove(fields)
+        values[":one"] = 1
+        self._conditional(self._client.update_item, TableName=self._tables["events"], Key=_to_item({"id": event_id}),
+                          **_expression(values, UpdateExpression=update + " ADD #attempts :one",
+                                        ConditionExpression="attribute_exists(#id)"))
+
+    def _attempt_item(self, event_id: str, at: int, status: int | None, error: str | None,
+                      duration_ms: int) -> dict[str, Any]:
+        return {"event_id": event_id, "at": _claim_key(at, self._sequence.next()), "attempted_at": at,
+                "status": status, "error": error, "duration_ms": duration_ms}
+
+    def list_events(self, status: str | None, limit: int, after: str | None = None) -> list[EventRecord]:
+        condition, values = "", {}
+        if after is not None:
+            cursor = self._get_item("events", {"id": after}, ("seq",))
+            if cursor is None:
+                return []
+            condition, values = "#seq > :after", {":after": _int(cursor["seq"])}
+        statuses = [status] if status is not None else ["pending", "delivered", "dead"]
+        partitions = [f"{s}#{shard}" for s in statuses for shard in range(EVENT_SHARDS)]
+        keys = self._query_partitions("events", "by_status", partitions, condition, values, limit)
+        by_id = {item["id"]: item for item in self._get_items("events", [{"id": k["id"]} for k in keys])}
+        return [_event(by_id[k["id"]]) for k in keys if k["id"] in by_id]
+
+    def get_event(self, event_id: str) -> EventRecord | None:
+        item = self._get_item("events", {"id": event_id})
+        return None if item is None else _event(item)
+
+    def attempts_for(self, event_id: str) -> list[Attempt]:
+        items = self._query(TableName=self._tables["attempts"], ConsistentRead=True,
+                            **_expression({":e": event_id}, KeyConditionExpression="#event_id = :e"))
+        return [Attempt(i["event_id"], _at(_int(i["attempted_at"])), _int(i.get("status")), i.get("error"),
+                        _int(i["duration_ms"])) for i in items]
+
+    def replay_event(self, event_id: str, now: datetime) -> bool:
+        item = self._get_item("events", {"id": event_id}, ("seq", "contact_id", "attempts"))
+        if item is None:
+            return False
+        at = _ms(now)
+        update, values = _set_or_remove({
+            "status": "pending", "status_shard": f"pending#{_shard(event_id, EVENT_SHARDS)}", "next_attempt_at": at,
+            "claimable": _claim_key(at, _int(item["seq"])), "claimed_by": None, "claimed_until": None,
+            "retrying_contact": item["contact_id"] if _int(item["attempts"]) > 0 else None,
+        })
+        return self._conditional(self._client.update_item, TableName=self._tables["events"],
+                                 Key=_to_item({"id": event_id}),
+                                 **_expression(values, UpdateExpression=update,
+                                               ConditionExpression="attribute_exists(#id)"))
+
+    def event_counts(self, now: datetime) -> dict[str, float]:
+        """Counts from the status index (keys only, so cheap per event; still O(events) per call)."""
+        pending = [item for shard in range(EVENT_SHARDS) for item in self._query(
+            TableName=self._tables["events"], IndexName="by_status",
+            **_expression({":p": f"pending#{shard}"}, KeyConditionExpression="#status_shard = :p",
+                          ProjectionExpression="#created_at"))]
+        counts: dict[str, float] = {"pending": len(pending)}
+        for status in ("delivered", "dead"):
+            counts[status] = sum(self._count(
+                TableName=self._tables["events"], IndexName="by_status",
+                **_expression({":p": f"{status}#{shard}"}, KeyConditionExpression="#status_shard = :p"))
+                for shard in range(EVENT_SHARDS))
+        oldest = min((_int(item["created_at"]) for item in pending), default=None)
+        counts["oldest_pending_age_seconds"] = 0.0 if oldest is None else max(0.0, (_ms(now) - oldest) / 1000)
+        return counts
+
+    def transition_count(self) -> int:
+        """Counted on the `by_time` index: keys and a segment name per transition, not whole items."""
+        return sum(self._count(TableName=self._tables["transitions"], IndexName="by_time",
+                               **_expression({":s": shard}, KeyConditionExpression="#shard = :s"))
+                   for shard in range(EVENT_SHARDS))
+
+    def attempt_counts(self) -> dict[str, int]:
+        counter = self._get_item("meta", {"key": ATTEMPT_COUNTER_KEY}) or {}
+        return {outcome: _int(counter.get(outcome, 0)) for outcome in ATTEMPT_OUTCOMES}
+
+    # leases ------------------------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
+        now_ms = _ms(now)
+        return self._conditional(
+            self._client.put_item, TableName=self._tables["leases"],
+            Item=_to_item({"name": name, "holder": holder, "expires_at": now_ms + int(ttl_seconds * 1000)}),
+            **_expression({":holder": holder, ":now": now_ms},
+                          ConditionExpression="attribute_not_exists(#name) OR #holder = :holder OR "
+                                              "#expires_at <= :now"))
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._conditional(self._client.delete_item, TableName=self._tables["leases"], Key=_to_item({"name": name}),
+                          **_expression({":holder": holder}, ConditionExpression="#holder = :holder"))
+
+    # requests ----------------------------------------------------------------------------------------------
+
+    def _get_item(self, noun: str, key: dict[str, Any], fields: Sequence[str] = ()) -> dict[str, Any] | None:
+        request: dict[str, Any] = {"TableName": self._tables[noun], "Key": _to_item(key), "ConsistentRead": True}
+        if fields:
+            request.update(_expression(ProjectionExpression=_projection(fields)))
+        item = self._client.get_item(**request).get("Item")
+        return None if item is None else _from_item(item)
+
+    def _get_items(self, noun: str, keys: Sequence[dict[str, Any]], fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """BatchGetItem in chunks of 100, strongly consistent, retrying unprocessed keys with backoff."""
+        table = self._tables[noun]
+        found: list[dict[str, Any]] = []
+        unique = list({tuple(sorted(k.items())): k for k in keys}.values())
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            request: dict[str, Any] = {"Keys": [_to_item(k) for k in unique[start:start + BATCH_GET_KEYS]],
+                                       "ConsistentRead": True}
+            if fields:
+                request.update(_expression(ProjectionExpression=_projection(fields)))
+            pending = {table: request}
+            for attempt in range(RETRIES + 1):
+                answer = self._client.batch_get_item(RequestItems=pending)
+                found += [_from_item(item) for item in answer.get("Responses", {}).get(table, [])]
+                pending = answer.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                if attempt == RETRIES:
+                    raise RuntimeError(f"{table}: {len(pending[table]['Keys'])} keys still unprocessed after "
+                                       f"{RETRIES} retries (throttled?)")
+                _pause(attempt)
+        return found
+
+    def _write_items(self, noun: str, items: Sequence[dict[str, Any]]) -> None:
+        """BatchWriteItem in chunks of 25, retrying unprocessed items with exponential backoff and jitter."""
+        table = self._tables[noun]
+        chunks = [items[start:start + BATCH_WRITE_ITEMS] for start in range(0, len(items), BATCH_WRITE_ITEMS)]
+        self._in_parallel(lambda chunk: self._write_chunk(table, chunk), chunks)
+
+    def _write_chunk(self, table: str, chunk: Sequence[dict[str, Any]]) -> None:
+        pending = {table: [{"PutRequest": {"Item": _to_item(item)}} for item in chunk]}
+        for attempt in range(RETRIES + 1):
+            pending = self._client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+            if not pending:
+                return
+            if attempt == RETRIES:
+                raise RuntimeError(f"{table}: {len(pending[table])} items still unprocessed after {RETRIES} "
+                                   "retries (throttled?); nothing is lost by sending the batch again")
+            _pause(attempt)
+
+    def _transact(self, items: Sequence[dict[str, Any]]) -> list[str] | None:
+        """None when written; else why each item was refused (its cancellation code, 'None' for the innocent)."""
+        try:
+            self._client.transact_write_items(TransactItems=list(items))
+        except ClientError as exc:
+            if _code(exc) != "TransactionCanceledException":
+                raise
+            return [reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", [])] or [""]
+        return None
+
+    def _conditional(self, call: Callable[..., Any], **request: Any) -> bool:
+        """A conditional write: False when its condition did not hold (someone else got there first)."""
+        try:
+            call(**request)
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _query(self, **request: Any) -> Iterator[dict[str, Any]]:
+        while True:
+            answer = self._client.query(**request)
+            yield from (_from_item(item) for item in answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                return
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    def _count(self, **request: Any) -> int:
+        total = 0
+        call = self._client.query if "KeyConditionExpression" in request else self._client.scan
+        while True:
+            answer = call(Select="COUNT", **request)
+            total += answer["Count"]
+            if "LastEvaluatedKey" not in answer:
+                return total
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    def _scan(self, noun: str, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
+        request = {"TableName": self._tables[noun], "ConsistentRead": True,
+                   **_expression(ProjectionExpression=_projection(fields))}
+        while True:
+            answer = self._client.scan(**request)
+            yield from (_from_item(item) for item in answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                return
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+    def _query_partitions(self, noun: str, index: str, partitions: Iterable[Any], condition: str,
+                          values: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
+        """The first `limit` entries, in the index's sort order, across several partitions of a sharded index."""
+        design = next(i for d in TABLES if d.noun == noun for i in d.indexes if i.name == index)
+        hash_name, sort_name = design.hash_key[0], design.range_key[0]
+        key_condition = f"#{hash_name} = :partition" + (f" AND {condition}" if condition else "")
+
+        def one(partition: Any) -> list[dict[str, Any]]:
+            request = {"TableName": self._tables[noun], "IndexName": index,
+                       **_expression({**values, ":partition": partition}, KeyConditionExpression=key_condition)}
+            if limit is not None:
+                request["Limit"] = limit
+            rows = []
+            for item in self._query(**request):
+                rows.append(item)
+                if limit is not None and len(rows) >= limit:
+                    break
+            return rows
+
+        merged = heapq.merge(*self._in_parallel(one, list(partitions)), key=lambda item: item[sort_name])
+        return list(merged if limit is None else islice(merged, limit))
+
+    def _in_parallel(self, work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """Per-item requests on a small thread pool (boto3 clients are thread-safe), results in order."""
+        if len(items) <= 1:
+            return [work(item) for item in items]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="dynamodb")
+            pool = self._pool
+        return list(pool.map(work, items))
+
+
+# the sync source --------------------------------------------------------------------------------------------
+
+class SourceTable:
+    """Another system's DynamoDB table, only read, with a parallel scan (`python -m worker sync-orders`)."""
+
+    def __init__(self, name: str, region: str | None = None, endpoint_url: str | None = None, client: Any = None):
+        self.name = name
+        self._client = client or make_client(region, endpoint_url)
+
+    def approximate_items(self) -> int | None:
+        """DynamoDB's item count, refreshed about every six hours: good enough for a progress bar."""
+        try:
+            return int(self._client.describe_table(TableName=self.name)["Table"].get("ItemCount", 0)) or None
+        except ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                raise LookupError(f"DynamoDB table {self.name!r} not found") from None
+            raise
+
+    def pages(self, segment: int, total_segments: int, start_key: dict[str, Any] | None,
+              page_size: int | None = None) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any] | None]]:
+        """(items as plain values, the key to resume after this page or None at the end) for one scan segment."""
+        request: dict[str, Any] = {"TableName": self.name, "Segment": segment, "TotalSegments": total_segments}
+        if page_size:
+            request["Limit"] = page_size
+        while True:
+            if start_key:
+                request["ExclusiveStartKey"] = start_key
+            answer = self._client.scan(**request)
+            start_key = answer.get("LastEvaluatedKey")
+            yield [_from_item(item) for item in answer.get("Items", [])], start_key
+            if not start_key:
+                return
+
+
+# items and expressions --------------------------------------------------------------------------------------
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CUSTOMER_FIELDS = ("contact_id", "name", "email", "order_count", "total_cents", "first_order_at", "last_order_at",
+                    "last_order_ref", "version", "segment", "purchase_frequency", "next_check_at", "evaluated_at")
+_INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs")
+_ORDER_FIELDS = ("contact_id", "order_at", "total_cents", "status", "cancelled", "email", "name")
+
+
+@dataclass(frozen=True)
+class _Totals:
+    """A customer's aggregates as a fold over its orders: adding new orders to stored totals and counting all
+    orders from nothing are the same function, so both give exactly what the SQLite store's query gives."""
+
+    order_count: int = 0
+    total_cents: int = 0
+    first_order_at: int | None = None
+    last_order_at: int | None = None
+    last_order_ref: str | None = None
+    name: str | None = None
+    name_key: str | None = None  # (order time, reference) of the order the name came from: the latest one wins
+    email: str | None = None
+    email_key: str | None = None
+
+    @classmethod
+    def of(cls, item: dict[str, Any] | None) -> _Totals:
+        if item is None:
+            return cls()
+        return cls(_int(item.get("order_count", 0)), _int(item.get("total_cents", 0)), _int(item.get("first_order_at")),
+                   _int(item.get("last_order_at")), item.get("last_order_ref"), item.get("name"),
+                   item.get("name_key"), item.get("email"), item.get("email_key"))
+
+    def add(self, order: dict[str, Any]) -> _Totals:
+        at, ref = _int(order["order_at"]), order["order_ref"]
+        key = f"{at:015d}#{ref}"
+        changes: dict[str, Any] = {}
+        if order.get("name") and (self.name_key is None or key > self.name_key):
+            changes.update(name=order["name"], name_key=key)
+        if order.get("email") and (self.email_key is None or key > self.email_key):
+            changes.update(email=order["email"], email_key=key)
+        if not order["cancelled"]:
+            total = self.total_cents + _int(order["total_cents"])
+            if not -_INT64 <= total < _INT64:
+                raise OverflowError(f"customer {order['contact_id']}: total spend outside 64-bit integers")
+            changes.update(order_count=self.order_count + 1, total_cents=total,
+                           first_order_at=at if self.first_order_at is None else min(self.first_order_at, at))
+            if self.last_order_at is None or (at, ref) > (self.last_order_at, self.last_order_ref or ""):
+                changes.update(last_order_at=at, last_order_ref=ref)
+        return replace(self, **changes)
+
+    def fields(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _CustomerChange:
+    arrived: dict[str, dict[str, Any]] = field(default_factory=dict)  # orders now owned by the customer
+    left: set[str] = field(default_factory=set)  # references that moved to another customer
+
+
+@dataclass(frozen=True)
+class _HistoryPlan:
+    evaluation: Evaluation
+    items: list[dict[str, Any]]  # the transaction: state update first, then new transition and events
+    transitions: int
+    events: int
+    overflow: list[dict[str, Any]]  # events beyond one transaction
+
+
+class _Sequence:
+    """Increasing numbers standing for insertion order (the SQLite store's autoincrement): the wall clock in
+    microseconds, bumped past the last number handed out so that one process never repeats or goes back."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
+def _packs(plans: Sequence[_HistoryPlan]) -> Iterator[list[_HistoryPlan]]:
+    pack: list[_HistoryPlan] = []
+    size = 0
+    for plan in plans:
+        if pack and size + len(plan.items) > TRANSACTION_ITEMS:
+            yield pack
+            pack, size = [], 0
+        pack.append(plan)
+        size += len(plan.items)
+    if pack:
+        yield pack
+
+
+def _add_results(a: SaveResult, b: SaveResult) -> SaveResult:
+    return SaveResult(a.saved + b.saved, a.transitions + b.transitions, a.events + b.events, a.skipped + b.skipped)
+
+
+def _order_item(order: Order, now: datetime) -> dict[str, Any]:
+    """An order as stored; refuses integers the SQLite store could not hold, so both backends accept the same."""
+    item = {"order_ref": order.order_ref, "contact_id": order.contact_id, "order_at": _ms(order.order_at),
+            "total_cents": order.total_cents, "status": order.status, "cancelled": order.cancelled,
+            "email": order.email, "name": order.name, "received_at": _ms(now)}
+    for name in ("order_at", "total_cents"):
+        if not isinstance(item[name], int) or not -_INT64 <= item[name] < _INT64:
+            raise OverflowError(f"order {order.order_ref}: {name} {item[name]!r} is not a 64-bit integer")
+    return item
+
+
+def _same_order(stored: dict[str, Any], incoming: dict[str, Any]) -> bool:
+    return all(_int(stored.get(name)) == incoming[name] for name in _ORDER_FIELDS)
+
+
+def _refs(item: dict[str, Any] | None) -> set[str]:
+    return set(item.get("order_refs", ())) if item else set()
+
+
+def _transition_item(t: TransitionRecord) -> dict[str, Any]:
+    return {"contact_id": t.contact_id, "id": t.id, "shard": _shard(t.id, EVENT_SHARDS), "from_segment": t.from_segment,
+            "to_segment": t.to_segment,
+            "occurred_at": _ms(t.occurred_at), "detected_at": _ms(t.detected_at), "rules_version": t.rules_version}
+
+
+def _customer(item: dict[str, Any]) -> CustomerRecord:
+    return CustomerRecord(
+        contact_id=item["contact_id"], name=item.get("name"), email=item.get("email"),
+        facts=CustomerFacts(_int(item.get("order_count", 0)), _int(item.get("total_cents", 0)),
+                            _at(_int(item.get("first_order_at"))), _at(_int(item.get("last_order_at")))),
+        last_order_ref=item.get("last_order_ref"), version=_int(item["version"]), segment=item.get("segment"),
+        purchase_frequency=item.get("purchase_frequency"), next_check_at=_at(_int(item.get("next_check_at"))),
+        evaluated_at=_at(_int(item.get("evaluated_at"))),
+    )
+
+
+def _transition(item: dict[str, Any]) -> TransitionRecord:
+    return TransitionRecord(item["id"], item["contact_id"], item.get("from_segment"), item["to_segment"],
+                            _at(_int(item["occurred_at"])), _at(_int(item["detected_at"])), item["rules_version"])
+
+
+def _event(item: dict[str, Any]) -> EventRecord:
+    return EventRecord(
+        id=item["id"], contact_id=item["contact_id"], campaign=item["campaign"], webhook=item["webhook"],
+        type=item["type"], occurred_at=_at(_int(item["occurred_at"])), created_at=_at(_int(item["created_at"])),
+        body=item["body"], status=item["status"], attempts=_int(item["attempts"]),
+        next_attempt_at=_at(_int(item.get("next_attempt_at"))), last_error=item.get("last_error"),
+        last_status=_int(item.get("last_status")), delivered_at=_at(_int(item.get("delivered_at"))),
+    )
+
+
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    """Python values to DynamoDB's wire format; None (and an empty set) means the attribute is absent."""
+    return {name: _SERIALIZER.serialize(value) for name, value in values.items() if not _absent(value)}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+
+
+def _expression(values: dict[str, Any] | None = None, **parts: str) -> dict[str, Any]:
+    """Request fields for expressions written with #attribute and :value placeholders; every attribute goes by
+    a #name, so DynamoDB's reserved words (name, status, key, ...) never get in the way."""
+    request: dict[str, Any] = dict(parts)
+    names = {f"#{name}": name for name in re.findall(r"#(\w+)", " ".join(parts.values()))}
+    if names:
+        request["ExpressionAttributeNames"] = names
+    if values:
+        request["ExpressionAttributeValues"] = {k: _SERIALIZER.serialize(v) for k, v in values.items()}
+    return request
+
+
+def _set_or_remove(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An update expression setting every field that has a value and removing every field that is None."""
+    sets = [f"#{name} = :{name}" for name, value in fields.items() if not _absent(value)]
+    removes = [f"#{name}" for name, value in fields.items() if _absent(value)]
+    expression = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removes) if removes else "")
+    return expression.strip(), {f":{name}": value for name, value in fields.items() if not _absent(value)}
+
+
+def _absent(value: Any) -> bool:
+    # DynamoDB has no empty sets and we store no nulls: both mean "no such attribute".
+    return value is None or value == set()
+
+
+def _projection(fields: Sequence[str]) -> str:
+    return ", ".join(f"#{name}" for name in fields)
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _pause(attempt: int) -> None:
+    """Exponential backoff with full jitter, so that writers who collided do not collide again in step."""
+    time.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2**attempt)))
+
+
+def _shard(key: str, shards: int) -> int:
+    return zlib.crc32(key.encode()) % shards
+
+
+def _claim_key(ms: int, seq: int) -> str:
+    """Sortable text for (instant, insertion order): zero-padded so that text order is number order."""
+    return f"{ms:015d}#{seq:020d}"
+
+
+def _claim_seq(key: str) -> int:
+    return int(key.split("#")[1])
+
+
+def _attempt_outcome(status: int | None) -> str:
+    if status is None:
+        return "network_error"
+    return "delivered" if 200 <= status <= 299 else "http_error"
+
+
+def _int(value: Any) -> Any:
+    # DynamoDB numbers arrive as Decimal. Anything else is passed on as stored (as SQLite would), so that one
+    # damaged item fails that customer's evaluation, not the whole read.
+    return int(value) if isinstance(value, Decimal) else value
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
