@@ -100,7 +100,8 @@ def _evaluate(store: Store, classifier: Classifier, batches: Iterable[list[Custo
                 evaluations.append(decide(record, classifier, as_of, announce))
             except Exception:  # one bad customer must not stop the run; it stays due and is retried
                 errors += 1
-                log.exception("could not evaluate customer %s", record.contact_id)
+                log.exception("could not evaluate customer %s", record.contact_id,
+                              extra={"contact_id": record.contact_id})
         saved = store.save_evaluations(evaluations)
         customers += saved.saved
         transitions += saved.transitions

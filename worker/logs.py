@@ -39,6 +39,12 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     return sorted((v for v in found if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
+def masked_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment with every secret-named variable's value replaced by the mask: for interpolating rules text
+    from outside (the preview API), so that no error message or answer can ever carry a secret back."""
+    return {name: MASK if SECRET_NAME.search(name) and value else value for name, value in env.items()}
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     for value in secrets:
         if value in text:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from flask import Blueprint, Flask, Response, jsonify
+from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from worker.api import customers, dashboard, events, health, openapi, orders, rules
@@ -27,6 +27,9 @@ SECURITY_HEADERS = {
     # Every answer is computed for one moment and one key holder: nothing here may be cached.
     "Cache-Control": "no-store",
 }
+CORS_ALLOWED_METHODS = "GET, POST"
+CORS_ALLOWED_HEADERS = "Authorization, X-API-Key, Content-Type"
+CORS_MAX_AGE_SECONDS = 600
 
 
 def utc_now() -> datetime:
@@ -46,12 +49,14 @@ def create_app(settings: Settings, store: Store | None = None, rules_source: Rul
         clock=clock or utc_now,
     )
     app.extensions[EXTENSION] = ctx
+    _install_cors(app, settings.cors_origins)  # first: a browser's preflight carries no API key
     install_auth(app, settings, metrics_public=env_bool(settings.env, "METRICS_PUBLIC", False))
     install_dashboard_session(app, settings)
     health.install_metrics(app, ctx)
     _register_blueprints(app)
     _register_error_handlers(app, settings)
     app.after_request(_add_security_headers)
+    _limit_streamed_bodies(app, settings.max_request_bytes)  # after auth: a stranger's body is never read
     return app
 
 
@@ -80,6 +85,50 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
     def unexpected(error: Exception) -> tuple[Response, int]:
         log.exception("unhandled error answering a request")
         return jsonify(error="internal error; the server log has the details"), 500
+
+
+def _install_cors(app: Flask, origins: tuple[str, ...]) -> None:
+    """Browsers on CORS_ORIGINS (exact origins) may call /api with a key in a header. Off while it is unset.
+
+    Never Access-Control-Allow-Credentials: the API authenticates by header, so no cookie is ever invited along.
+    """
+    if not origins:
+        return
+    allowed = frozenset(origins)
+
+    def allowed_origin() -> str | None:
+        origin = request.headers.get("Origin", "")
+        on_api = request.path == "/api" or request.path.startswith("/api/")
+        return origin if on_api and origin.lower() in allowed else None
+
+    @app.before_request
+    def answer_preflight() -> Response | None:
+        origin = allowed_origin()
+        if request.method != "OPTIONS" or origin is None or "Access-Control-Request-Method" not in request.headers:
+            return None
+        response = Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = CORS_ALLOWED_METHODS
+        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOWED_HEADERS
+        response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_SECONDS)
+        return response
+
+    @app.after_request
+    def allow_origin(response: Response) -> Response:
+        origin = allowed_origin()
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.vary.add("Origin")  # the answer depends on the Origin header: caches must keep them apart
+        return response
+
+
+def _limit_streamed_bodies(app: Flask, limit: int) -> None:
+    """413 for a chunked body (no Content-Length) over the limit too. Werkzeug stops reading such a body at the
+    limit without saying so, and a cut-off body must never be taken for the whole one."""
+
+    @app.before_request
+    def refuse_oversized_stream() -> None:
+        if request.content_length is None and len(request.get_data(cache=True)) >= limit:
+            raise RequestEntityTooLarge()
 
 
 def _add_security_headers(response: Response) -> Response:

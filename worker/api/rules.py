@@ -11,6 +11,7 @@ from rules import RulesError, parse_rules
 from worker.api.auth import write_access
 from worker.api.context import context
 from worker.api.params import as_of_param
+from worker.logs import masked_env
 from worker.preview import preview_json, preview_store
 
 bp = Blueprint("rules", __name__)
@@ -22,7 +23,9 @@ def rules_preview() -> dict[str, Any] | tuple[dict[str, Any], int]:
     """The body is the candidate rules.yaml text (or JSON {"rules": "<yaml text>"}); nothing is written."""
     ctx = context()
     try:
-        candidate = parse_rules(_candidate_text(), source="candidate.yaml", env=ctx.settings.env)
+        # The candidate comes from a client: `${WEBHOOK_SECRET}` in it must not read the secret back out through an
+        # error message or a segment name, so secret-named variables interpolate as '***'.
+        candidate = parse_rules(_candidate_text(), source="candidate.yaml", env=masked_env(ctx.settings.env))
     except RulesError as exc:
         return {"error": "the candidate rules were refused", "errors": exc.problems}, 400
     current = ctx.rules()
