@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -297,11 +298,11 @@ class Rules(_Model):
                     raise _At(("campaigns", key, *at), f"{at[-1]} names unknown segment '{value}'")
         return self
 
-    @property
+    @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    @property
+    @cached_property  # hashing the model costs ~50 µs; evaluation asks for it per transition
     def rules_version(self) -> str:
         """Content hash of everything that decides segments and campaigns (not secrets, URLs or schedule)."""
         semantic = self.model_dump(mode="json", by_alias=True, include={

@@ -117,7 +117,7 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
     transition = None
     events: list[NewEvent] = []
     if announce and record.segment != now.segment:
-        occurred_at = classifier.entered_at(record.facts, as_of)
+        occurred_at = classifier.entered_at(record.facts, as_of, now)
         transition = TransitionRecord(
             id=_transition_id(record.contact_id, record.segment, now.segment, occurred_at),
             contact_id=record.contact_id, from_segment=record.segment, to_segment=now.segment,
@@ -133,7 +133,7 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
     return Evaluation(
         contact_id=record.contact_id, seen_version=record.version, seen_segment=record.segment,
         segment=now.segment, purchase_frequency=now.purchase_frequency,
-        next_check_at=classifier.next_check_at(record.facts, as_of), evaluated_at=as_of,
+        next_check_at=classifier.next_check_at(record.facts, as_of, now), evaluated_at=as_of,
         transition=transition, events=tuple(events),
     )
 

@@ -15,8 +15,7 @@ def iso(moment: datetime | None) -> str | None:
     """UTC ISO 8601 with milliseconds and Z, like the original Lambda: 2025-10-15T08:30:00.000Z."""
     if moment is None:
         return None
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def money(cents: int) -> str:

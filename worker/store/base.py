@@ -214,7 +214,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def replay_event(self, event_id: str, now: datetime) -> bool:
-        """Make a dead (or delivered) event pending again, due now; False if unknown."""
+        """Make a dead (or delivered) event pending again, due now, with its retry schedule restarted
+        (`attempts` back to 0; the attempt history stays); False if unknown."""
 
     @abc.abstractmethod
     def event_counts(self, now: datetime) -> dict[str, float]:

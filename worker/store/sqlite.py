@@ -145,7 +145,10 @@ def to_ms(moment: datetime | None) -> int | None:
 
 
 def from_ms(ms: int | None) -> datetime | None:
-    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)  # exact, and about twice as fast as adding a timedelta to the epoch
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=millis * 1000)
 
 
 class SQLiteStore(Store):
@@ -403,7 +406,8 @@ class SQLiteStore(Store):
             # An event waits while an earlier event of the same customer has failed and is still pending: its retry
             # can come due after the later event, and the customer must hear welcome before vip all the same.
             ids = [r[0] for r in db.execute(
-                "SELECT id FROM events WHERE status = 'pending' AND next_attempt_at <= ? "
+                # Without the hint SQLite may pick events_by_status and sort every pending event per claim.
+                "SELECT id FROM events INDEXED BY events_due WHERE status = 'pending' AND next_attempt_at <= ? "
                 "AND (claimed_until IS NULL OR claimed_until <= ?) AND NOT EXISTS (SELECT 1 FROM events earlier "
                 "WHERE earlier.contact_id = events.contact_id AND earlier.status = 'pending' "
                 "AND earlier.seq < events.seq AND earlier.attempts > 0) ORDER BY next_attempt_at, seq LIMIT ?",
@@ -465,7 +469,9 @@ class SQLiteStore(Store):
     def replay_event(self, event_id: str, now: datetime) -> bool:
         with self._write() as db:
             changed = db.execute(
-                "UPDATE events SET status = 'pending', next_attempt_at = ?, claimed_by = NULL, "
+                # attempts restarts so the replayed event gets the whole retry schedule again; the attempts
+                # table keeps the full history
+                "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?, claimed_by = NULL, "
                 "claimed_until = NULL WHERE id = ?", (to_ms(now), event_id)).rowcount
         return changed == 1
 
