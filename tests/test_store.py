@@ -115,6 +115,29 @@ def test_batch_that_fails_while_refreshing_aggregates_stores_no_order(store, bac
     assert store.upsert_orders([order("C-1", "ORD-1", T0, 100)], T0).inserted == 1
 
 
+# --- aggregates follow the orders ---------------------------------------------------------------------------
+
+def test_an_order_sent_again_for_another_customer_moves_with_its_spend(store):
+    store.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=1), 500), order("C-1", "ORD-2", T0, 700)], T0)
+    result = store.upsert_orders([order("C-2", "ORD-2", T0, 700)], T0)
+    assert (result.inserted, result.updated, result.contact_ids) == (0, 1, frozenset({"C-1", "C-2"}))
+    moved_from, moved_to = store.customers_by_id(["C-1", "C-2"])
+    assert (moved_from.facts.order_count, moved_from.facts.total_cents, moved_from.last_order_ref) == (1, 500, "ORD-1")
+    assert (moved_to.facts.order_count, moved_to.facts.total_cents, moved_to.last_order_ref) == (1, 700, "ORD-2")
+
+
+def test_an_order_sent_again_changed_or_cancelled_replaces_what_was_counted(store):
+    day_before = T0 - timedelta(days=1)
+    store.upsert_orders([order("C-1", "ORD-1", day_before, 500), order("C-1", "ORD-2", T0, 700, name="Ann")], T0)
+    store.upsert_orders([order("C-1", "ORD-1", day_before, 900, name="Anna")], T0)
+    assert (store.get_customer("C-1").facts.total_cents, store.get_customer("C-1").name) == (1600, "Ann")
+    store.upsert_orders([order("C-1", "ORD-2", T0, 700, status="cancelled", name="Ann")], T0)
+    customer = store.get_customer("C-1")
+    assert (customer.facts.order_count, customer.facts.total_cents, customer.facts.first_order_at,
+            customer.facts.last_order_at, customer.last_order_ref, customer.name) == (
+        1, 900, day_before, day_before, "ORD-1", "Ann")  # a cancelled order still names the customer
+
+
 # --- which customers are evaluated --------------------------------------------------------------------------
 
 @pytest.fixture

@@ -381,3 +381,8 @@ def demo(ctx: Context, count: int, no_serve: bool) -> None:
         from worker.server import serve_api
 
         serve_api(settings, workers=1, with_scheduler=True)
+
+
+from worker.cli_dynamodb import init_db, sync_orders  # noqa: E402, I001
+main.add_command(init_db)
+main.add_command(sync_orders)
