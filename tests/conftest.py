@@ -226,3 +226,19 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
                        lambda: f"sqlite:///{tmp_path}/fresh-{next(numbers)}/segments.db")
     endpoint = request.getfixturevalue("dynamodb_endpoint")
     return Backend("dynamodb", new_dynamodb_url(endpoint), lambda: new_dynamodb_url(endpoint))
+
+
+# --- long versions of the reliability tests -------------------------------------------------------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the long versions of the reliability tests (marked slow): 50 chaos rounds ...")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long version: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -115,12 +115,13 @@ def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, events
             per_customer[event.contact_id].append(_Message([event], event.id, event.body.encode()))
         units = list(per_customer.values())
     workers = min(webhook.max_concurrency, len(units))
-    # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-        outcomes = [o for unit in pool.map(lambda unit: _send_in_order(sender, unit, clock), units) for o in unit]
     total = DeliveryRun()
-    for message, outcome in outcomes:
-        total += _record(store, webhook, message, outcome, now, rng)
+    # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection, as soon as each unit
+    # is done: a crash mid-claim then re-sends only what was in flight, not everything claimed.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
+        for outcomes in pool.map(lambda unit: _send_in_order(sender, unit, clock), units):
+            for message, outcome in outcomes:
+                total += _record(store, webhook, message, outcome, now, rng)
     return total
 
 
