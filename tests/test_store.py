@@ -288,6 +288,7 @@ def test_failed_attempt_without_next_attempt_is_dead_and_replay_makes_it_pending
     assert store.replay_event(event_id, later)
     replayed = store.get_event(event_id)
     assert (replayed.status, replayed.next_attempt_at) == ("pending", later)
+    assert (replayed.attempts, len(store.attempts_for(event_id))) == (0, 1), "the schedule restarts, history stays"
     assert [e.id for e in store.claim_due_events(later, 10, "B", 60)] == [event_id]
 
 
@@ -312,6 +313,20 @@ def test_delivered_event_is_recorded_with_its_attempts(store):
         "delivered", 2, T0 + 2 * SECOND, None)
     assert [(a.status, a.error) for a in store.attempts_for(event_id)] == [(None, "connection refused"), (200, None)]
     assert store.event_counts(T0 + 3 * SECOND)["delivered"] == 1
+
+
+def test_transitions_and_attempts_are_counted_for_metrics(store):
+    assert (store.transition_count(), store.attempt_counts()) == (
+        0, {"delivered": 0, "http_error": 0, "network_error": 0})
+    store.upsert_orders([order("C-1", "ORD-1", T0)], T0)
+    transition = TransitionRecord("trn_1", "C-1", None, "New", T0, T0, "sha256:x")
+    store.save_evaluations([evaluation(store.get_customer("C-1"), transition=transition, events=(welcome("C-1", 1),))])
+    [event] = store.claim_due_events(T0, 10, "A", 60)
+    store.record_failed([event.id], T0, None, "connection refused", 3, T0 + SECOND)
+    store.record_failed([event.id], T0 + SECOND, 503, "Service Unavailable", 3, T0 + 2 * SECOND)
+    store.record_delivered([event.id], T0 + 2 * SECOND, 200, 3)
+    assert (store.transition_count(), store.attempt_counts()) == (
+        1, {"delivered": 1, "http_error": 1, "network_error": 1})
 
 
 def test_replay_of_an_unknown_event_says_so(store):

@@ -651,14 +651,15 @@ class DynamoDBStore(Store):
                         _int(i["duration_ms"])) for i in items]
 
     def replay_event(self, event_id: str, now: datetime) -> bool:
-        item = self._get_item("events", {"id": event_id}, ("seq", "contact_id", "attempts"))
+        item = self._get_item("events", {"id": event_id}, ("seq",))
         if item is None:
             return False
         at = _ms(now)
+        # The retry schedule starts over (attempts 0, so it holds no later event back); the history stays.
         update, values = _set_or_remove({
             "status": "pending", "status_shard": f"pending#{_shard(event_id, EVENT_SHARDS)}", "next_attempt_at": at,
-            "claimable": _claim_key(at, _int(item["seq"])), "claimed_by": None, "claimed_until": None,
-            "retrying_contact": item["contact_id"] if _int(item["attempts"]) > 0 else None,
+            "claimable": _claim_key(at, _int(item["seq"])), "attempts": 0, "claimed_by": None, "claimed_until": None,
+            "retrying_contact": None,
         })
         return self._conditional(self._client.update_item, TableName=self._tables["events"],
                                  Key=_to_item({"id": event_id}),
