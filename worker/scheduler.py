@@ -93,9 +93,11 @@ def start_scheduler(worker: Worker) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     schedule = worker.rules_source.current().schedule
 
+    intervals = {"evaluate": schedule.evaluate_every_seconds, "deliver": schedule.deliver_every_seconds}
+
     def evaluate_job() -> None:
         _guarded("evaluation", worker.evaluate_once)
-        _follow_schedule(scheduler, worker)
+        _follow_schedule(scheduler, worker, intervals)
 
     scheduler.add_job(evaluate_job, "interval", seconds=schedule.evaluate_every_seconds, id="evaluate", name="evaluate",
                       next_run_time=utc_now(), max_instances=1, coalesce=True)
@@ -134,11 +136,14 @@ def _guarded(name: str, job: Callable[[], object]) -> None:
         log.exception("%s run failed; retrying at the next tick", name)
 
 
-def _follow_schedule(scheduler: BackgroundScheduler, worker: Worker) -> None:
+def _follow_schedule(scheduler: BackgroundScheduler, worker: Worker, intervals: dict[str, float]) -> None:
+    # The scheduler's own lookups (get_job, reschedule_job) take the lock that shutdown(wait=True) holds while it
+    # waits for this very job: call them only when an interval really changed, and never once stopping began.
     schedule = worker.rules_source.current().schedule
     for job_id, seconds in (("evaluate", schedule.evaluate_every_seconds),
                             ("deliver", schedule.deliver_every_seconds)):
-        job = scheduler.get_job(job_id)
-        if job is not None and job.trigger.interval.total_seconds() != seconds:
-            scheduler.reschedule_job(job_id, trigger="interval", seconds=seconds)
-            log.info("%s now runs every %ss", job_id, seconds)
+        if intervals.get(job_id) == seconds or worker.stopping.is_set():
+            continue
+        scheduler.reschedule_job(job_id, trigger="interval", seconds=seconds)
+        intervals[job_id] = seconds
+        log.info("%s now runs every %ss", job_id, seconds)
