@@ -86,6 +86,7 @@ class ChaosReport:
     duplicates: dict[str, int] = field(default_factory=dict)  # event id -> times delivered (only those > 1)
     lost: list[str] = field(default_factory=list)  # events never delivered
     retried: int = 0  # deliveries answered 503 by the receiver and tried again
+    cut_off: int = 0  # requests whose body never fully arrived because the sender was killed mid-send
     integrity: str = ""
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -96,7 +97,8 @@ class ChaosReport:
         return (f"chaos seed {self.seed}: {self.rounds} rounds survived in {self.seconds:.0f}s; "
                 f"kill -9 during {kills}\n"
                 f"  {self.customers} customers, {self.orders} orders, {self.transitions} transitions, "
-                f"{self.events} events, {self.requests} webhook requests ({self.retried} answered 503 and retried)\n"
+                f"{self.events} events, {self.requests} webhook requests ({self.retried} answered 503 and retried, "
+                f"{self.cut_off} cut off by a kill)\n"
                 f"  events lost: {len(self.lost)}; delivered more than once (same webhook-id): "
                 f"{len(self.duplicates)} ({dupes})\n"
                 f"  PRAGMA integrity_check: {self.integrity}; problems: {len(self.problems)}"
@@ -349,11 +351,16 @@ class Harness:
         requests = self.receiver.requests
         report.requests = len(requests)
         report.retried = sum(1 for r in requests if r.status == 503)
+        whole = []
         for request in requests:
+            if len(request.body) < int(request.headers["Content-Length"] or 0):
+                report.cut_off += 1  # the sender was killed mid-body: n8n would reject it, and it is re-sent
+                continue
+            whole.append(request)
             if not request.signature_valid or request.json is None or \
                     request.json.get("id") != request.headers["webhook-id"]:
                 report.problems.append(f"request {request.headers['webhook-id']}: body id or signature wrong")
-        delivered = Counter(self.receiver.delivered_ids())
+        delivered = Counter(r.headers["webhook-id"] for r in whole if 200 <= r.status < 300)
         report.duplicates = {event_id: n for event_id, n in delivered.items() if n > 1}
         report.lost = [event_id for event_id, _, _, _ in events if delivered[event_id] == 0]
         for event_id, _, _, status in events:
