@@ -247,3 +247,9 @@ def test_a_failure_stops_the_rest_of_that_customers_events_in_the_same_run(store
     assert (run.attempted, len(receiver.requests)) == (1, 2), "the 503 stopped C1's second event"
     first, second = store.list_events("pending", 10)
     assert (first.campaign, first.attempts, second.campaign, second.attempts) == ("vip", 1, "reactivated", 0)
+    retry = first.next_attempt_at
+    assert store.claim_due_events(retry - timedelta(milliseconds=1), 10, "b", 60) == [], "reactivated waits for vip"
+    assert [e.campaign for e in store.claim_due_events(retry, 10, "b", 60)] == ["vip"]
+    store.record_delivered([first.id], retry, 200, 5)
+    assert [e.campaign for e in store.claim_due_events(retry, 10, "b", 60)] == ["reactivated"], \
+        "reactivated was handed back at once, not left claimed for minutes"

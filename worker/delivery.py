@@ -119,9 +119,15 @@ def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, events
     # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection, as soon as each unit
     # is done: a crash mid-claim then re-sends only what was in flight, not everything claimed.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-        for outcomes in pool.map(lambda unit: _send_in_order(sender, unit, clock), units):
+        for unit, outcomes in zip(units, pool.map(lambda unit: _send_in_order(sender, unit, clock), units),
+                                  strict=True):
             for message, outcome in outcomes:
                 total += _record(store, webhook, message, outcome, now, rng)
+            for message in unit[len(outcomes):]:
+                for event in message.events:
+                    # Not sent because an earlier event of the customer just failed: hand the claim back (due now,
+                    # attempts untouched). The claim rule keeps it waiting until the failed one is through.
+                    store.replay_event(event.id, now)
     return total
 
 
@@ -141,8 +147,7 @@ def _batch_message(events: list[EventRecord]) -> list[_Message]:
 
 def _send_in_order(sender: WebhookSender, unit: list[_Message],
                    clock: Callable[[], datetime]) -> list[tuple[_Message, SendResult | Exception]]:
-    """A customer's messages one after another, stopping at the first failure: the rest stay claimed until the
-    claim lapses, and then wait for the failed one (the store's claim rule), so none overtakes it."""
+    """A customer's messages one after another, stopping at the first failure so that none overtakes it."""
     sent = []
     for message in unit:
         sent.append(_send(sender, message, clock))
