@@ -142,7 +142,8 @@ class Ledger:
 class Harness:
     def __init__(self, rounds: int, seed: int, work_dir: Path, log: Callable[[str], None]):
         self.rounds = rounds
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # the orders (which customers get upgraded also depends on timing)
+        self.kills = random.Random(seed)  # which phase each round's kill aims at and when: the same for a seed
         self.work = work_dir
         self.log = log
         self.report = ChaosReport(rounds=rounds, seed=seed)
@@ -181,20 +182,20 @@ class Harness:
         return self.report
 
     def round(self, number: int) -> None:
-        phase = self.rng.choice(PHASES)
+        phase = self.kills.choice(PHASES)
         batch = self.next_orders(number)
         if phase == "ingest":
             importer = self.import_orders(batch, number)
-            time.sleep(self.rng.uniform(0.2, 1.2))  # python starts in ~0.5 s, then validates and writes
+            time.sleep(self.kills.uniform(0.2, 1.2))  # python starts in ~0.5 s, then validates and writes
             self.kill(importer)
             self.import_orders(batch, number, again=True).wait(timeout=60)  # the operator runs it again
         else:
             self.import_orders(batch, number).wait(timeout=60)
         if phase == "evaluation":
-            time.sleep(self.rng.uniform(0.0, EVALUATE_EVERY))  # the next evaluation run picks the batch up
+            time.sleep(self.kills.uniform(0.0, EVALUATE_EVERY))  # the next evaluation run picks the batch up
         elif phase == "delivery":
             self.wait_for(lambda: self.receiver_saw_any(batch), 10)
-            time.sleep(self.rng.uniform(0.0, 0.15))
+            time.sleep(self.kills.uniform(0.0, 0.15))
         self.kill(self.scheduler)
         self.report.kills[phase] += 1
         self.expire_dead_holders()
