@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from rules import Rules
+from tests.factories import rules_text
 from worker.api import create_app
 from worker.rules_file import RulesSource
 from worker.serialize import iso
@@ -31,30 +32,8 @@ READ_KEY = "read-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789"
 WEBHOOK_SECRET = "test-webhook-secret"
 
-# The seed defaults of DESIGN.md, kept here so that tests do not move when marketing tunes rules.yaml.
-RULES_YAML = """\
-version: 1
-timezone: UTC
-segments:
-  - {name: VIP, when: {totalSpend: {gt: 5000}}}
-  - {name: Dormant, when: {lastOrderDaysAgo: {gt: 90}}}
-  - {name: New, when: {firstOrderDaysAgo: {lte: 30}}}
-  - {name: Active}
-no_orders_segment: New
-purchase_frequency:
-  - {name: Weekly, max_avg_days: 7}
-  - {name: Monthly, max_avg_days: 30}
-  - {name: Quarterly, max_avg_days: 90}
-  - {name: Occasional}
-campaigns:
-  welcome:  {on: {entered: New}, webhook: n8n}
-  vip:      {on: {entered: VIP}, webhook: n8n}
-  win-back: {on: {entered: Dormant}, webhook: n8n}
-webhooks:
-  n8n: {url: "${N8N_WEBHOOK_URL}", secret: "${WEBHOOK_SECRET}", timeout_seconds: 10}
-schedule: {evaluate_every_seconds: 60, deliver_every_seconds: 5}
-first_run: baseline
-"""
+# The seed defaults of DESIGN.md, kept apart from rules.yaml so that tests do not move when marketing tunes it.
+RULES_YAML = rules_text()
 
 
 @dataclass

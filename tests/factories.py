@@ -23,6 +23,14 @@ DEFAULT_SEGMENTS = """\
   - {name: Active}
 """
 
+FREQUENCY_BANDS = """\
+purchase_frequency:
+  - {name: Weekly, max_avg_days: 7}
+  - {name: Monthly, max_avg_days: 30}
+  - {name: Quarterly, max_avg_days: 90}
+  - {name: Occasional}
+"""
+
 DEFAULT_CAMPAIGNS = """\
   welcome:  {on: {entered: New}, webhook: n8n}
   vip:      {on: {entered: VIP}, webhook: n8n}
@@ -34,12 +42,7 @@ version: 1
 timezone: @TIMEZONE@
 segments:
 @SEGMENTS@no_orders_segment: New
-purchase_frequency:
-  - {name: Weekly, max_avg_days: 7}
-  - {name: Monthly, max_avg_days: 30}
-  - {name: Quarterly, max_avg_days: 90}
-  - {name: Occasional}
-campaigns:
+@FREQUENCY@campaigns:
 @CAMPAIGNS@webhooks:
   n8n: {url: "${N8N_WEBHOOK_URL}", secret: "${WEBHOOK_SECRET}", timeout_seconds: 10}
 schedule: {evaluate_every_seconds: 60, deliver_every_seconds: 5}
@@ -50,7 +53,8 @@ first_run: @FIRST_RUN@
 def rules_text(timezone: str = "UTC", vip: str = "5000", first_run: str = "baseline",
                segments: str = DEFAULT_SEGMENTS, campaigns: str = DEFAULT_CAMPAIGNS) -> str:
     """The DESIGN.md seed rules, with the parts tests vary; `segments`/`campaigns` are indented YAML blocks."""
-    return (_TEMPLATE.replace("@SEGMENTS@", segments).replace("@CAMPAIGNS@", campaigns)
+    return (_TEMPLATE.replace("@SEGMENTS@", segments).replace("@FREQUENCY@", FREQUENCY_BANDS)
+            .replace("@CAMPAIGNS@", campaigns)
             .replace("@VIP@", vip).replace("@TIMEZONE@", timezone).replace("@FIRST_RUN@", first_run))
 
 

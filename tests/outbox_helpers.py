@@ -14,6 +14,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from rules import Rules, parse_rules
+from tests.factories import DEFAULT_SEGMENTS, FREQUENCY_BANDS
 from tests.receiver import Receiver, _handler_for
 from worker.delivery import DeliveryRun, Senders, deliver_due
 from worker.evaluate import evaluate_due
@@ -42,16 +43,7 @@ _TEMPLATE = """\
 version: 1
 timezone: @TIMEZONE@
 segments:
-  - {name: VIP, when: {totalSpend: {gt: @VIP@}}}
-  - {name: Dormant, when: {lastOrderDaysAgo: {gt: 90}}}
-  - {name: New, when: {firstOrderDaysAgo: {lte: 30}}}
-  - {name: Active}
-no_orders_segment: New
-purchase_frequency:
-  - {name: Weekly, max_avg_days: 7}
-  - {name: Monthly, max_avg_days: 30}
-  - {name: Quarterly, max_avg_days: 90}
-  - {name: Occasional}
+""" + DEFAULT_SEGMENTS + "no_orders_segment: New\n" + FREQUENCY_BANDS + """\
 campaigns:
 @CAMPAIGNS@webhooks:
   @WEBHOOK@:

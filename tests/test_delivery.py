@@ -27,7 +27,6 @@ from tests.outbox_helpers import (
 from tests.receiver import Receiver
 from worker.cli import main
 from worker.delivery import DeliveryRun, Senders, deliver_due
-from worker.store import open_store
 from worker.store.base import Store
 
 NOW = T0 + timedelta(minutes=1)  # when the delivery runs; events were queued at T0
@@ -37,18 +36,6 @@ NOW = T0 + timedelta(minutes=1)  # when the delivery runs; events were queued at
 def receiver() -> Iterator[Receiver]:
     with Receiver(SECRET) as running:
         yield running
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/segments.db"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -84,18 +84,6 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/segments.db"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def rules_file(tmp_path: Path, receiver: Receiver) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(rules_text(receiver.url, evaluate_every=1, deliver_every=0.2), encoding="utf-8")
