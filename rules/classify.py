@@ -64,6 +64,8 @@ class Classifier:
                     # the recency score steps one day after each quintile boundary of days since the last order
                     days["lastOrderDaysAgo"].update(d + 1 for d in rfm.recency_days)
         self._segment_days = {m: sorted(d for d in v if d >= 0) for m, v in days.items()}
+        self._last_days = tuple(self._segment_days["lastOrderDaysAgo"])
+        self._first_days = tuple(self._segment_days["firstOrderDaysAgo"])
         milestones: dict[str, set[int]] = {m: set() for m in DAY_METRICS}
         for campaign in rules.campaigns.values():
             for metric, value in (campaign.on.reached or {}).items():
@@ -123,9 +125,9 @@ class Classifier:
 
     def _offsets(self, last: int, first: int, keep: Callable[[int], bool]) -> list[int]:
         """Day offsets from today at which a segment condition can flip, ascending."""
-        offsets = {d - last for d in self._segment_days["lastOrderDaysAgo"]}
-        offsets.update(d - first for d in self._segment_days["firstOrderDaysAgo"])
-        return sorted(k for k in offsets if keep(k))
+        offsets = {d - last for d in self._last_days}
+        offsets.update([d - first for d in self._first_days])
+        return sorted(filter(keep, offsets))
 
     def _segment_at(self, facts: CustomerFacts, last_days: int, first_days: int) -> str:
         values = self._values(facts, last_days, first_days)

@@ -6,10 +6,6 @@ Both entry points are covered: the Procfile's gunicorn command and `python -m wo
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,23 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import ADMIN_KEY, READ_KEY, WEBHOOK_SECRET
-
-ROOT = Path(__file__).resolve().parent.parent
-STARTUP_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def commands(port: int) -> dict[str, list[str]]:
-    return {
-        "procfile-gunicorn": [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
-                              "--threads", "4", "--bind", f"127.0.0.1:{port}", "worker.api.wsgi:app"],
-        "cli-api": [sys.executable, "-m", "worker", "api", "--workers", "1"],
-    }
+from tests.server_process import commands, free_port, running_server
 
 
 @pytest.fixture(params=["procfile-gunicorn", "cli-api"])
@@ -49,35 +29,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, rules_file: Path) -> 
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "N8N_WEBHOOK_URL": "http://127.0.0.1:9/webhook/segment-events",
     }
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(commands(port)[request.param], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base, process, log_path)
+    with running_server(commands(port)[request.param], env, tmp_path / "server.log", port) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_healthy(base: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"the server did not answer /healthz within {STARTUP_SECONDS}s:\n{log_path.read_text()}")
 
 
 def test_the_served_api_takes_an_order_and_answers_for_the_customer(server):

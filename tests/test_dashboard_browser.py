@@ -5,8 +5,6 @@ receiver. Screenshots land in test-artifacts/dashboard/."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +15,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import ADMIN_KEY, READ_KEY, RULES_YAML, WEBHOOK_SECRET, build_orders
 from tests.receiver import Receiver
-from tests.test_api_server import ROOT, STARTUP_SECONDS, commands, free_port
+from tests.server_process import ROOT, commands, free_port, running_server
 from worker.delivery import DeliveryRun, Senders, deliver_due
 from worker.rules_file import RulesSource
 from worker.store import open_store
@@ -62,36 +60,9 @@ def served_env(tmp_path: Path, rules_file: Path, receiver: Receiver) -> dict[str
 @pytest.fixture
 def server(tmp_path: Path, served_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(commands(port)["procfile-gunicorn"], cwd=ROOT,
-                                   env={**os.environ, **served_env, "PORT": str(port)}, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base, process, log_path)
+    env = {**os.environ, **served_env, "PORT": str(port)}
+    with running_server(commands(port)["procfile-gunicorn"], env, tmp_path / "server.log", port) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_healthy(base: str, process: subprocess.Popen, log_path: Path) -> None:
-    """Like test_api_server's, but a first answer slower than a second (a busy machine) is waited for too."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            time.sleep(0.1)
-    pytest.fail(f"the server did not answer /healthz within {STARTUP_SECONDS}s:\n{log_path.read_text()}")
 
 
 @pytest.fixture(scope="module")

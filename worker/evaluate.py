@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from rules import Classification, Classifier, Rules, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
@@ -147,7 +148,7 @@ def _event(rules: Rules, record: CustomerRecord, now: Classification, fired: Fir
         "type": fired.kind,
         "campaign": fired.campaign,
         "occurredAt": iso(fired.occurred_at),
-        "detectedAt": iso(as_of),
+        "detectedAt": _iso_of_run(as_of),
         "transition": {"from": from_segment, "to": now.segment},
         "customer": customer_json(record, now),
         "rulesVersion": rules.rules_version,
@@ -158,6 +159,9 @@ def _event(rules: Rules, record: CustomerRecord, now: Classification, fired: Fir
     return NewEvent(id=eid, contact_id=record.contact_id, campaign=fired.campaign, webhook=campaign.webhook,
                     type=fired.kind, occurred_at=fired.occurred_at,
                     body=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+
+
+_iso_of_run = lru_cache(maxsize=4)(iso)  # every event of a run shares its detectedAt
 
 
 def _transition_id(contact_id: str, from_segment: str | None, to_segment: str, occurred_at: datetime) -> str:

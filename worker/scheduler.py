@@ -22,6 +22,7 @@ from worker.store.base import Store
 
 log = logging.getLogger(__name__)
 
+MAINTENANCE_EVERY_SECONDS = 60
 DELIVERY_BUDGET_SECONDS = 20  # one delivery job drains at most this long, so shutdown is never far away
 
 
@@ -104,6 +105,9 @@ def start_scheduler(worker: Worker) -> BackgroundScheduler:
     scheduler.add_job(lambda: _guarded("delivery", worker.deliver_once), "interval",
                       seconds=schedule.deliver_every_seconds, id="deliver", name="deliver", next_run_time=utc_now(),
                       max_instances=1, coalesce=True)
+    scheduler.add_job(lambda: _guarded("maintenance", worker.store.checkpoint), "interval",
+                      seconds=MAINTENANCE_EVERY_SECONDS, id="maintain", name="maintain", max_instances=1,
+                      coalesce=True)
     scheduler.start()
     return scheduler
 
