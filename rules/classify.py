@@ -157,10 +157,12 @@ class Classifier:
         return local_midnight(self._today(as_of) + timedelta(days=offset), self.tz)
 
     def _segment(self, values: dict[str, object]) -> str:
-        for name, conditions in self._segments:
-            if all(value is not None and test(value, threshold)
-                   for metric, test, threshold in conditions
-                   for value in (values[metric],)):
+        for name, conditions in self._segments:  # plain loops: this runs for every customer, several times
+            for metric, test, threshold in conditions:
+                value = values[metric]
+                if value is None or not test(value, threshold):
+                    break
+            else:
                 return name
         raise AssertionError("the rules schema guarantees a default segment")
 
