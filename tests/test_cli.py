@@ -151,3 +151,10 @@ def test_demo_loads_a_realistic_sample_without_serving(tmp_path, rules_file, mon
     summary = {s.segment: s.customers for s in open_store(database_url).segment_summary()}
     assert set(summary) == {"VIP", "Dormant", "New", "Active"} and sum(summary.values()) == 300
     assert all(count >= 10 for count in summary.values())
+
+
+def test_a_csv_with_an_unknown_column_is_refused_at_its_header(cli, tmp_path, database_url):
+    text = CSV_OK.replace("status\n", "status,discount\n", 1)
+    result = cli("import-orders", str(write(tmp_path, "orders.csv", text)))
+    assert result.exit_code == 1 and "orders.csv:1: header has unknown column(s) discount" in result.output
+    assert open_store(database_url).count_customers() == 0

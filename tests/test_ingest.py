@@ -15,6 +15,7 @@ from tests.factories import T0, UTC, new_store, order
 from worker.ingest import (
     OrdersRejected,
     RecordError,
+    import_order_file,
     ingest_orders,
     parse_order,
     parse_orders,
@@ -279,3 +280,48 @@ def test_cents_are_exact_from_text_to_aggregate(store):
 def test_many_small_amounts_sum_exactly(store):
     store.upsert_orders([order("C-1", f"ORD-{n}", at(1) + timedelta(minutes=n), 10) for n in range(1000)], T0)
     assert store.get_customer("C-1").facts.total_spend == Decimal("100.00")
+
+
+# --- whole files, on every backend --------------------------------------------------------------------------
+
+GOOD_CSV = ("contactID,orderReference,orderDate,total\n"
+            "C-1,F-1,2026-02-01,10.00\nC-1,F-2,2026-02-02,5.50\nC-2,F-3,2026-02-03,1.00\n")
+
+
+def test_a_file_is_imported_in_one_read_with_counts(backend, tmp_path):
+    store = backend.open()
+    path = tmp_path / "orders.csv"
+    path.write_text(GOOD_CSV, encoding="utf-8")
+    seen: list[int] = []
+    result = import_order_file(store, path, T0, on_progress=seen.append)
+    assert (result.inserted, result.updated, result.unchanged, result.stored) == (3, 0, 0, True)
+    assert result.customers == {"C-1", "C-2"} and sum(seen) == 3
+    assert store.get_customer("C-1").facts.total_cents == 1_550
+
+
+def test_one_bad_record_anywhere_stores_nothing_of_the_file_and_keeps_what_was_there(backend, tmp_path):
+    store = backend.open()
+    store.upsert_orders([order("C-0", "EARLIER", T0 - timedelta(days=3), 700)], T0)
+    path = tmp_path / "orders.csv"
+    path.write_text(GOOD_CSV + "C-3,F-4,2026-02-04,-1\n", encoding="utf-8")
+    result = import_order_file(store, path, T0)
+    assert not result.stored
+    assert result.rejected == ["orders.csv:5 (orderReference F-4): total: -1 is negative"]
+    assert store.get_customer("C-1") is None and store.get_customer("C-2") is None
+    assert store.get_customer("C-0").facts.total_cents == 700
+
+
+def test_skip_invalid_stores_the_rest(backend, tmp_path):
+    store = backend.open()
+    path = tmp_path / "orders.csv"
+    path.write_text(GOOD_CSV + "C-3,F-4,2026-02-04,-1\n", encoding="utf-8")
+    result = import_order_file(store, path, T0, skip_invalid=True)
+    assert result.stored and result.inserted == 3 and len(result.rejected) == 1
+    assert store.get_customer("C-3") is None and store.get_customer("C-2") is not None
+
+
+def test_a_file_without_records_is_refused(backend, tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text("contactID,orderReference,orderDate,total\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no order records found"):
+        import_order_file(backend.open(), path, T0)

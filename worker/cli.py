@@ -18,15 +18,14 @@ from tqdm import tqdm
 from rules import Classifier, RulesError
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import evaluate_due
-from worker.ingest import RecordError, parse_record, read_order_file
+from worker.ingest import import_order_file
 from worker.rfm import load_cutoffs, refresh_rfm
 from worker.rules_file import RulesSource, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
 from worker.settings import Settings, SettingsError
 from worker.store import open_store
-from worker.store.base import Order, Store
+from worker.store.base import Store
 
-IMPORT_BATCH = 5000
 SHOWN_ERRORS = 20
 
 
@@ -124,65 +123,24 @@ def deliver(ctx: Context) -> None:
 @pass_context
 def import_orders(ctx: Context, file: Path, skip_invalid: bool) -> None:
     """Record orders from a CSV or JSON Lines file (upsert by orderReference); the next evaluation decides."""
-    errors, valid = _validate_file(file)
-    for error in errors[:SHOWN_ERRORS]:
-        click.echo(f"rejected {error}", err=True)
-    if len(errors) > SHOWN_ERRORS:
-        click.echo(f"... and {len(errors) - SHOWN_ERRORS} more rejected records", err=True)
-    if errors and not skip_invalid:
-        raise click.ClickException(f"{len(errors)} invalid record(s); nothing was imported. "
-                                   f"Fix them, or pass --skip-invalid to import the {valid} valid ones.")
     started = time.perf_counter()
-    inserted = updated = unchanged = 0
-    customers: set[str] = set()
-    now = datetime.now(timezone.utc)
-    with tqdm(total=valid, unit="orders", disable=None, file=sys.stderr) as bar:
-        for batch in _batches(_valid_orders(file), IMPORT_BATCH):
-            result = ctx.store.upsert_orders(batch, now)
-            inserted, updated, unchanged = (inserted + result.inserted, updated + result.updated,
-                                            unchanged + result.unchanged)
-            customers |= result.contact_ids
-            bar.update(len(batch))
-    click.echo(f"imported: {inserted}\nupdated: {updated}\nunchanged: {unchanged}\nrejected: {len(errors)}\n"
-               f"customers changed: {len(customers)}\nseconds: {time.perf_counter() - started:.2f}")
-
-
-def _validate_file(file: Path) -> tuple[list[str], int]:
-    # A first pass validates everything so that, without --skip-invalid, a bad file imports nothing.
-    errors, valid = [], 0
+    with file.open("rb") as counting:
+        lines = sum(1 for _ in counting)
     try:
-        with file.open(encoding="utf-8", newline="") as stream:
-            for where, raw in read_order_file(file, stream):
-                try:
-                    parse_record(where, raw)
-                    valid += 1
-                except RecordError as exc:
-                    errors.append(str(exc))
+        with tqdm(total=lines, unit="orders", disable=None, file=sys.stderr) as bar:
+            result = import_order_file(ctx.store, file, datetime.now(timezone.utc), skip_invalid, bar.update)
     except (ValueError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"{file.name}: {exc}") from None
-    if valid == 0 and not errors:
-        raise click.ClickException(f"{file.name}: no order records found")
-    return errors, valid
-
-
-def _valid_orders(file: Path):
-    with file.open(encoding="utf-8", newline="") as stream:
-        for where, raw in read_order_file(file, stream):
-            try:
-                yield parse_record(where, raw)
-            except RecordError:
-                continue
-
-
-def _batches(orders, size: int):
-    batch: list[Order] = []
-    for order in orders:
-        batch.append(order)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    for error in result.rejected[:SHOWN_ERRORS]:
+        click.echo(f"rejected {error}", err=True)
+    if len(result.rejected) > SHOWN_ERRORS:
+        click.echo(f"... and {len(result.rejected) - SHOWN_ERRORS} more rejected records", err=True)
+    if not result.stored:
+        raise click.ClickException(f"{len(result.rejected)} invalid record(s); nothing was imported. "
+                                   "Fix them, or pass --skip-invalid to import the valid ones.")
+    click.echo(f"imported: {result.inserted}\nupdated: {result.updated}\nunchanged: {result.unchanged}\n"
+               f"rejected: {len(result.rejected)}\ncustomers changed: {len(result.customers)}\n"
+               f"seconds: {time.perf_counter() - started:.2f}")
 
 
 # reads -----------------------------------------------------------------------------------------------------

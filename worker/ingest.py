@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -16,8 +18,11 @@ from worker.store.base import IngestResult, Order, Store
 FIELDS = ("contactID", "orderReference", "orderDate", "total", "email", "name", "status")
 REQUIRED = ("contactID", "orderReference", "orderDate", "total")
 MAX_TEXT = 256
+BATCH = 5000  # orders per upsert: large enough to amortise a transaction, small enough to stay responsive
 EARLIEST_ORDER_YEAR, LATEST_ORDER_YEAR = 1970, 2200  # outside: a typo, and day arithmetic could overflow
 MAX_TOTAL_CENTS = 10**12  # a billion per order: larger is a typo or an attack, not packaging
+_FIELD_SET = frozenset(FIELDS)
+_PLAIN_AMOUNT = re.compile(r"\s*(\d{1,13})(?:\.(\d{1,2}))?\s*")
 
 
 class OrdersRejected(ValueError):
@@ -41,26 +46,29 @@ def parse_order(item: Any, where: str) -> Order:
     """One order from a mapping; raises RecordError naming `where` (record number, line) and the field."""
     if not isinstance(item, Mapping):
         raise RecordError(where, "must be an object with contactID, orderReference, orderDate, total")
-    unknown = sorted(set(item) - set(FIELDS))
-    if unknown:
-        raise RecordError(where, f"unknown field(s) {', '.join(map(str, unknown))} "
-                                 f"(allowed: {', '.join(FIELDS)})")
-    ref = item.get("orderReference")
-    if isinstance(ref, str) and ref.strip():
-        where = f"{where} (orderReference {ref.strip()[:64]})"
-    for name in REQUIRED:
-        value = item.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise RecordError(where, f"{name}: is required")
-    return Order(
-        contact_id=_text(item, "contactID", where),
-        order_ref=_text(item, "orderReference", where),
-        order_at=_order_date(item["orderDate"], where),
-        total_cents=_total_cents(item["total"], where),
-        status=_optional_text(item, "status", where),
-        email=_optional_text(item, "email", where),
-        name=_optional_text(item, "name", where),
-    )
+    if not _FIELD_SET.issuperset(item):
+        unknown = sorted(str(key) for key in item if key not in _FIELD_SET)
+        raise RecordError(where, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
+    try:
+        for name in REQUIRED:
+            value = item.get(name)
+            if value is None or (value.__class__ is str and not value.strip()):
+                raise _FieldError(name, "is required")
+        return Order(
+            contact_id=_text(item["contactID"], "contactID"),
+            order_ref=_text(item["orderReference"], "orderReference"),
+            order_at=_order_date(item["orderDate"]),
+            total_cents=_total_cents(item["total"]),
+            status=_optional_text(item, "status"),
+            email=_optional_text(item, "email"),
+            name=_optional_text(item, "name"),
+        )
+    except _FieldError as exc:
+        # The reference makes the record findable; it is only looked up once something is wrong.
+        ref = item.get("orderReference")
+        if isinstance(ref, str) and ref.strip():
+            where = f"{where} (orderReference {ref.strip()[:64]})"
+        raise RecordError(where, f"{exc.field}: {exc.message}") from None
 
 
 def parse_orders(items: Sequence[Any]) -> list[Order]:
@@ -78,6 +86,84 @@ def parse_orders(items: Sequence[Any]) -> list[Order]:
 
 def ingest_orders(store: Store, orders: Sequence[Order], now: datetime) -> IngestResult:
     return store.upsert_orders(orders, now)
+
+
+@dataclass
+class FileImport:
+    """What an import did; `stored` is False when bad records made it store nothing."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[str] = field(default_factory=list)
+    customers: set[str] = field(default_factory=set)
+    stored: bool = True
+
+
+class _Undo(Exception):
+    """Raised inside an atomic import to roll it back."""
+
+
+def import_order_file(store: Store, path: Path, now: datetime, skip_invalid: bool = False,
+                      on_progress: Callable[[int], None] | None = None) -> FileImport:
+    """Upsert every order of a CSV / JSONL file in batches; bad records are reported by file and line.
+
+    Without `skip_invalid` one bad record means nothing is stored: on a store with atomic imports (SQLite) the
+    file is read once inside one transaction that is undone; elsewhere a first pass validates the whole file.
+    Raises ValueError for a file that cannot be read as orders at all.
+    """
+    progress = on_progress or (lambda count: None)
+    result = FileImport()
+    try:
+        with store.atomic_import() as atomic:
+            if not atomic and not skip_invalid:
+                result.rejected = _errors(path)
+                if result.rejected:
+                    result.stored = False
+                    return result
+            for batch in _batches(_orders(path, result.rejected), BATCH):
+                if result.rejected and not skip_invalid:
+                    continue  # it will all be undone: only read on, to report every bad record
+                outcome = store.upsert_orders(batch, now)
+                result.inserted += outcome.inserted
+                result.updated += outcome.updated
+                result.unchanged += outcome.unchanged
+                result.customers |= outcome.contact_ids
+                progress(len(batch))
+            if result.rejected and not skip_invalid:
+                raise _Undo
+    except _Undo:
+        return FileImport(rejected=result.rejected, stored=False)
+    if not (result.inserted or result.updated or result.unchanged or result.rejected):
+        raise ValueError("no order records found")
+    return result
+
+
+def _orders(path: Path, errors: list[str]) -> Iterator[Order]:
+    with path.open(encoding="utf-8", newline="") as stream:
+        for where, raw in read_order_file(path, stream):
+            try:
+                yield parse_record(where, raw)
+            except RecordError as exc:
+                errors.append(str(exc))
+
+
+def _errors(path: Path) -> list[str]:
+    errors: list[str] = []
+    for _ in _orders(path, errors):
+        pass
+    return errors
+
+
+def _batches(orders: Iterator[Order], size: int) -> Iterator[list[Order]]:
+    batch: list[Order] = []
+    for order in orders:
+        batch.append(order)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def read_order_file(path: Path, stream: TextIO) -> Iterator[tuple[str, Any]]:
@@ -102,20 +188,28 @@ def _read_json_lines(name: str, stream: TextIO) -> Iterator[tuple[str, Any]]:
 
 
 def _read_csv(name: str, stream: TextIO) -> Iterator[tuple[str, Any]]:
-    reader = csv.DictReader(stream)
-    if reader.fieldnames is None:
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
         return
-    missing = [f for f in REQUIRED if f not in reader.fieldnames]
-    if missing:
-        yield f"{name}:1", _Unparsable(f"header lacks column(s) {', '.join(missing)}")
+    header = [column.strip() for column in header]
+    missing = [f for f in REQUIRED if f not in header]
+    unknown = [column for column in header if column not in _FIELD_SET]
+    if missing or unknown:
+        problem = (f"header lacks column(s) {', '.join(missing)}" if missing else
+                   f"header has unknown column(s) {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
+        yield f"{name}:1", _Unparsable(problem)
         return
+    width = len(header)
     for row in reader:
+        if not row:
+            continue
         where = f"{name}:{reader.line_num}"
-        if None in row:
+        if len(row) > width:
             yield where, _Unparsable("more values than header columns")
             continue
-        yield where, {k: v for k, v in row.items() if v not in (None, "") or k in REQUIRED}
-
+        # empty optional cells are simply absent: parse_order treats "" as not given
+        yield where, dict(zip(header, row, strict=False))
 
 
 class _Unparsable(dict):
@@ -132,49 +226,65 @@ def parse_record(where: str, raw: Any) -> Order:
     return parse_order(raw, where)
 
 
-def _text(item: Mapping[str, Any], field: str, where: str) -> str:
-    value = item[field]
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise RecordError(where, f"{field}: must be text")
-    text = str(value).strip()
+class _FieldError(Exception):
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+
+
+def _text(value: Any, field: str) -> str:
+    if value.__class__ is not str:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise _FieldError(field, "must be text")
+        value = str(value)
+    text = value.strip()
     if len(text) > MAX_TEXT:
-        raise RecordError(where, f"{field}: longer than {MAX_TEXT} characters")
+        raise _FieldError(field, f"longer than {MAX_TEXT} characters")
     return text
 
 
-def _optional_text(item: Mapping[str, Any], field: str, where: str) -> str | None:
-    if item.get(field) in (None, ""):
+def _optional_text(item: Mapping[str, Any], field: str) -> str | None:
+    value = item.get(field)
+    if value is None or value == "":
         return None
-    return _text(item, field, where)
+    return _text(value, field)
 
 
-def _order_date(value: Any, where: str) -> datetime:
+def _order_date(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise RecordError(where, "orderDate: must be an ISO 8601 date or datetime text")
+        raise _FieldError("orderDate", "must be an ISO 8601 date or datetime text")
     try:
         moment = parse_instant(value)
     except ValueError as exc:
-        raise RecordError(where, f"orderDate: {exc}") from None
+        raise _FieldError("orderDate", str(exc)) from None
     if not EARLIEST_ORDER_YEAR <= moment.year <= LATEST_ORDER_YEAR:
-        raise RecordError(where, f"orderDate: {value} is not between {EARLIEST_ORDER_YEAR} and {LATEST_ORDER_YEAR}")
+        raise _FieldError("orderDate", f"{value} is not between {EARLIEST_ORDER_YEAR} and {LATEST_ORDER_YEAR}")
     return moment
 
 
-def _total_cents(value: Any, where: str) -> int:
+def _total_cents(value: Any) -> int:
+    if value.__class__ is str:
+        plain = _PLAIN_AMOUNT.fullmatch(value)
+        if plain is not None:  # the common "149.90": exact integer arithmetic, no Decimal needed
+            whole, fraction = plain.group(1), plain.group(2) or ""
+            cents = int(whole) * 100 + int(fraction.ljust(2, "0") or 0)
+            if cents > MAX_TOTAL_CENTS:
+                raise _FieldError("total", f"{value.strip()} is implausibly large")
+            return cents
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise RecordError(where, "total: must be a decimal amount such as 149.90")
+        raise _FieldError("total", "must be a decimal amount such as 149.90")
     try:
         # floats arrive from JSON parsers that were not told to keep decimals; repr() keeps what was written
         amount = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
     except InvalidOperation:
-        raise RecordError(where, f"total: '{value}' is not a decimal amount") from None
+        raise _FieldError("total", f"'{value}' is not a decimal amount") from None
     if not amount.is_finite():
-        raise RecordError(where, f"total: '{value}' is not a decimal amount")
+        raise _FieldError("total", f"'{value}' is not a decimal amount")
     if amount < 0:
-        raise RecordError(where, f"total: {amount} is negative")
+        raise _FieldError("total", f"{amount} is negative")
     cents = amount * 100
     if cents != cents.to_integral_value():
-        raise RecordError(where, f"total: {amount} has more than two decimal places")
+        raise _FieldError("total", f"{amount} has more than two decimal places")
     if cents > MAX_TOTAL_CENTS:
-        raise RecordError(where, f"total: {amount} is implausibly large")
+        raise _FieldError("total", f"{amount} is implausibly large")
     return int(cents)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -238,6 +239,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def release_lease(self, name: str, holder: str) -> None: ...
+
+    @contextmanager
+    def atomic_import(self) -> Iterator[bool]:
+        """A block in which every upsert_orders joins one transaction, undone if the block raises.
+
+        Yields False where the backend has no such transaction (DynamoDB); callers then validate a whole file
+        before storing any of it.
+        """
+        yield False
 
     def checkpoint(self) -> None:  # noqa: B027 - only backends with a local log need it
         """Housekeeping the scheduler runs off the hot path (SQLite: fold the write-ahead log into the file)."""

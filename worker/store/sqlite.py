@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -191,6 +192,11 @@ class SQLiteStore(Store):
             elif int(row[0]) > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema version {row[0]}, newer than this program "
                                    f"({SCHEMA_VERSION}); upgrade segment-worker")
+
+    @contextmanager
+    def atomic_import(self) -> Iterator[bool]:
+        with self._write():
+            yield True
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log back into the database without blocking readers or writers."""
@@ -538,17 +544,27 @@ class SQLiteStore(Store):
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: a batch is stored whole or not at all."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: a batch is stored whole or not at all.
+
+    Inside an open transaction (an atomic import) it becomes a savepoint of that transaction.
+    """
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self.nested = False
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.nested = self.conn.in_transaction
+        self.conn.execute("SAVEPOINT batch" if self.nested else "BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if self.nested:
+            if exc_type is not None:
+                self.conn.execute("ROLLBACK TO batch")
+            self.conn.execute("RELEASE batch")
+        else:
+            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 def _customer(row: tuple) -> CustomerRecord:
