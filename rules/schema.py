@@ -164,6 +164,8 @@ class Webhook(_Model):
     headers: dict[str, str] = Field(default_factory=dict)
     batch_size: int = Field(default=1, ge=1, le=500)
     max_concurrency: int = Field(default=4, ge=1, le=32)
+    # n8n keeps an execution per call and takes some 15-75 calls/s on a small host: pace the sends to it
+    max_per_second: float | None = Field(default=None, gt=0, le=10_000)
     retry_schedule_seconds: tuple[float, ...] = Field(default=DEFAULT_RETRY_SCHEDULE)
 
     @field_validator("url")

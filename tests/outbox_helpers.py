@@ -59,13 +59,15 @@ def rules_text(url: str, *, first_run: str = "emit", campaigns: str = WELCOME_ON
                timezone: str = "UTC", vip: str = "5000", batch_size: int | None = None,
                max_concurrency: int | None = None, retry_schedule: Sequence[float] | None = None,
                headers: dict[str, str] | None = None, evaluate_every: float = 60,
-               deliver_every: float = 5) -> str:
+               deliver_every: float = 5, max_per_second: float | None = None) -> str:
     """Seed rules with one webhook `webhook` at `url`, signed with ${WEBHOOK_SECRET}; campaigns use `n8n`."""
     options = ""
     if batch_size is not None:
         options += f"    batch_size: {batch_size}\n"
     if max_concurrency is not None:
         options += f"    max_concurrency: {max_concurrency}\n"
+    if max_per_second is not None:
+        options += f"    max_per_second: {max_per_second}\n"
     if retry_schedule is not None:
         options += f"    retry_schedule_seconds: [{', '.join(str(s) for s in retry_schedule)}]\n"
     if headers:

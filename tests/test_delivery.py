@@ -258,6 +258,16 @@ def test_50_events_reuse_at_most_max_concurrency_connections(store: Store, sende
     assert 1 <= receiver.connections <= 3
 
 
+def test_max_per_second_paces_the_sends_to_n8n(store: Store, senders: Senders, receiver: Receiver) -> None:
+    rules = make_rules(receiver.url, max_per_second=40, max_concurrency=4)
+    ids = queue_welcomes(store, rules, 21)
+    assert drain(store, rules, senders, NOW) == DeliveryRun(delivered=21)
+    arrivals = sorted(r.received_at for r in receiver.requests)
+    # 21 sends at most 40 a second span at least 20 intervals of 25 ms, whatever the concurrency
+    assert (arrivals[-1] - arrivals[0]).total_seconds() >= 0.45
+    assert sorted(receiver.delivered_ids()) == sorted(ids)
+
+
 def test_events_of_a_webhook_removed_from_the_rules_go_dead_naming_it(store: Store, senders: Senders,
                                                                       receiver: Receiver) -> None:
     old_rules = make_rules(receiver.url)

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import random
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,28 +49,58 @@ class _Endpoint:
     headers: dict[str, str]
 
 
+class Pacer:
+    """Spaces the sends to one webhook at least 1/`per_second` apart, across threads and successive claims."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class _Unpaced:
+    def wait(self) -> None:
+        return None
+
+
 class Senders:
-    """One WebhookSender (one keep-alive HTTP session) per webhook, rebuilt only when its settings change."""
+    """One WebhookSender (one keep-alive HTTP session) and one pacer per webhook, rebuilt only when its
+    settings change."""
 
     def __init__(self) -> None:
-        self._senders: dict[str, tuple[Webhook, WebhookSender]] = {}
+        self._senders: dict[str, tuple[Webhook, WebhookSender, Pacer | _Unpaced]] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str, webhook: Webhook) -> WebhookSender:
+        return self._entry(name, webhook)[1]
+
+    def pacer(self, name: str, webhook: Webhook) -> Pacer | _Unpaced:
+        return self._entry(name, webhook)[2]
+
+    def _entry(self, name: str, webhook: Webhook) -> tuple[Webhook, WebhookSender, Pacer | _Unpaced]:
         with self._lock:
             known = self._senders.get(name)
             if known is not None and known[0] == webhook:
-                return known[1]
+                return known
             if known is not None:
                 known[1].close()
             sender = WebhookSender(_Endpoint(name, webhook.url, webhook.secret, webhook.timeout_seconds,
                                              dict(webhook.headers)))
-            self._senders[name] = (webhook, sender)
-            return sender
+            pacer = Pacer(webhook.max_per_second) if webhook.max_per_second else _Unpaced()
+            entry = self._senders[name] = (webhook, sender, pacer)
+            return entry
 
     def close(self) -> None:
         with self._lock:
-            for _, sender in self._senders.values():
+            for _, sender, _pacer in self._senders.values():
                 sender.close()
             self._senders.clear()
 
@@ -98,13 +129,14 @@ def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, hol
                                 0, None)
             total += DeliveryRun(dead=len(group))
             continue
-        sender = senders.get(name, webhook)
-        total += _deliver_group(store, webhook, sender, group, now, rng, clock)
+        sender, pacer = senders.get(name, webhook), senders.pacer(name, webhook)
+        total += _deliver_group(store, webhook, sender, pacer, group, now, rng, clock)
     return total
 
 
-def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, events: list[EventRecord],
-                   now: datetime, rng: random.Random, clock: Callable[[], datetime]) -> DeliveryRun:
+def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, pacer: Pacer | _Unpaced,
+                   events: list[EventRecord], now: datetime, rng: random.Random,
+                   clock: Callable[[], datetime]) -> DeliveryRun:
     if webhook.batch_size > 1:
         units = [_batch_message(events[i:i + webhook.batch_size])
                  for i in range(0, len(events), webhook.batch_size)]
@@ -119,7 +151,7 @@ def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, events
     # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection, as soon as each unit
     # is done: a crash mid-claim then re-sends only what was in flight, not everything claimed.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-        for unit, outcomes in zip(units, pool.map(lambda unit: _send_in_order(sender, unit, clock), units),
+        for unit, outcomes in zip(units, pool.map(lambda unit: _send_in_order(sender, pacer, unit, clock), units),
                                   strict=True):
             for message, outcome in outcomes:
                 total += _record(store, webhook, message, outcome, now, rng)
@@ -145,11 +177,12 @@ def _batch_message(events: list[EventRecord]) -> list[_Message]:
     return [_Message(events, batch_id, body.encode())]
 
 
-def _send_in_order(sender: WebhookSender, unit: list[_Message],
+def _send_in_order(sender: WebhookSender, pacer: Pacer | _Unpaced, unit: list[_Message],
                    clock: Callable[[], datetime]) -> list[tuple[_Message, SendResult | Exception]]:
     """A customer's messages one after another, stopping at the first failure so that none overtakes it."""
     sent = []
     for message in unit:
+        pacer.wait()
         sent.append(_send(sender, message, clock))
         if not isinstance(sent[-1][1], SendResult):
             break
