@@ -315,6 +315,26 @@ def test_delivered_event_is_recorded_with_its_attempts(store):
     assert store.event_counts(T0 + 3 * SECOND)["delivered"] == 1
 
 
+def test_several_deliveries_are_recorded_at_once_each_with_its_status_and_duration(store):
+    first, second = put_events(store, 2)
+    store.claim_due_events(T0, 2, "A", 60)
+    store.record_deliveries([([first], 200, 12), ([second], 204, 30)], T0 + SECOND)
+    assert [(store.get_event(i).status, store.get_event(i).last_status) for i in (first, second)] == [
+        ("delivered", 200), ("delivered", 204)]
+    assert [(a.status, a.duration_ms) for a in store.attempts_for(second)] == [(204, 30)]
+
+
+def test_released_claims_are_due_again_with_their_attempts_kept(store):
+    [event_id] = put_events(store, 1)
+    store.claim_due_events(T0, 1, "A", 60)
+    store.record_failed([event_id], T0, 503, "Service Unavailable", 40, T0 + SECOND)
+    assert [e.id for e in store.claim_due_events(T0 + SECOND, 1, "A", 60)] == [event_id]
+    store.release_claims([event_id], T0 + 2 * SECOND)
+    event = store.get_event(event_id)
+    assert (event.status, event.attempts, event.next_attempt_at) == ("pending", 1, T0 + 2 * SECOND)
+    assert [e.id for e in store.claim_due_events(T0 + 2 * SECOND, 1, "B", 60)] == [event_id]
+
+
 def test_transitions_and_attempts_are_counted_for_metrics(store):
     assert (store.transition_count(), store.attempt_counts()) == (
         0, {"delivered": 0, "http_error": 0, "network_error": 0})

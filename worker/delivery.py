@@ -21,6 +21,7 @@ from worker.transport import DeliveryError, SendResult, WebhookSender, next_atte
 log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 200
+RECORD_EVERY = 25  # successful sends written per transaction
 CLAIM_SECONDS = 120  # longer than the worst case of one claim's sends; a crashed holder's claim expires
 
 
@@ -148,19 +149,26 @@ def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, pacer:
         units = list(per_customer.values())
     workers = min(webhook.max_concurrency, len(units))
     total = DeliveryRun()
-    # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection, as soon as each unit
-    # is done: a crash mid-claim then re-sends only what was in flight, not everything claimed.
+    delivered: list[tuple[_Message, SendResult]] = []
+    # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection, in small groups as
+    # units finish: a crash mid-claim re-sends at most a group and what was in flight, never the whole claim.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
         for unit, outcomes in zip(units, pool.map(lambda unit: _send_in_order(sender, pacer, unit, clock), units),
                                   strict=True):
             for message, outcome in outcomes:
-                total += _record(store, webhook, message, outcome, now, rng)
-            for message in unit[len(outcomes):]:
-                for event in message.events:
-                    # Not sent because an earlier event of the customer just failed: hand the claim back (due now,
-                    # attempts untouched). The claim rule keeps it waiting until the failed one is through.
-                    store.replay_event(event.id, now)
-    return total
+                if isinstance(outcome, SendResult):
+                    delivered.append((message, outcome))
+                else:
+                    total += _record_failure(store, webhook, message, outcome, now, rng)
+            unsent = [event.id for message in unit[len(outcomes):] for event in message.events]
+            if unsent:
+                # An earlier event of the customer just failed: hand the rest back unsent (due now, attempts
+                # untouched); the claim rule keeps them waiting until the failed one is through.
+                store.release_claims(unsent, now)
+            if len(delivered) >= RECORD_EVERY:
+                total += _record_deliveries(store, delivered, now)
+                delivered = []
+    return total + _record_deliveries(store, delivered, now)
 
 
 @dataclass(frozen=True)
@@ -197,14 +205,19 @@ def _send(sender: WebhookSender, message: _Message,
         return message, exc
 
 
-def _record(store: Store, webhook: Webhook, message: _Message, outcome: SendResult | Exception,
-            now: datetime, rng: random.Random) -> DeliveryRun:
-    ids = [e.id for e in message.events]
-    if isinstance(outcome, SendResult):
-        store.record_delivered(ids, now, outcome.status, outcome.duration_ms)
-        log.info("delivered %s (%d event(s)) with HTTP %d", message.msg_id, len(ids), outcome.status,
+def _record_deliveries(store: Store, delivered: list[tuple[_Message, SendResult]], now: datetime) -> DeliveryRun:
+    if not delivered:
+        return DeliveryRun()
+    store.record_deliveries([([e.id for e in m.events], r.status, r.duration_ms) for m, r in delivered], now)
+    for message, result in delivered:
+        log.info("delivered %s (%d event(s)) with HTTP %d", message.msg_id, len(message.events), result.status,
                  extra=_log_fields(message))
-        return DeliveryRun(delivered=len(ids))
+    return DeliveryRun(delivered=sum(len(m.events) for m, _ in delivered))
+
+
+def _record_failure(store: Store, webhook: Webhook, message: _Message, outcome: Exception, now: datetime,
+                    rng: random.Random) -> DeliveryRun:
+    ids = [e.id for e in message.events]
     attempts = max(e.attempts for e in message.events) + 1
     if isinstance(outcome, DeliveryError):
         error, status, duration = outcome.message, outcome.status, outcome.duration_ms

@@ -240,6 +240,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def release_lease(self, name: str, holder: str) -> None: ...
 
+    def record_deliveries(self, deliveries: Sequence[tuple[Sequence[str], int, int]], attempt_at: datetime) -> None:
+        """Several successful attempts at once, each (event ids, status, duration_ms); backends override this to
+        write them in one go."""
+        for event_ids, status, duration_ms in deliveries:
+            self.record_delivered(event_ids, attempt_at, status, duration_ms)
+
+    def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
+        """Hand claimed events back unsent, due now, their attempts untouched (backends override this; the
+        fallback replays them, which also restarts their retry schedule)."""
+        for event_id in event_ids:
+            self.replay_event(event_id, now)
+
     @contextmanager
     def atomic_import(self) -> Iterator[bool]:
         """A block in which every upsert_orders joins one transaction, undone if the block raises.

@@ -666,6 +666,20 @@ class DynamoDBStore(Store):
                                  **_expression(values, UpdateExpression=update,
                                                ConditionExpression="attribute_exists(#id)"))
 
+    def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
+        """Unsent events back to the queue, due now, attempts untouched (unlike replay)."""
+        at = _ms(now)
+        for event_id in event_ids:
+            item = self._get_item("events", {"id": event_id}, ("seq",))
+            if item is None:
+                continue
+            update, values = _set_or_remove({"next_attempt_at": at, "claimable": _claim_key(at, _int(item["seq"])),
+                                             "claimed_by": None, "claimed_until": None})
+            self._conditional(self._client.update_item, TableName=self._tables["events"],
+                              Key=_to_item({"id": event_id}),
+                              **_expression({**values, ":pending": "pending"}, UpdateExpression=update,
+                                            ConditionExpression="#status = :pending"))
+
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts from the status index (keys only, so cheap per event; still O(events) per call)."""
         pending = [item for shard in range(EVENT_SHARDS) for item in self._query(

@@ -444,14 +444,23 @@ class SQLiteStore(Store):
         return sorted(records, key=lambda e: claimed.index(e.id))
 
     def record_delivered(self, event_ids: Sequence[str], attempt_at: datetime, status: int, duration_ms: int) -> None:
+        self.record_deliveries([(event_ids, status, duration_ms)], attempt_at)
+
+    def record_deliveries(self, deliveries: Sequence[tuple[Sequence[str], int, int]], attempt_at: datetime) -> None:
         at = to_ms(attempt_at)
+        rows = [(event_id, status, duration_ms) for ids, status, duration_ms in deliveries for event_id in ids]
         with self._write() as db:
             db.executemany(
                 "UPDATE events SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
                 "last_status = ?, last_error = NULL, next_attempt_at = NULL, claimed_by = NULL, "
-                "claimed_until = NULL WHERE id = ?", [(at, status, i) for i in event_ids])
+                "claimed_until = NULL WHERE id = ?", [(at, status, event_id) for event_id, status, _ in rows])
             db.executemany("INSERT INTO attempts (event_id, attempted_at, status, error, duration_ms) "
-                           "VALUES (?, ?, ?, NULL, ?)", [(i, at, status, duration_ms) for i in event_ids])
+                           "VALUES (?, ?, ?, NULL, ?)", [(event_id, at, status, ms) for event_id, status, ms in rows])
+
+    def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
+        with self._write() as db:
+            db.executemany("UPDATE events SET next_attempt_at = ?, claimed_by = NULL, claimed_until = NULL "
+                           "WHERE id = ? AND status = 'pending'", [(to_ms(now), i) for i in event_ids])
 
     def record_failed(self, event_ids: Sequence[str], attempt_at: datetime, status: int | None, error: str,
                       duration_ms: int, next_attempt_at: datetime | None) -> None:
