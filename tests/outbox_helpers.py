@@ -8,12 +8,12 @@ import random
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from rules import Rules, parse_rules
+from tests.conftest import FixedClock
 from tests.factories import DEFAULT_SEGMENTS, FREQUENCY_BANDS
 from tests.receiver import Receiver, _handler_for
 from worker.delivery import DeliveryRun, Senders, deliver_due
@@ -144,15 +144,5 @@ class ReturningReceiver(Receiver):
         return self
 
 
-@dataclass
-class StillClock:
-    """The worker's clock in tests: stands still until a test moves it."""
-
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+# The worker's clock in tests stands still until a test moves it, like the API's (T0 is the same instant as NOW).
+StillClock = FixedClock

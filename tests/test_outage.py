@@ -12,7 +12,6 @@ import logging
 import os
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,7 +38,6 @@ from worker.evaluate import evaluate_due
 from worker.rules_file import RulesSource
 from worker.scheduler import Worker
 from worker.settings import Settings
-from worker.store import open_store
 from worker.store.base import Store
 
 TICK = timedelta(minutes=5)
@@ -57,13 +55,6 @@ WARM_UP_TICKS = 24
 @pytest.fixture
 def port() -> int:
     return free_port()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path}/segments.db")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

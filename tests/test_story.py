@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,6 @@ from tests.receiver import ReceivedRequest, Receiver
 from worker.delivery import DeliveryRun, Senders, deliver_due
 from worker.evaluate import evaluate_due
 from worker.serialize import iso
-from worker.store import open_store
 from worker.store.base import Store
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -28,13 +26,6 @@ BODY_KEYS = {"id", "type", "campaign", "occurredAt", "detectedAt", "transition",
 def receiver() -> Iterator[Receiver]:
     with Receiver(SECRET) as running:
         yield running
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path}/segments.db")
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
