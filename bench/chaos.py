@@ -85,6 +85,7 @@ class ChaosReport:
     requests: int = 0
     duplicates: dict[str, int] = field(default_factory=dict)  # event id -> times delivered (only those > 1)
     lost: list[str] = field(default_factory=list)  # events never delivered
+    superseded: int = 0  # welcomes not sent because the customer was VIP by their turn (the re-check)
     retried: int = 0  # deliveries answered 503 by the receiver and tried again
     cut_off: int = 0  # requests whose body never fully arrived because the sender was killed mid-send
     integrity: str = ""
@@ -99,7 +100,8 @@ class ChaosReport:
                 f"  {self.customers} customers, {self.orders} orders, {self.transitions} transitions, "
                 f"{self.events} events, {self.requests} webhook requests ({self.retried} answered 503 and retried, "
                 f"{self.cut_off} cut off by a kill)\n"
-                f"  events lost: {len(self.lost)}; delivered more than once (same webhook-id): "
+                f"  events lost: {len(self.lost)}; superseded (welcome of a customer already VIP): "
+                f"{self.superseded}; delivered more than once (same webhook-id): "
                 f"{len(self.duplicates)} ({dupes})\n"
                 f"  PRAGMA integrity_check: {self.integrity}; problems: {len(self.problems)}"
                 + "".join(f"\n    - {p}" for p in self.problems[:20]))
@@ -363,9 +365,16 @@ class Harness:
                 report.problems.append(f"request {request.headers['webhook-id']}: body id or signature wrong")
         delivered = Counter(r.headers["webhook-id"] for r in whole if 200 <= r.status < 300)
         report.duplicates = {event_id: n for event_id, n in delivered.items() if n > 1}
-        report.lost = [event_id for event_id, _, _, _ in events if delivered[event_id] == 0]
+        # A customer upgraded to VIP before its welcome went out is no longer New: the re-check before the send
+        # supersedes that welcome (the VIP event tells the news). Any other event must be delivered.
+        may_be_superseded = {event_id for event_id, contact, campaign, _ in events
+                             if campaign == CAMPAIGN_OF["New"] and contact in self.ledger.upgraded}
+        report.superseded = sum(1 for event_id, _, _, status in events
+                                if status == "superseded" and event_id in may_be_superseded)
+        report.lost = [event_id for event_id, _, _, status in events
+                       if delivered[event_id] == 0 and not (status == "superseded" and event_id in may_be_superseded)]
         for event_id, _, _, status in events:
-            if status != "delivered":
+            if status != "delivered" and not (status == "superseded" and event_id in may_be_superseded):
                 report.problems.append(f"{event_id} ended {status}")
         unknown = set(delivered) - {e[0] for e in events}
         if unknown:

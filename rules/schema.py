@@ -35,6 +35,11 @@ MAX_DECIMALS = 6
 MAX_DELAY_SECONDS = 7 * 24 * 3600
 MAX_INTERVAL_SECONDS = 24 * 3600
 MAX_NESTING = 32  # levels of YAML a rules file may use; ours needs 6
+# Order statuses that do not count as revenue unless rules.yaml says otherwise (`orders.exclude_statuses`).
+DEFAULT_EXCLUDED_STATUSES = ("cancelled", "canceled", "refunded", "void")
+# An order may be dated this many days after the server's clock (time zones, a clock a little fast); later is a typo.
+DEFAULT_MAX_FUTURE_DAYS = 1
+MAX_STATUS_LENGTH = 64
 
 SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
@@ -155,6 +160,34 @@ class Campaign(_Model):
     on: Trigger
     webhook: str
     segment: str | None = None  # for `reached`: only while the customer is in this segment
+    # Just before sending, check that the move still holds (the customer is still VIP, no newer order undid the
+    # milestone); an event whose move was undone is `superseded`, never sent. False: always send.
+    recheck: bool = True
+
+
+def status_key(status: str | None) -> str:
+    """How order statuses are compared: 'Cancelled ', 'CANCELLED' and 'cancelled' are one status."""
+    return (status or "").strip().casefold()
+
+
+class OrderRules(_Model):
+    """Which orders count, and how far ahead of the server's clock an order may be dated."""
+
+    exclude_statuses: tuple[str, ...] = DEFAULT_EXCLUDED_STATUSES
+    max_future_days: int = Field(default=DEFAULT_MAX_FUTURE_DAYS, ge=0, le=366)
+
+    @field_validator("exclude_statuses")
+    @classmethod
+    def _plain_statuses(cls, statuses: tuple[str, ...]) -> tuple[str, ...]:
+        for status in statuses:
+            if not status_key(status) or len(status) > MAX_STATUS_LENGTH:
+                raise ValueError(f"each status must be a word of 1 to {MAX_STATUS_LENGTH} characters, got '{status}'")
+        return statuses
+
+    @cached_property
+    def excluded(self) -> frozenset[str]:
+        """The statuses that do not count, as compared (see status_key)."""
+        return frozenset(status_key(status) for status in self.exclude_statuses)
 
 
 class Webhook(_Model):
@@ -242,6 +275,7 @@ class Rules(_Model):
     schedule: Schedule = Field(default_factory=Schedule)
     rfm_groups: tuple[RfmGroupRule, ...] | None = None  # None: the usual RFM segment map
     first_run: Literal["baseline", "emit"] = "baseline"
+    orders: OrderRules = Field(default_factory=OrderRules)
 
     @field_validator("timezone")
     @classmethod
@@ -313,26 +347,19 @@ class Rules(_Model):
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def segment_names(rules: Rules) -> list[str]:
+    return [segment.name for segment in rules.segments]
+
+
+def frequency_names(rules: Rules) -> list[str]:
+    """Every purchase frequency a customer can have: the bands, then One-time and None."""
+    return [band.name for band in rules.purchase_frequency] + [ONE_ORDER_FREQUENCY, NO_ORDERS_FREQUENCY]
+
+
 def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> Rules:
     """Parse and validate rules text; raises RulesError naming `source`, line and field of every problem."""
     env = {} if env is None else env
-    try:
-        _refuse_aliases(text, source)
-        root = yaml.compose(text)
-    except RecursionError:
-        raise RulesError([f"{source}: nested too deeply to be a rules file"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        if context:
-            problem = f"{context}, {problem}"
-        if "'\\t'" in problem:
-            problem += " (indent with spaces, not tabs)"
-        raise RulesError([f"{source}{line}: not valid YAML: {problem}"]) from None
-    if root is None:
-        raise RulesError([f"{source}: the file is empty"])
+    root = _compose(text, source)
     reader = _NodeReader(source, env)
     data = reader.read(root, ())
     if not isinstance(data, dict):
@@ -350,6 +377,44 @@ def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | 
     if problems:
         raise RulesError(problems)
     return rules
+
+
+def parse_order_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> OrderRules:
+    """Only the `orders` settings of a rules file: what storing orders needs, without webhook secrets or URLs."""
+    root = _compose(text, source)
+    reader = _NodeReader(source, {} if env is None else env)
+    data = reader.read(root, ())
+    if not isinstance(data, dict):
+        raise RulesError([f"{source}:{root.start_mark.line + 1}: the top level must be a mapping of settings"])
+    problems = [p for p in reader.problems if _problem_path(p).startswith("orders")]
+    try:
+        orders = OrderRules.model_validate(data.get("orders") or {})
+    except ValidationError as exc:
+        problems += [_describe({**err, "loc": ("orders", *err["loc"])}, source, reader.lines) for err in exc.errors()]
+    if problems:
+        raise RulesError(problems)
+    return orders
+
+
+def _compose(text: str, source: str) -> yaml.Node:
+    try:
+        _refuse_aliases(text, source)
+        root = yaml.compose(text)
+    except RecursionError:
+        raise RulesError([f"{source}: nested too deeply to be a rules file"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if context:
+            problem = f"{context}, {problem}"
+        if "'\\t'" in problem:
+            problem += " (indent with spaces, not tabs)"
+        raise RulesError([f"{source}{line}: not valid YAML: {problem}"]) from None
+    if root is None:
+        raise RulesError([f"{source}: the file is empty"])
+    return root
 
 
 def _refuse_aliases(text: str, source: str) -> None:
@@ -488,6 +553,8 @@ _PLAIN_MESSAGES = {
     "less_than_equal": "must be at most {le}",
     "string_too_short": "may not be empty",
     "literal_error": "must be {expected}",
+    "bool_parsing": "should be true or false",
+    "bool_type": "should be true or false",
 }
 
 

@@ -31,6 +31,12 @@ ENV = {"WEBHOOK_SECRET": SECRET}
 WELCOME_ONLY = """\
   welcome: {on: {entered: New}, webhook: n8n}
 """
+# For suites whose events, queued at T0, go out at the real clock: their customers are no longer New by then, so
+# the re-check before each send would rightly supersede them. Those suites are about something else (crash safety,
+# replay) and send the events as they were queued.
+WELCOME_AS_QUEUED = """\
+  welcome: {on: {entered: New}, webhook: n8n, recheck: false}
+"""
 LIFECYCLE = """\
   welcome:     {on: {entered: New}, webhook: n8n}
   vip:         {on: {entered: VIP}, webhook: n8n}

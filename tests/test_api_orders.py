@@ -29,7 +29,8 @@ def test_one_order_creates_the_customer_in_any_body_shape(post_orders, body):
 
 
 def test_a_list_of_orders_updates_every_touched_customer(post_orders, make_orders):
-    orders = make_orders("C-1", count=3) + make_orders("C-2", count=2, total="2600.00")
+    orders = (make_orders("C-1", count=3, first=NOW - timedelta(days=20))
+              + make_orders("C-2", count=2, total="2600.00"))
 
     result = post_orders(orders).get_json()
 

@@ -1,23 +1,28 @@
 """The dashboard through Flask's test client: sign-in and the session cookie, what each page shows from the store,
-filters and search, and replay guarded by a write key and a CSRF token."""
+filters and search, replay guarded by a write key and a CSRF token, and the banners saying when something is wrong."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import logging
 import re
+import sqlite3
 import zlib
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from flask.testing import FlaskClient
+from markupsafe import escape
 from werkzeug.test import TestResponse
 
-from tests.conftest import ADMIN_KEY, NOW, READ_KEY
+from tests.conftest import ADMIN_KEY, NOW, READ_KEY, RULES_YAML
 from tests.test_store_dashboard import record_transition
-from worker.api import create_app
+from worker.api import create_app, dashboard
 from worker.api.dashboard import (
     CONTENT_SECURITY_POLICY,
+    DELIVERY_BEHIND_SECONDS,
     PLOT_BOTTOM,
     PLOT_TOP,
     horizontal_bars,
@@ -28,6 +33,8 @@ from worker.settings import Settings, SettingsError
 from worker.store.base import NewEvent, Store
 
 PAGES = ("/", "/customers", "/customers?q=C-", "/customers/C-VIP", "/events", "/events?status=dead")
+# Every kind of signed-in page: overview, customers, a customer, events, and an error page (404).
+BANNER_PAGES = ("/", "/customers", "/customers/C-VIP", "/events", "/customers/C-NOBODY")
 
 
 def csrf_from(html: str) -> str:
@@ -77,6 +84,20 @@ def dead_event(store: Store, contact_id: str = "C-DEAD") -> str:
     record_transition(store, contact_id, "New", NOW - timedelta(hours=2), events=[event])
     store.record_failed([event.id], NOW - timedelta(hours=1), 410, "HTTP 410 Gone", 12, None)
     return event.id
+
+
+def pending_event(store: Store, contact_id: str, created_at: datetime) -> str:
+    """An event queued by an evaluation at `created_at`, not tried yet."""
+    event = NewEvent(id=f"evt_{contact_id.lower()}", contact_id=contact_id, campaign="welcome", webhook="n8n",
+                     type="segment.entered", occurred_at=created_at, body="{}")
+    record_transition(store, contact_id, "New", created_at, events=[event])
+    return event.id
+
+
+def banner(html: str, name: str) -> str | None:
+    """The text of the #<name>-banner alert (tags dropped, whitespace folded), or None when the page has none."""
+    match = re.search(rf'<div class="banner [^"]+" role="alert" id="{name}-banner">(.*?)</div>', html, re.S)
+    return None if match is None else " ".join(re.sub(r"<[^>]+>", "", match.group(1)).split())
 
 
 @pytest.fixture
@@ -517,3 +538,131 @@ def test_bars_are_scaled_to_the_largest():
 
     assert [bar.width for bar in chart.bars] == [60.0, 240.0, 0.0]
     assert [bar.y for bar in chart.bars] == [0.0, 30.0, 60.0]
+
+
+# --- banners: the dashboard says when something is wrong ------------------------------------------------------
+
+def test_refused_rules_show_a_banner_on_every_page(admin, shop, rules_file):
+    rules_file.write_text(RULES_YAML + "\nsurprise: true\n")
+    refused = admin.get("/healthz").get_json()["rulesError"]
+
+    for path in BANNER_PAGES:
+        html = admin.get(path).text
+        assert f'<pre class="banner-detail">{escape(refused)}</pre>' in html, path
+        text = banner(html, "rules")
+        assert "The last good rules stay in force" in text
+        assert f"python -m worker rules check {rules_file}" in text
+
+
+def test_the_rules_banner_goes_once_the_file_is_fixed(admin, shop, rules_file):
+    rules_file.write_text(RULES_YAML + "\nsurprise: true\n")
+    assert banner(admin.get("/").text, "rules") is not None
+
+    rules_file.write_text(RULES_YAML)
+
+    assert admin.get("/healthz").get_json()["status"] == "ok"
+    for path in BANNER_PAGES:
+        assert 'class="banner' not in admin.get(path).text, path
+
+
+def test_the_rules_banner_is_escaped(admin, rules_file):
+    rules_file.write_text(RULES_YAML + '\n"<script>alert(1)</script>": true\n')
+
+    html = admin.get("/").text
+
+    assert "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in banner(html, "rules")
+
+
+def test_signed_out_visitors_see_no_banner(client, store, rules_file):
+    dead_event(store)
+    rules_file.write_text(RULES_YAML + "\nsurprise: true\n")
+
+    html = client.get("/signin").text
+
+    assert 'class="banner' not in html
+    assert "surprise" not in html
+
+
+def test_dead_events_show_a_banner_with_their_count_and_a_link(reader, shop, store):
+    dead_event(store, "C-D1")
+    dead_event(store, "C-D2")
+
+    for path in BANNER_PAGES:
+        html = reader.get(path).text
+        assert '<div class="banner banner-error" role="alert" id="delivery-banner">' in html, path
+        assert '<a href="/events?status=dead" id="dead-events">2 dead events</a>' in html, path
+        assert "behind" not in banner(html, "delivery")
+
+
+def test_a_pending_event_older_than_the_threshold_shows_a_banner(reader, store, clock):
+    pending_event(store, "C-P", NOW)
+    clock.advance(seconds=DELIVERY_BEHIND_SECONDS + 5 * 60)
+
+    html = reader.get("/customers").text
+
+    assert '<div class="banner banner-warning" role="alert" id="delivery-banner">' in html
+    assert "The oldest pending event has waited 15 min (more than 10 min)" in banner(html, "delivery")
+    assert 'id="dead-events"' not in html
+
+
+def test_fresh_pending_events_show_no_banner(reader, store, clock):
+    pending_event(store, "C-P1", NOW - timedelta(minutes=3))
+    pending_event(store, "C-P2", NOW)
+    clock.advance(seconds=DELIVERY_BEHIND_SECONDS - 3 * 60)  # the older one has waited exactly the threshold
+
+    for path in ("/", "/events", "/customers"):
+        assert 'class="banner' not in reader.get(path).text, path
+
+
+def test_pages_render_without_the_delivery_banner_when_the_queue_cannot_be_read(reader, store, rules_file,
+                                                                                 monkeypatch, caplog):
+    dead_event(store)
+    rules_file.write_text(RULES_YAML + "\nsurprise: true\n")
+
+    def broken(now: datetime) -> dict[str, float]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "event_counts", broken)
+
+    with caplog.at_level(logging.ERROR, logger="worker.api.dashboard"):
+        pages = [reader.get("/customers"), reader.get("/customers/C-NOBODY")]
+
+    assert [page.status_code for page in pages] == [200, 404]
+    for page in pages:
+        assert banner(page.text, "delivery") is None
+        assert banner(page.text, "rules") is not None
+    assert "cannot read the event queue for the delivery banner" in caplog.text
+
+
+def test_the_queue_is_read_once_per_page(reader, store, monkeypatch):
+    calls = []
+    counts = store.event_counts
+    monkeypatch.setattr(store, "event_counts", lambda now: calls.append(now) or counts(now))
+
+    for path in ("/", "/events", "/customers"):
+        calls.clear()
+        reader.get(path)
+        assert len(calls) == 1, path
+
+
+def test_events_of_statuses_without_a_style_still_render(admin, store, monkeypatch):
+    dead = store.get_event(dead_event(store))
+    listed_events = [dataclasses.replace(dead, id=f"evt_{status}", status=status)
+                     for status in ("superseded", "held_out", "invented-later")]
+    monkeypatch.setattr(store, "list_events", lambda status, limit, after=None: listed_events)
+    monkeypatch.setattr(dashboard, "STATUSES", ("pending", "delivered", "dead", "superseded", "held_out"))
+
+    for path in ("/events", "/events?status=held_out", "/"):
+        html = admin.get(path).text
+        assert '<span class="status status-held_out">held out</span>' in html, path
+        assert '<span class="status status-superseded">superseded</span>' in html, path
+        assert '<span class="status status-invented-later">invented-later</span>' in html, path
+    assert re.search(r'Held out <span class="count">0</span>', admin.get("/events").text)
+
+
+def test_the_stylesheet_styles_banners_and_the_quiet_statuses(client):
+    css = client.get("/static/dashboard.css").text
+
+    for selector in (".banner", ".banner-error", ".banner-warning", ".status-superseded", ".status-held_out"):
+        assert f"{selector} {{" in css, selector

@@ -17,6 +17,7 @@ from tests.outbox_helpers import (
     ENV,
     SECRET,
     T0,
+    WELCOME_AS_QUEUED,
     ReturningReceiver,
     drain,
     free_port,
@@ -82,8 +83,8 @@ def test_400_is_dead_at_once_and_a_replay_delivers_it(replay_with: str, store: S
                                                       tmp_path: Path) -> None:
     receiver.respond_with(400, body="missing field")
     rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(rules_text(receiver.url), encoding="utf-8")
-    rules = make_rules(receiver.url)
+    rules_file.write_text(rules_text(receiver.url, campaigns=WELCOME_AS_QUEUED), encoding="utf-8")
+    rules = make_rules(receiver.url, campaigns=WELCOME_AS_QUEUED)
     (event_id,) = queue_welcomes(store, rules, 1)
 
     assert deliver_due(store, rules, senders, NOW, "t") == DeliveryRun(dead=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import schemathesis
@@ -15,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import ADMIN_KEY, build_orders
+from tests.conftest import ADMIN_KEY, NOW, build_orders
 from worker.api import create_app
 
 EXAMPLES = 30  # per operation and generation mode (valid and invalid inputs): about 700 requests, 15 s
@@ -39,8 +40,9 @@ def report_counts() -> Iterator[None]:
 def fuzz_app(settings, store, rules_source, clock):
     app = create_app(settings, store=store, rules_source=rules_source, clock=clock)
     # Something to find: customers and events, so that reads also take the paths with data.
-    app.test_client().post("/api/orders", json=build_orders("C-1", 3) + build_orders("C-2", 1, total="6000.00"),
-                           headers={"X-API-Key": ADMIN_KEY})
+    orders = build_orders("C-1", 3, first=NOW - timedelta(days=20)) + build_orders("C-2", 1, total="6000.00")
+    stored = app.test_client().post("/api/orders", json=orders, headers={"X-API-Key": ADMIN_KEY})
+    assert stored.status_code == 200, stored.get_json()
     return app
 
 

@@ -154,8 +154,12 @@ def test_a_day_without_n8n_loses_nothing_and_drains_in_order(store: Store, rules
           f"{int(during[QUEUE[3]])} failed attempts; over {OUTAGE_TICKS - WARM_UP_TICKS} ticks {objects:+d} live "
           f"objects, RSS {rss / 1e6:+.1f} MB")
     assert {e.campaign for e in queued} >= {"welcome", "vip", "win-back", "at-risk"}
-    assert all(e.status == "pending" for e in queued)
-    assert during[QUEUE[0]] == len(queued) and during[QUEUE[1]] == 0
+    # Each retry re-checks its event first: a customer who ordered again meanwhile is no longer at risk, so that
+    # event is superseded (with why) instead of waiting for n8n.
+    assert {e.status for e in queued} <= {"pending", "superseded"}
+    assert all(e.last_error and "superseded" != e.last_error for e in queued if e.status == "superseded")
+    waiting = [e for e in queued if e.status == "pending"]
+    assert during[QUEUE[0]] == len(waiting) and during[QUEUE[1]] == 0
     assert during[QUEUE[2]] >= 23.5 * 3600  # the oldest event has waited about a day: what an alert looks at
     assert during[QUEUE[3]] > len(queued) and during[QUEUE[5]] == 0
     runs = metrics(app, "segment_worker_evaluation_runs_total", "segment_worker_transitions_total")
@@ -175,11 +179,13 @@ def test_a_day_without_n8n_loses_nothing_and_drains_in_order(store: Store, rules
     worker.close()
 
     after = metrics(app, *QUEUE)
-    assert [e.status for e in store.list_events(None, limit=100_000)].count("delivered") == len(queued)
+    final = {e.id: e.status for e in store.list_events(None, limit=100_000) if e.id in {q.id for q in queued}}
+    delivered = sorted(i for i, status in final.items() if status == "delivered")
+    assert set(final.values()) <= {"delivered", "superseded"} and len(delivered) >= len(waiting) * 0.9
     assert after[QUEUE[0]] == after[QUEUE[1]] == after[QUEUE[2]] == 0
-    assert after[QUEUE[4]] == len(queued)
+    assert after[QUEUE[4]] == len(delivered)
     ids = [r.headers["webhook-id"] for r in arrived]
-    assert sorted(ids) == sorted(e.id for e in queued), "every event arrives exactly once"
+    assert sorted(ids) == delivered, "every event arrives exactly once, none that was superseded"
     assert all(r.signature_valid and r.json["id"] == r.headers["webhook-id"] for r in arrived)
     assert_in_order_per_customer(queued, ids)
 

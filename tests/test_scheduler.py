@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.outbox_helpers import ENV, SECRET, T0, StillClock, ingest, order_json, queue_welcomes, rules_text
+from tests.outbox_helpers import (
+    ENV,
+    SECRET,
+    T0,
+    WELCOME_AS_QUEUED,
+    StillClock,
+    ingest,
+    order_json,
+    queue_welcomes,
+    rules_text,
+)
 from tests.receiver import ReceivedRequest, Receiver
 from worker.delivery import CLAIM_SECONDS, DeliveryRun
 from worker.rules_file import RulesSource
@@ -86,7 +96,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def rules_file(tmp_path: Path, receiver: Receiver) -> Path:
     path = tmp_path / "rules.yaml"
-    path.write_text(rules_text(receiver.url, evaluate_every=1, deliver_every=0.2), encoding="utf-8")
+    path.write_text(rules_text(receiver.url, evaluate_every=1, deliver_every=0.2, campaigns=WELCOME_AS_QUEUED),
+                    encoding="utf-8")
     return path
 
 
@@ -190,7 +201,8 @@ def test_sigterm_during_delivery_exits_cleanly_and_loses_nothing(store: Store, r
                                                                  queued: list[str]) -> None:
     # Only the start-up evaluation runs, and the signal waits for it: SIGTERM during an evaluation run is the
     # next test's subject; this one is about the delivery in flight.
-    write_rules(rules_file, rules_text(receiver.url, evaluate_every=3600, deliver_every=0.2))
+    write_rules(rules_file, rules_text(receiver.url, evaluate_every=3600, deliver_every=0.2,
+                                       campaigns=WELCOME_AS_QUEUED))
     receiver.respond_with(200, times=10 * EVENTS, delay=0.2)
     first = processes.scheduler("first")
     wait_until(lambda: f"evaluated {EVENTS} customers" in processes.log("first"), 15, "the start-up evaluation")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rules import Rules, RulesError, parse_rules
-from rules.schema import Condition
+from rules.schema import Condition, parse_order_rules
 from tests.factories import ENV, SECRET, make_rules, rules_text
 
 SHIPPED = Path(__file__).resolve().parent.parent / "rules.yaml"
@@ -240,3 +240,29 @@ def test_rules_version_ignores_secret_and_url_changes():
 ])
 def test_rules_version_changes_when_a_decision_changes(case, text):
     assert version(text) != version(BASE)
+
+
+def test_orders_settings_default_to_the_usual_non_revenue_statuses_and_one_day_ahead():
+    orders = make_rules().orders
+    assert orders.excluded == frozenset({"cancelled", "canceled", "refunded", "void"})
+    assert orders.max_future_days == 1
+
+
+def test_orders_settings_are_read_and_compared_without_case_or_spaces():
+    text = BASE + "orders:\n  exclude_statuses: [Cancelled, ' Returned ']\n  max_future_days: 0\n"
+    orders = parse_rules(text, env=ENV).orders
+    assert (orders.excluded, orders.max_future_days) == (frozenset({"cancelled", "returned"}), 0)
+
+
+def test_the_orders_settings_alone_need_no_webhook_secret():
+    text = BASE + "orders:\n  exclude_statuses: [cancelled]\n"
+    assert refusal(text, env={})  # the whole file needs WEBHOOK_SECRET
+    assert parse_order_rules(text, env={}).excluded == frozenset({"cancelled"})
+    with pytest.raises(RulesError, match=r"rules.yaml:\d+ orders.max_future_days: must be at most 366"):
+        parse_order_rules(BASE + "orders:\n  max_future_days: 400\n", env={})
+
+
+def test_campaigns_recheck_before_sending_unless_told_not_to():
+    rules = make_rules(campaigns="  welcome: {on: {entered: New}, webhook: n8n}\n"
+                                 "  vip: {on: {entered: VIP}, webhook: n8n, recheck: false}\n")
+    assert (rules.campaigns["welcome"].recheck, rules.campaigns["vip"].recheck) == (True, False)

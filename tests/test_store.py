@@ -12,7 +12,15 @@ import pytest
 
 from tests.conftest import Backend
 from tests.factories import T0, new_store, order
-from worker.store.base import CustomerRecord, Evaluation, NewEvent, SaveResult, Store, TransitionRecord
+from worker.store.base import (
+    CustomerRecord,
+    Evaluation,
+    NewEvent,
+    SaveResult,
+    Store,
+    Superseded,
+    TransitionRecord,
+)
 from worker.store.sqlite import SCHEMA_VERSION
 
 SECOND = timedelta(seconds=1)
@@ -374,6 +382,83 @@ def test_an_evaluation_with_more_events_than_one_transaction_holds_stores_each_o
     assert [e.id for e in store.list_events("pending", 200)] == [e.id for e in events]
 
 
+def test_a_superseded_event_is_final_counted_and_listed_with_its_reason(store):
+    first, second = put_events(store, 2)
+    claimed = store.claim_due_events(T0, 10, "A", 60)
+    assert [e.id for e in claimed] == [first, second] and all(e.recheck for e in claimed)
+    store.record_superseded([Superseded(first, "the customer is now Active, no longer VIP", "trn_undo")], T0)
+
+    gone = store.get_event(first)
+    assert (gone.status, gone.last_error, gone.superseded_by, gone.next_attempt_at) == (
+        "superseded", "the customer is now Active, no longer VIP", "trn_undo", None)
+    assert store.attempts_for(first) == [], "nothing was sent, so no attempt is recorded"
+    assert [e.id for e in store.list_events("superseded", 10)] == [first]
+    counts = store.event_counts(T0)
+    assert (counts["superseded"], counts["pending"], counts["held_out"]) == (1, 1, 0)
+    store.release_claims([second], T0)
+    assert [e.id for e in store.claim_due_events(T0 + timedelta(days=1), 10, "B", 60)] == [second]
+
+
+def test_only_a_pending_event_can_be_superseded(store):
+    [event_id] = put_events(store, 1)
+    store.claim_due_events(T0, 1, "A", 60)
+    store.record_delivered([event_id], T0, 200, 5)
+    store.record_superseded([Superseded(event_id, "too late")], T0)
+    assert store.get_event(event_id).status == "delivered"
+
+
+def test_a_replayed_superseded_event_is_sent_as_it_is_and_any_other_replay_is_checked(store):
+    superseded, dead = put_events(store, 2)
+    store.claim_due_events(T0, 10, "A", 60)
+    store.record_superseded([Superseded(superseded, "moved on")], T0)
+    store.record_failed([dead], T0, 410, "Gone", 3, None)
+
+    assert store.replay_event(superseded, T0 + SECOND) and store.replay_event(dead, T0 + SECOND)
+    replayed = {e.id: e for e in store.claim_due_events(T0 + SECOND, 10, "B", 60)}
+    assert (replayed[superseded].status, replayed[superseded].recheck) == ("pending", False)
+    assert replayed[dead].recheck is True
+
+
+def test_a_segment_change_records_since_when_and_other_saves_keep_it(store):
+    store.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=2))], T0)
+    moved = evaluation(store.get_customer("C-1"), "New")
+    moved.segment_since = T0 - timedelta(days=2)
+    store.save_evaluations([moved])
+    assert store.get_customer("C-1").segment_since == T0 - timedelta(days=2)
+    store.save_evaluations([evaluation(store.get_customer("C-1"), "New", at=T0 + SECOND)])  # no change: None
+    assert store.get_customer("C-1").segment_since == T0 - timedelta(days=2)
+
+
+@pytest.mark.parametrize("status", ["refunded", "Refunded ", "VOID", "cancelled", "canceled"])
+def test_the_default_excluded_statuses_do_not_count(store, status):
+    store.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=3), 4000),
+                         order("C-1", "ORD-2", T0 - timedelta(days=1), 2500, status=status)], T0)
+    facts = store.get_customer("C-1").facts
+    assert (facts.order_count, facts.total_cents) == (1, 4000)
+
+
+def test_changing_the_excluded_statuses_recounts_only_the_customers_it_touches(store):
+    store.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=3), 4000),
+                         order("C-1", "ORD-2", T0 - timedelta(days=1), 2500, status="returned"),
+                         order("C-2", "ORD-3", T0 - timedelta(days=1), 700, status="refunded"),
+                         order("C-3", "ORD-4", T0 - timedelta(days=1), 100, status="shipped")], T0)
+    for record in store.customers_by_id(["C-1", "C-2", "C-3"]):
+        store.save_evaluations([evaluation(record)])
+    assert (store.get_customer("C-1").facts.total_cents, store.get_customer("C-2").facts.total_cents) == (6500, 0)
+
+    assert store.apply_excluded_statuses(frozenset({"returned", "cancelled"})) == 2
+    assert store.excluded_statuses() == frozenset({"returned", "cancelled"})
+    one, two, three = store.customers_by_id(["C-1", "C-2", "C-3"])
+    assert (one.facts.order_count, one.facts.total_cents, one.facts.last_order_at) == (1, 4000, T0 - timedelta(days=3))
+    assert (two.facts.order_count, two.facts.total_cents) == (1, 700)
+    assert three.facts.total_cents == 100
+    assert sorted(c.contact_id for batch in store.customers_to_evaluate(T0, False, 10) for c in batch) == [
+        "C-1", "C-2"], "the recounted customers are due; the others are left alone"
+    assert store.apply_excluded_statuses(frozenset({"returned", "cancelled"})) == 0, "unchanged: nothing to do"
+    store.upsert_orders([order("C-3", "ORD-5", T0, 900, status="Returned")], T0)
+    assert store.get_customer("C-3").facts.total_cents == 100, "new orders follow the applied list"
+
+
 # --- SQLite only: the file ----------------------------------------------------------------------------------
 
 def test_sqlite_database_is_in_wal_mode(tmp_path):
@@ -381,3 +466,26 @@ def test_sqlite_database_is_in_wal_mode(tmp_path):
     with sqlite3.connect(tmp_path / "segments.db") as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     opened.close()
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "segments.db"
+    opened = new_store(tmp_path)
+    opened.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=40)), order("C-2", "ORD-2", T0)], T0)
+    for record in opened.customers_by_id(["C-1", "C-2"]):
+        opened.save_evaluations([evaluation(record, "Active")])
+    opened.save_evaluations([evaluation(opened.get_customer("C-2"), "VIP", at=T0 + SECOND, transition=TransitionRecord(
+        "trn_1", "C-2", "Active", "VIP", T0, T0 + SECOND, "sha256:x"))])
+    opened.set_meta("first_run_at", "2026-02-01T00:00:00.000Z")
+    opened.close()
+    with sqlite3.connect(path) as db:  # what a version 1 program left behind
+        for table, column in (("customers", "segment_since"), ("events", "superseded_by"), ("events", "recheck")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+
+    upgraded = new_store(tmp_path)
+    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION)
+    assert upgraded.get_customer("C-2").segment_since == T0, "from its last transition"
+    assert upgraded.get_customer("C-1").segment_since == datetime(2026, 2, 1, tzinfo=T0.tzinfo), \
+        "recorded silently: since the first run"
+    upgraded.close()

@@ -16,15 +16,17 @@ import click
 from tqdm import tqdm
 
 from rules import Classifier, RulesError
+from rules.schema import frequency_names, segment_names
 from worker.delivery import Senders, deliver_due
-from worker.evaluate import evaluate_due
-from worker.ingest import import_order_file
+from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
+from worker.evaluate import dry_run as plan_run
+from worker.ingest import import_order_file, ingest_orders
 from worker.rfm import load_cutoffs, refresh_rfm
-from worker.rules_file import RulesSource, load_rules_file
+from worker.rules_file import RulesSource, load_order_rules, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
 from worker.settings import Settings, SettingsError
 from worker.store import open_store
-from worker.store.base import Store
+from worker.store.base import EVENT_STATUSES, SUPERSEDED, Store
 
 SHOWN_ERRORS = 20
 
@@ -83,18 +85,47 @@ def main(ctx: click.Context) -> None:
 # evaluation and delivery -----------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--as-of", help="Evaluate at this ISO date/datetime instead of now.")
+@click.option("--as-of", help="Evaluate at this ISO date/datetime instead of now (not ahead of the clock, not "
+                              "before the last run).")
+@click.option("--dry-run", is_flag=True, help="Print what a run would do (at any --as-of) and write nothing.")
 @pass_context
-def evaluate(ctx: Context, as_of: str | None) -> None:
+def evaluate(ctx: Context, as_of: str | None, dry_run: bool) -> None:
     """Run one evaluation now: customers due or changed get their segment; moves become events."""
     rules = ctx.rules_source().current()
     moment = _as_of(as_of)
+    if dry_run:
+        _print_dry_run(plan_run(ctx.store, rules, moment), moment)
+        return
+    try:
+        check_as_of(ctx.store, moment, datetime.now(timezone.utc))
+    except EvaluationRefused as exc:
+        raise click.UsageError(f"--as-of {exc}") from None
     refresh_rfm(ctx.store, rules, moment)
     result = evaluate_due(ctx.store, rules, moment)
     mode = " (first run: baseline recorded silently)" if result.baseline else ""
     click.echo(f"customers evaluated: {result.customers}\ntransitions: {result.transitions}\n"
                f"events queued: {result.events}\nskipped (changed meanwhile): {result.skipped}\n"
                f"errors: {result.errors}\nseconds: {result.seconds:.3f}{mode}")
+
+
+def _print_dry_run(plan: DryRun, moment: datetime) -> None:
+    scope = "every customer (first run or changed rules)" if plan.everyone else "customers due or changed"
+    click.echo(f"dry run at {moment.isoformat()}: nothing was written\n"
+               f"customers that would be evaluated: {plan.customers} ({scope}) in {plan.seconds:.2f}s")
+    if plan.baseline:
+        click.echo("first run with first_run: baseline: segments would be recorded silently, nothing announced")
+    if plan.recount_statuses:
+        click.echo("orders.exclude_statuses changed: a real run first counts the affected orders again "
+                   "(not reflected here)")
+    click.echo(f"moves: {sum(plan.moves.values())}")
+    for (before, after), count in plan.moves.most_common():
+        sample = ", ".join(plan.samples[(before, after)])
+        click.echo(f"  {before or '(new)':>10} -> {after:<10} {count:>7}   e.g. {sample}")
+    click.echo(f"events that would be queued: {sum(plan.campaigns.values())}")
+    for campaign, count in plan.campaigns.most_common():
+        click.echo(f"  campaign {campaign}: {count}")
+    if plan.errors:
+        click.echo(f"customers that could not be evaluated: {plan.errors} (see the log)")
 
 
 @main.command()
@@ -112,7 +143,8 @@ def deliver(ctx: Context) -> None:
                 break
     finally:
         senders.close()
-    click.echo(f"delivered: {total.delivered}\nretrying later: {total.retrying}\ndead: {total.dead}")
+    click.echo(f"delivered: {total.delivered}\nretrying later: {total.retrying}\ndead: {total.dead}\n"
+               f"superseded (move undone, not sent): {total.superseded}")
 
 
 # ingest ----------------------------------------------------------------------------------------------------
@@ -124,11 +156,16 @@ def deliver(ctx: Context) -> None:
 def import_orders(ctx: Context, file: Path, skip_invalid: bool) -> None:
     """Record orders from a CSV or JSON Lines file (upsert by orderReference); the next evaluation decides."""
     started = time.perf_counter()
+    try:
+        order_rules = load_order_rules(ctx.settings.rules_file, ctx.settings.env)
+    except RulesError as exc:
+        raise click.ClickException(f"the rules were refused:\n{exc}") from None
     with file.open("rb") as counting:
         lines = sum(1 for _ in counting)
     try:
         with tqdm(total=lines, unit="orders", disable=None, file=sys.stderr) as bar:
-            result = import_order_file(ctx.store, file, datetime.now(timezone.utc), skip_invalid, bar.update)
+            result = import_order_file(ctx.store, file, datetime.now(timezone.utc), skip_invalid, bar.update,
+                                       order_rules=order_rules)
     except (ValueError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"{file.name}: {exc}") from None
     for error in result.rejected[:SHOWN_ERRORS]:
@@ -177,14 +214,18 @@ def customers_export(ctx: Context, segment: str | None, purchase_frequency: str 
     from worker.export import csv_chunks, export_rows
 
     rules = ctx.rules_source().current()
-    known = [s.name for s in rules.segments]
-    if segment is not None and segment not in known:
-        raise click.BadParameter(f"'{segment}' is not a segment; use one of: {', '.join(known)}",
-                                 param_hint="--segment")
+    _check_choice(segment, segment_names(rules), "--segment", "a segment")
+    _check_choice(purchase_frequency, frequency_names(rules), "--frequency", "a purchase frequency")
     classifier = Classifier(rules, load_cutoffs(ctx.store))
     rows = export_rows(ctx.store, classifier, _as_of(as_of), segment, purchase_frequency, use_stored=as_of is None)
     for chunk in csv_chunks(rows):
         output.write(chunk)
+
+
+def _check_choice(value: str | None, valid: list[str], option: str, what: str) -> None:
+    """The API's check of a filter value (exact names, as the API compares them), as a usage error."""
+    if value is not None and value not in valid:
+        raise click.BadParameter(f"'{value}' is not {what}; use one of: {', '.join(valid)}", param_hint=option)
 
 
 @main.group()
@@ -245,7 +286,7 @@ def events() -> None:
 
 
 @events.command("list")
-@click.option("--status", type=click.Choice(["pending", "delivered", "dead"]))
+@click.option("--status", type=click.Choice(EVENT_STATUSES))
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 @pass_context
 def events_list(ctx: Context, status: str | None, limit: int) -> None:
@@ -263,9 +304,12 @@ def events_list(ctx: Context, status: str | None, limit: int) -> None:
 @pass_context
 def events_replay(ctx: Context, event_id: str) -> None:
     """Queue an event (typically a dead one) for delivery again now."""
-    if not ctx.store.replay_event(event_id, datetime.now(timezone.utc)):
+    event = ctx.store.get_event(event_id)
+    if event is None or not ctx.store.replay_event(event_id, datetime.now(timezone.utc)):
         raise click.ClickException(f"event '{event_id}' not found")
-    click.echo(f"{event_id} queued for delivery")
+    how = ("it will be sent as it is, without the re-check that superseded it" if event.status == SUPERSEDED
+           else "it is checked again just before it is sent")
+    click.echo(f"{event_id} queued for delivery; {how}")
 
 
 # serving ---------------------------------------------------------------------------------------------------
@@ -323,7 +367,7 @@ def demo(ctx: Context, count: int, no_serve: bool) -> None:
         raise click.ClickException(f"the rules were refused:\n{exc}") from None
     now = datetime.now(timezone.utc)
     orders = list(generate_orders(count, now))
-    result = store.upsert_orders(orders, now)
+    result = ingest_orders(store, orders, now, rules_source.current().orders)
     refresh_rfm(store, rules_source.current(), now)
     run = evaluate_due(store, rules_source.current(), now)
     click.echo(f"sample: {count} customers, {len(orders)} orders ({result.inserted} new); "

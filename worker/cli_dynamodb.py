@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 import click
 from tqdm import tqdm
 
+from rules import RulesError
+from worker.rules_file import load_order_rules
 from worker.settings import Settings, SettingsError
 from worker.store import open_store
 from worker.sync import DEFAULT_SEGMENTS, SyncError, parse_attribute_map
@@ -76,6 +78,10 @@ def sync_orders(table: str, attributes: str, segments: int, page_size: int | Non
         region, endpoint_url = region or own.region, endpoint_url or own.endpoint_url
     source = SourceTable(table, region, endpoint_url)
     try:
+        order_rules = load_order_rules(settings.rules_file, settings.env)
+    except RulesError as exc:
+        raise click.ClickException(f"the rules were refused:\n{exc}") from None
+    try:
         total = source.approximate_items()
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
@@ -83,7 +89,7 @@ def sync_orders(table: str, attributes: str, segments: int, page_size: int | Non
     try:
         with tqdm(total=total, unit="items", disable=None, file=sys.stderr) as bar:
             result = run_sync(store, source, mapping, datetime.now(timezone.utc), segments, page_size, restart,
-                                 on_page=bar.update)
+                                 on_page=bar.update, order_rules=order_rules)
     except SyncError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

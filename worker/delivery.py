@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import threading
@@ -13,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from rules import Rules
+from rules import Announced, Classifier, Rules, undone_because
 from rules.schema import Webhook
-from worker.store.base import EventRecord, Store
+from worker.rfm import load_cutoffs
+from worker.store.base import CustomerRecord, EventRecord, Store, Superseded
 from worker.transport import DeliveryError, SendResult, WebhookSender, next_attempt_at
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,58 @@ class DeliveryRun:
     delivered: int = 0
     retrying: int = 0
     dead: int = 0
+    superseded: int = 0  # not sent: the move they announce was undone before their turn
 
     @property
     def attempted(self) -> int:
-        return self.delivered + self.retrying + self.dead
+        return self.delivered + self.retrying + self.dead + self.superseded
 
     def __add__(self, other: DeliveryRun) -> DeliveryRun:
-        return DeliveryRun(self.delivered + other.delivered, self.retrying + other.retrying, self.dead + other.dead)
+        return DeliveryRun(self.delivered + other.delivered, self.retrying + other.retrying, self.dead + other.dead,
+                           self.superseded + other.superseded)
+
+
+class Recheck:
+    """The last look before a send: does the move each event announces still hold for its customer right now?
+
+    Reads the customer's current aggregates (an order cancelled a second ago counts, evaluated or not) and
+    classifies them under the rules in force. Campaigns with `recheck: false`, and superseded events a person
+    replayed, are sent as they are.
+    """
+
+    def __init__(self, store: Store, rules: Rules, now: datetime):
+        self.store, self.rules, self.now = store, rules, now
+        self.classifier = Classifier(rules, load_cutoffs(store))
+
+    def undone(self, events: list[EventRecord]) -> list[Superseded]:
+        checked = [e for e in events if e.recheck and self._campaign_rechecks(e.campaign)]
+        if not checked:
+            return []
+        customers = {r.contact_id: r for r in self.store.customers_by_id(sorted({e.contact_id for e in checked}))}
+        undone = []
+        for event in checked:
+            record = customers.get(event.contact_id)
+            if record is None:
+                undone.append(Superseded(event.id, "the customer is no longer in the store"))
+                continue
+            now = self.classifier.classify(record.facts, self.now)
+            reason = undone_because(self.rules, Announced.from_body(json.loads(event.body)), record.facts, now)
+            if reason is not None:
+                undone.append(self._superseded(event, record, reason))
+        return undone
+
+    def _campaign_rechecks(self, name: str) -> bool:
+        campaign = self.rules.campaigns.get(name)
+        return campaign is None or campaign.recheck
+
+    def _superseded(self, event: EventRecord, record: CustomerRecord, reason: str) -> Superseded:
+        # The move that undid it is the customer's latest transition, if one was recorded after this event was.
+        history = self.store.transitions_for(record.contact_id, limit=10_000)
+        latest = history[-1] if history else None
+        if latest is not None and latest.detected_at > event.created_at:
+            return Superseded(event.id, f"{reason} (transition {latest.from_segment} -> {latest.to_segment} "
+                                        f"detected {latest.detected_at.isoformat()})", latest.id)
+        return Superseded(event.id, f"{reason} (not evaluated yet: the orders changed since)")
 
 
 @dataclass(frozen=True)
@@ -72,38 +119,55 @@ class _Unpaced:
         return None
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Everything that sends to one webhook: its settings, keep-alive session, pacer and sending threads."""
+
+    webhook: Webhook
+    sender: WebhookSender
+    pacer: Pacer | _Unpaced
+    # Threads that live as long as the route: each keeps its own store connection for the re-check before a send,
+    # where threads made per delivery run would open (and leave for the collector) new ones every few seconds.
+    pool: ThreadPoolExecutor
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.sender.close()
+
+
 class Senders:
-    """One WebhookSender (one keep-alive HTTP session) and one pacer per webhook, rebuilt only when its
-    settings change."""
+    """One WebhookSender (one keep-alive HTTP session), one pacer and one pool of sending threads per webhook,
+    rebuilt only when its settings change."""
 
     def __init__(self) -> None:
-        self._senders: dict[str, tuple[Webhook, WebhookSender, Pacer | _Unpaced]] = {}
+        self._routes: dict[str, _Route] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str, webhook: Webhook) -> WebhookSender:
-        return self._entry(name, webhook)[1]
+        return self.route(name, webhook).sender
 
     def pacer(self, name: str, webhook: Webhook) -> Pacer | _Unpaced:
-        return self._entry(name, webhook)[2]
+        return self.route(name, webhook).pacer
 
-    def _entry(self, name: str, webhook: Webhook) -> tuple[Webhook, WebhookSender, Pacer | _Unpaced]:
+    def route(self, name: str, webhook: Webhook) -> _Route:
         with self._lock:
-            known = self._senders.get(name)
-            if known is not None and known[0] == webhook:
+            known = self._routes.get(name)
+            if known is not None and known.webhook == webhook:
                 return known
             if known is not None:
-                known[1].close()
+                known.close()
             sender = WebhookSender(_Endpoint(name, webhook.url, webhook.secret, webhook.timeout_seconds,
                                              dict(webhook.headers)))
             pacer = Pacer(webhook.max_per_second) if webhook.max_per_second else _Unpaced()
-            entry = self._senders[name] = (webhook, sender, pacer)
-            return entry
+            pool = ThreadPoolExecutor(max_workers=webhook.max_concurrency, thread_name_prefix=f"deliver-{name}")
+            route = self._routes[name] = _Route(webhook, sender, pacer, pool)
+            return route
 
     def close(self) -> None:
         with self._lock:
-            for _, sender, _pacer in self._senders.values():
-                sender.close()
-            self._senders.clear()
+            for route in self._routes.values():
+                route.close()
+            self._routes.clear()
 
 
 def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, holder: str,
@@ -118,6 +182,7 @@ def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, hol
     events = store.claim_due_events(now, limit, holder, CLAIM_SECONDS)
     if not events:
         return DeliveryRun()
+    recheck = Recheck(store, rules, now)
     by_webhook: dict[str, list[EventRecord]] = defaultdict(list)
     for event in events:
         by_webhook[event.webhook].append(event)
@@ -130,14 +195,13 @@ def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, hol
                                 0, None)
             total += DeliveryRun(dead=len(group))
             continue
-        sender, pacer = senders.get(name, webhook), senders.pacer(name, webhook)
-        total += _deliver_group(store, webhook, sender, pacer, group, now, rng, clock)
+        total += _deliver_group(store, senders.route(name, webhook), group, now, rng, clock, recheck)
     return total
 
 
-def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, pacer: Pacer | _Unpaced,
-                   events: list[EventRecord], now: datetime, rng: random.Random,
-                   clock: Callable[[], datetime]) -> DeliveryRun:
+def _deliver_group(store: Store, route: _Route, events: list[EventRecord], now: datetime, rng: random.Random,
+                   clock: Callable[[], datetime], recheck: Recheck) -> DeliveryRun:
+    webhook, sender, pacer = route.webhook, route.sender, route.pacer
     if webhook.batch_size > 1:
         units = [_batch_message(events[i:i + webhook.batch_size])
                  for i in range(0, len(events), webhook.batch_size)]
@@ -147,27 +211,26 @@ def _deliver_group(store: Store, webhook: Webhook, sender: WebhookSender, pacer:
         for event in events:
             per_customer[event.contact_id].append(_Message([event], event.id, event.body.encode()))
         units = list(per_customer.values())
-    workers = min(webhook.max_concurrency, len(units))
     total = DeliveryRun()
     delivered: list[tuple[_Message, SendResult]] = []
     # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection, in small groups as
     # units finish: a crash mid-claim re-sends at most a group and what was in flight, never the whole claim.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver") as pool:
-        for unit, outcomes in zip(units, pool.map(lambda unit: _send_in_order(sender, pacer, unit, clock), units),
-                                  strict=True):
-            for message, outcome in outcomes:
-                if isinstance(outcome, SendResult):
-                    delivered.append((message, outcome))
-                else:
-                    total += _record_failure(store, webhook, message, outcome, now, rng)
-            unsent = [event.id for message in unit[len(outcomes):] for event in message.events]
-            if unsent:
-                # An earlier event of the customer just failed: hand the rest back unsent (due now, attempts
-                # untouched); the claim rule keeps them waiting until the failed one is through.
-                store.release_claims(unsent, now)
-            if len(delivered) >= RECORD_EVERY:
-                total += _record_deliveries(store, delivered, now)
-                delivered = []
+    for outcomes, superseded, unsent in route.pool.map(
+            lambda unit: _send_in_order(sender, pacer, unit, clock, recheck), units):
+        if superseded:
+            total += _record_superseded(store, superseded, now)
+        for message, outcome in outcomes:
+            if isinstance(outcome, SendResult):
+                delivered.append((message, outcome))
+            else:
+                total += _record_failure(store, webhook, message, outcome, now, rng)
+        if unsent:
+            # An earlier event of the customer just failed: hand the rest back unsent (due now, attempts
+            # untouched); the claim rule keeps them waiting until the failed one is through.
+            store.release_claims(unsent, now)
+        if len(delivered) >= RECORD_EVERY:
+            total += _record_deliveries(store, delivered, now)
+            delivered = []
     return total + _record_deliveries(store, delivered, now)
 
 
@@ -179,22 +242,54 @@ class _Message:
 
 
 def _batch_message(events: list[EventRecord]) -> list[_Message]:
+    return [_batch(events)]
+
+
+def _batch(events: list[EventRecord]) -> _Message:
     ids = [e.id for e in events]
     batch_id = "bat_" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:26]
     body = '{"events":[' + ",".join(e.body for e in events) + "]}"
-    return [_Message(events, batch_id, body.encode())]
+    return _Message(events, batch_id, body.encode())
+
+
+_Sent = tuple[list[tuple["_Message", SendResult | Exception]], list[Superseded], list[str]]
 
 
 def _send_in_order(sender: WebhookSender, pacer: Pacer | _Unpaced, unit: list[_Message],
-                   clock: Callable[[], datetime]) -> list[tuple[_Message, SendResult | Exception]]:
-    """A customer's messages one after another, stopping at the first failure so that none overtakes it."""
-    sent = []
-    for message in unit:
+                   clock: Callable[[], datetime], recheck: Recheck) -> _Sent:
+    """A customer's messages one after another, stopping at the first failure so that none overtakes it.
+
+    Each message is re-checked just before it goes: events whose move was undone are left out (a batch is sent
+    with the rest). Returns the send outcomes, the superseded events, and the ids left unsent after a failure.
+    """
+    sent: list[tuple[_Message, SendResult | Exception]] = []
+    superseded: list[Superseded] = []
+    for index, message in enumerate(unit):
         pacer.wait()
-        sent.append(_send(sender, message, clock))
+        try:
+            undone = recheck.undone(message.events)
+        except Exception as exc:  # no send without the check: retried like a failed send
+            log.exception("could not re-check %s before sending", message.msg_id, extra=_log_fields(message))
+            sent.append((message, DeliveryError(f"could not re-check the customer before sending: "
+                                                f"{type(exc).__name__}", permanent=False)))
+        else:
+            superseded += undone
+            message = _without(message, {s.event_id for s in undone})
+            if message is None:
+                continue
+            sent.append(_send(sender, message, clock))
         if not isinstance(sent[-1][1], SendResult):
-            break
-    return sent
+            return sent, superseded, [e.id for later in unit[index + 1:] for e in later.events]
+    return sent, superseded, []
+
+
+def _without(message: _Message, undone: set[str]) -> _Message | None:
+    if not undone:
+        return message
+    kept = [e for e in message.events if e.id not in undone]
+    if not kept:
+        return None
+    return _batch(kept) if message.msg_id.startswith("bat_") else message
 
 
 def _send(sender: WebhookSender, message: _Message,
@@ -213,6 +308,14 @@ def _record_deliveries(store: Store, delivered: list[tuple[_Message, SendResult]
         log.info("delivered %s (%d event(s)) with HTTP %d", message.msg_id, len(message.events), result.status,
                  extra=_log_fields(message))
     return DeliveryRun(delivered=sum(len(m.events) for m, _ in delivered))
+
+
+def _record_superseded(store: Store, superseded: list[Superseded], now: datetime) -> DeliveryRun:
+    store.record_superseded(superseded, now)
+    for item in superseded:
+        log.info("not sending %s: %s", item.event_id, item.reason,
+                 extra={"event_ids": [item.event_id], "superseded_by": item.transition_id})
+    return DeliveryRun(superseded=len(superseded))
 
 
 def _record_failure(store: Store, webhook: Webhook, message: _Message, outcome: Exception, now: datetime,

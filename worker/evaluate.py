@@ -6,15 +6,16 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from rules import Classification, Classifier, Rules, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
-from worker.rfm import evaluation_version, load_cutoffs
-from worker.serialize import customer_json, iso
+from worker.rfm import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
+from worker.serialize import customer_json, iso, parse_instant
 from worker.store.base import CustomerRecord, Evaluation, NewEvent, Store, TransitionRecord
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,12 @@ FIRST_RUN_KEY = "first_run_at"
 RULES_VERSION_KEY = "rules_version"
 LAST_RUN_KEY = "last_evaluation"  # JSON: when the last run happened and running totals, for /metrics
 BATCH_SIZE = 2000
+# How far `evaluate --as-of` may be ahead of the wall clock: two machines' clocks seldom agree to the second.
+CLOCK_SKEW = timedelta(minutes=1)
+
+
+class EvaluationRefused(ValueError):
+    """An evaluation at a moment that would rewrite history or run ahead of time; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     `first_run` (baseline: record segments silently); every later run announces what it finds.
     """
     started = time.perf_counter()
+    store.apply_excluded_statuses(rules.orders.excluded)
     first_run = store.get_meta(FIRST_RUN_KEY) is None
     classifier = Classifier(rules, load_cutoffs(store))
     version = evaluation_version(rules, classifier.rfm_cutoffs)
@@ -55,6 +63,78 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
         store.set_meta(FIRST_RUN_KEY, iso(as_of) or "")
     result = RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
     _record_run(store, result, as_of)
+    return result
+
+
+def check_as_of(store: Store, as_of: datetime, wall_clock: datetime) -> None:
+    """Refuse an evaluation that would write the future or rewrite the past: `as_of` later than the wall clock (plus
+    CLOCK_SKEW), or earlier than the store's last run. Past moments that move forward (backfills) are fine."""
+    if as_of > wall_clock + CLOCK_SKEW:
+        raise EvaluationRefused(
+            f"{iso(as_of)} is later than the clock ({iso(wall_clock)}): a run ahead of time would record moves that "
+            "have not happened and queue their campaigns; use --dry-run to see what it would do")
+    last = last_run_at(store)
+    if last is not None and as_of < last:
+        raise EvaluationRefused(
+            f"{iso(as_of)} is earlier than this store's last evaluation run ({iso(last)}): time only moves forward "
+            "in a store; use --dry-run to look at an earlier moment")
+
+
+def last_run_at(store: Store) -> datetime | None:
+    at = last_run(store).get("at")
+    try:
+        return parse_instant(at) if isinstance(at, str) and at else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class DryRun:
+    """What an evaluation run would do, computed without writing anything."""
+
+    customers: int = 0
+    moves: Counter[tuple[str | None, str]] = field(default_factory=Counter)
+    campaigns: Counter[str] = field(default_factory=Counter)
+    samples: dict[tuple[str | None, str], list[str]] = field(default_factory=dict)
+    errors: int = 0
+    baseline: bool = False
+    everyone: bool = False
+    recount_statuses: bool = False  # the rules exclude other statuses: a real run counts the orders again first
+    seconds: float = 0.0
+
+
+def dry_run(store: Store, rules: Rules, as_of: datetime, samples: int = 5,
+            batch_size: int = BATCH_SIZE) -> DryRun:
+    """The run evaluate_due would make at `as_of` (any moment, past or future), with nothing stored.
+
+    RFM boundaries a day old are recomputed in memory only.
+    """
+    started = time.perf_counter()
+    first_run = store.get_meta(FIRST_RUN_KEY) is None
+    cutoffs = compute_rfm(store, rules, as_of) if rfm_is_stale(store, as_of) else load_cutoffs(store)
+    classifier = Classifier(rules, cutoffs)
+    everyone = first_run or store.get_meta(RULES_VERSION_KEY) != evaluation_version(rules, cutoffs)
+    announce = not (first_run and rules.first_run == "baseline")
+    result = DryRun(baseline=not announce, everyone=everyone,
+                    recount_statuses=store.excluded_statuses() != rules.orders.excluded)
+    for batch in store.customers_to_evaluate(as_of, everyone, batch_size):
+        for record in batch:
+            try:
+                evaluation = decide(record, classifier, as_of, announce)
+            except Exception:
+                result.errors += 1
+                log.exception("could not evaluate customer %s", record.contact_id,
+                              extra={"contact_id": record.contact_id})
+                continue
+            result.customers += 1
+            if evaluation.transition is not None:
+                move = (evaluation.transition.from_segment, evaluation.transition.to_segment)
+                result.moves[move] += 1
+                shown = result.samples.setdefault(move, [])
+                if len(shown) < samples:
+                    shown.append(record.contact_id)
+            result.campaigns.update(event.campaign for event in evaluation.events)
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -116,9 +196,13 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
     rules = classifier.rules
     now = classifier.classify(record.facts, as_of)
     transition = None
+    segment_since = None
     events: list[NewEvent] = []
+    if not announce and record.segment != now.segment:
+        segment_since = as_of  # recorded silently (the baseline): known to be in the segment from now on
     if announce and record.segment != now.segment:
-        occurred_at = classifier.entered_at(record.facts, as_of, now)
+        occurred_at = dated(classifier.entered_at(record.facts, as_of, now), record.segment_since, as_of)
+        segment_since = occurred_at
         transition = TransitionRecord(
             id=_transition_id(record.contact_id, record.segment, now.segment, occurred_at),
             contact_id=record.contact_id, from_segment=record.segment, to_segment=now.segment,
@@ -135,8 +219,18 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
         contact_id=record.contact_id, seen_version=record.version, seen_segment=record.segment,
         segment=now.segment, purchase_frequency=now.purchase_frequency,
         next_check_at=classifier.next_check_at(record.facts, as_of, now), evaluated_at=as_of,
-        transition=transition, events=tuple(events),
+        transition=transition, events=tuple(events), segment_since=segment_since,
     )
+
+
+def dated(true_moment: datetime, segment_since: datetime | None, as_of: datetime) -> datetime:
+    """When a move happened: its true moment (an order, a local midnight) unless that is no later than the move
+    into the segment being left. Then the move undoes or corrects what was known (an order cancelled or changed, an
+    order that arrived late, a rules change) and is dated when it was detected, so that a customer's history read
+    by occurredAt always ends in the stored segment."""
+    if segment_since is None or true_moment > segment_since:
+        return true_moment
+    return max(as_of, segment_since)
 
 
 def _event(rules: Rules, record: CustomerRecord, now: Classification, fired: Fired, from_segment: str | None,

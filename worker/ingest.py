@@ -7,12 +7,13 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TextIO
 
-from worker.serialize import parse_instant
+from rules.schema import OrderRules
+from worker.serialize import iso, parse_instant
 from worker.store.base import IngestResult, Order, Store
 
 FIELDS = ("contactID", "orderReference", "orderDate", "total", "email", "name", "status")
@@ -23,6 +24,23 @@ EARLIEST_ORDER_YEAR, LATEST_ORDER_YEAR = 1970, 2200  # outside: a typo, and day 
 MAX_TOTAL_CENTS = 10**12  # a billion per order: larger is a typo or an attack, not packaging
 _FIELD_SET = frozenset(FIELDS)
 _PLAIN_AMOUNT = re.compile(r"\s*(\d{1,13})(?:\.(\d{1,2}))?\s*")
+# A contactID is a path segment of /api/customers/<contactID>: '/' would split it, control characters and the
+# dot segments '.' and '..' are mangled by HTTP clients on the way. Any other printable text works everywhere.
+_UNADDRESSABLE_ID = re.compile(r"[/\x00-\x1f\x7f-\x9f]|^\.{1,2}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What an order must satisfy beyond its own fields: no date later than `not_after` (the server's clock plus
+    the rules' `orders.max_future_days`)."""
+
+    not_after: datetime
+    max_future_days: int
+
+    @classmethod
+    def at(cls, order_rules: OrderRules, now: datetime) -> Intake:
+        days = order_rules.max_future_days
+        return cls(now + timedelta(days=days), days)
 
 
 class OrdersRejected(ValueError):
@@ -42,8 +60,11 @@ class RecordError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-def parse_order(item: Any, where: str) -> Order:
-    """One order from a mapping; raises RecordError naming `where` (record number, line) and the field."""
+def parse_order(item: Any, where: str, intake: Intake | None = None) -> Order:
+    """One order from a mapping; raises RecordError naming `where` (record number, line) and the field.
+
+    With an `intake`, an order dated after its `not_after` is refused too.
+    """
     if not isinstance(item, Mapping):
         raise RecordError(where, "must be an object with contactID, orderReference, orderDate, total")
     if not _FIELD_SET.issuperset(item):
@@ -54,10 +75,15 @@ def parse_order(item: Any, where: str) -> Order:
             value = item.get(name)
             if value is None or (value.__class__ is str and not value.strip()):
                 raise _FieldError(name, "is required")
+        order_at = _order_date(item["orderDate"])
+        if intake is not None and order_at > intake.not_after:
+            raise _FieldError("orderDate", f"{iso(order_at)} is more than {intake.max_future_days} day(s) after the "
+                              f"server's clock ({iso(intake.not_after - timedelta(days=intake.max_future_days))}); "
+                              "fix the date or its time zone (rules.yaml orders.max_future_days sets the margin)")
         return Order(
-            contact_id=_text(item["contactID"], "contactID"),
+            contact_id=_contact_id(item["contactID"]),
             order_ref=_text(item["orderReference"], "orderReference"),
-            order_at=_order_date(item["orderDate"]),
+            order_at=order_at,
             total_cents=_total_cents(item["total"]),
             status=_optional_text(item, "status"),
             email=_optional_text(item, "email"),
@@ -71,12 +97,12 @@ def parse_order(item: Any, where: str) -> Order:
         raise RecordError(where, f"{exc.field}: {exc.message}") from None
 
 
-def parse_orders(items: Sequence[Any]) -> list[Order]:
+def parse_orders(items: Sequence[Any], intake: Intake | None = None) -> list[Order]:
     """Every record or none: raises OrdersRejected listing every bad record."""
     orders, errors = [], []
     for index, item in enumerate(items):
         try:
-            orders.append(parse_order(item, f"record {index}"))
+            orders.append(parse_order(item, f"record {index}", intake))
         except RecordError as exc:
             errors.append(str(exc))
     if errors:
@@ -84,7 +110,12 @@ def parse_orders(items: Sequence[Any]) -> list[Order]:
     return orders
 
 
-def ingest_orders(store: Store, orders: Sequence[Order], now: datetime) -> IngestResult:
+def ingest_orders(store: Store, orders: Sequence[Order], now: datetime,
+                  order_rules: OrderRules | None = None) -> IngestResult:
+    """Store orders, counted under the rules' `orders.exclude_statuses` (a changed list recounts the base first;
+    without them, under the list the store last applied)."""
+    if order_rules is not None:
+        store.apply_excluded_statuses(order_rules.excluded)
     return store.upsert_orders(orders, now)
 
 
@@ -105,23 +136,28 @@ class _Undo(Exception):
 
 
 def import_order_file(store: Store, path: Path, now: datetime, skip_invalid: bool = False,
-                      on_progress: Callable[[int], None] | None = None) -> FileImport:
+                      on_progress: Callable[[int], None] | None = None,
+                      order_rules: OrderRules | None = None) -> FileImport:
     """Upsert every order of a CSV / JSONL file in batches; bad records are reported by file and line.
 
     Without `skip_invalid` one bad record means nothing is stored: on a store with atomic imports (SQLite) the
     file is read once inside one transaction that is undone; elsewhere a first pass validates the whole file.
+    With `order_rules`, they apply (excluded statuses, how far ahead of `now` an order may be dated).
     Raises ValueError for a file that cannot be read as orders at all.
     """
     progress = on_progress or (lambda count: None)
     result = FileImport()
+    intake = None if order_rules is None else Intake.at(order_rules, now)
+    if order_rules is not None:
+        store.apply_excluded_statuses(order_rules.excluded)
     try:
         with store.atomic_import() as atomic:
             if not atomic and not skip_invalid:
-                result.rejected = _errors(path)
+                result.rejected = _errors(path, intake)
                 if result.rejected:
                     result.stored = False
                     return result
-            for batch in _batches(_orders(path, result.rejected), BATCH):
+            for batch in _batches(_orders(path, result.rejected, intake), BATCH):
                 if result.rejected and not skip_invalid:
                     continue  # it will all be undone: only read on, to report every bad record
                 outcome = store.upsert_orders(batch, now)
@@ -139,18 +175,18 @@ def import_order_file(store: Store, path: Path, now: datetime, skip_invalid: boo
     return result
 
 
-def _orders(path: Path, errors: list[str]) -> Iterator[Order]:
+def _orders(path: Path, errors: list[str], intake: Intake | None) -> Iterator[Order]:
     with path.open(encoding="utf-8", newline="") as stream:
         for where, raw in read_order_file(path, stream):
             try:
-                yield parse_record(where, raw)
+                yield parse_record(where, raw, intake)
             except RecordError as exc:
                 errors.append(str(exc))
 
 
-def _errors(path: Path) -> list[str]:
+def _errors(path: Path, intake: Intake | None) -> list[str]:
     errors: list[str] = []
-    for _ in _orders(path, errors):
+    for _ in _orders(path, errors, intake):
         pass
     return errors
 
@@ -220,10 +256,10 @@ class _Unparsable(dict):
         self.reason = reason
 
 
-def parse_record(where: str, raw: Any) -> Order:
+def parse_record(where: str, raw: Any, intake: Intake | None = None) -> Order:
     if isinstance(raw, _Unparsable):
         raise RecordError(where, raw.reason)
-    return parse_order(raw, where)
+    return parse_order(raw, where, intake)
 
 
 class _FieldError(Exception):
@@ -240,6 +276,14 @@ def _text(value: Any, field: str) -> str:
     text = value.strip()
     if len(text) > MAX_TEXT:
         raise _FieldError(field, f"longer than {MAX_TEXT} characters")
+    return text
+
+
+def _contact_id(value: Any) -> str:
+    text = _text(value, "contactID")
+    if _UNADDRESSABLE_ID.search(text):
+        raise _FieldError("contactID", f"{text!r} cannot be used: a contactID may not contain '/' or control "
+                                       "characters, nor be '.' or '..' (it is part of the API's URLs)")
     return text
 
 

@@ -36,7 +36,19 @@ def refresh_rfm(store: Store, rules: Rules, as_of: datetime) -> bool:
 
 
 def recompute_rfm(store: Store, rules: Rules, as_of: datetime) -> RfmCutoffs:
+    """compute_rfm, stored in the meta for every process to use."""
+    cutoffs, customers = _compute(store, rules, as_of)
+    store.set_meta(RFM_KEY, json.dumps({"computedAt": iso(as_of), "customers": customers,
+                                        "cutoffs": cutoffs.as_json()}))
+    return cutoffs
+
+
+def compute_rfm(store: Store, rules: Rules, as_of: datetime) -> RfmCutoffs:
     """One pass over every customer with orders; quintiles of days since last order, order count and spend."""
+    return _compute(store, rules, as_of)[0]
+
+
+def _compute(store: Store, rules: Rules, as_of: datetime) -> tuple[RfmCutoffs, int]:
     tz = rules.tz
     today = local_date(as_of, tz)
     recency, frequency, monetary = [], [], []
@@ -48,10 +60,7 @@ def recompute_rfm(store: Store, rules: Rules, as_of: datetime) -> RfmCutoffs:
             recency.append((today - local_date(facts.last_order_at, tz)).days)
             frequency.append(facts.order_count)
             monetary.append(facts.total_cents)
-    cutoffs = compute_cutoffs(recency, frequency, monetary)
-    store.set_meta(RFM_KEY, json.dumps({"computedAt": iso(as_of), "customers": len(recency),
-                                        "cutoffs": cutoffs.as_json()}))
-    return cutoffs
+    return compute_cutoffs(recency, frequency, monetary), len(recency)
 
 
 def evaluation_version(rules: Rules, cutoffs: RfmCutoffs | None) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rules import Rules, RulesError, parse_rules
+from rules.schema import OrderRules, parse_order_rules
 from worker.logs import redact, secret_values
 from worker.settings import SettingsError, allowed_hosts
 
@@ -24,15 +25,7 @@ def load_rules_file(path: str | Path, env: Mapping[str, str] | None = None) -> R
     """
     path = Path(path)
     env = os.environ if env is None else env
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RulesError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise RulesError([f"{path.name}:{line}: not UTF-8 text; save the file with UTF-8 encoding"]) from None
+    text = _read_text(path)
     secrets = secret_values(env)
     try:
         rules = parse_rules(text, source=path.name, env=env)
@@ -41,6 +34,29 @@ def load_rules_file(path: str | Path, env: Mapping[str, str] | None = None) -> R
         # `${VAR}` puts environment values into the file, so a message quoting a value could quote a secret.
         raise RulesError([redact(problem, secrets) for problem in exc.problems]) from None
     return rules
+
+
+def load_order_rules(path: str | Path, env: Mapping[str, str] | None = None) -> OrderRules:
+    """Only the `orders` settings of a rules file (which statuses count, how far ahead an order may be dated): what
+    importing orders needs, so that it works without the webhook secrets that only delivery needs."""
+    path = Path(path)
+    env = os.environ if env is None else env
+    try:
+        return parse_order_rules(_read_text(path), source=path.name, env=env)
+    except RulesError as exc:
+        raise RulesError([redact(problem, secret_values(env)) for problem in exc.problems]) from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RulesError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise RulesError([f"{path.name}:{line}: not UTF-8 text; save the file with UTF-8 encoding"]) from None
 
 
 def check_webhook_hosts(rules: Rules, env: Mapping[str, str]) -> None:

@@ -97,4 +97,6 @@ def event_json(event: EventRecord) -> dict[str, Any]:
         "deliveredAt": iso(event.delivered_at),
         "lastStatus": event.last_status,
         "lastError": event.last_error,
+        "supersededBy": event.superseded_by,
+        "recheck": event.recheck,
     }

@@ -12,7 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from worker.ingest import FIELDS, REQUIRED, RecordError, parse_order
+from rules.schema import OrderRules
+from worker.ingest import FIELDS, REQUIRED, Intake, RecordError, parse_order
 from worker.store.base import Store
 
 DEFAULT_SEGMENTS = 4
@@ -117,8 +118,12 @@ class _Checkpoint:
 
 def sync_orders(store: Store, source: OrderSource, attributes: Mapping[str, str], now: datetime,
                 segments: int = DEFAULT_SEGMENTS, page_size: int | None = None, restart: bool = False,
-                on_page: Callable[[int], None] | None = None) -> SyncResult:
+                on_page: Callable[[int], None] | None = None,
+                order_rules: OrderRules | None = None) -> SyncResult:
     """Scan `source` in `segments` parallel segments and upsert every valid item as an order.
+
+    With `order_rules`, they apply: excluded statuses do not count, orders dated too far ahead of `now` are
+    rejected.
 
     An unfinished earlier sync of the same table is resumed (with its own segment count) unless `restart`.
     Invalid items are counted and reported, never stored. Returns what happened.
@@ -132,7 +137,11 @@ def sync_orders(store: Store, source: OrderSource, attributes: Mapping[str, str]
         checkpoint = _Checkpoint.fresh(segments)
         checkpoint.save(store, source.name)
     result = SyncResult(source.name, checkpoint.segments, resumed)
-    run = _Run(store, source, attributes, now, checkpoint, result, page_size, on_page or (lambda n: None))
+    intake = None
+    if order_rules is not None:
+        store.apply_excluded_statuses(order_rules.excluded)
+        intake = Intake.at(order_rules, now)
+    run = _Run(store, source, attributes, now, checkpoint, result, page_size, on_page or (lambda n: None), intake)
     pending = [s for s in range(checkpoint.segments) if s not in checkpoint.done]
     with ThreadPoolExecutor(max_workers=max(1, len(pending)), thread_name_prefix="sync") as pool:
         futures = [pool.submit(run.segment, s) for s in pending]
@@ -153,8 +162,8 @@ class _Run:
 
     def __init__(self, store: Store, source: OrderSource, attributes: Mapping[str, str], now: datetime,
                  checkpoint: _Checkpoint, result: SyncResult, page_size: int | None,
-                 on_page: Callable[[int], None]):
-        self.store, self.source, self.attributes, self.now = store, source, attributes, now
+                 on_page: Callable[[int], None], intake: Intake | None):
+        self.store, self.source, self.attributes, self.now, self.intake = store, source, attributes, now, intake
         self.checkpoint, self.result, self.page_size, self.on_page = checkpoint, result, page_size, on_page
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -178,7 +187,8 @@ class _Run:
         for position, item in enumerate(items):
             try:
                 orders.append(parse_order(order_record(item, self.attributes),
-                                          f"{self.source.name} segment {number} page {page} item {position}"))
+                                          f"{self.source.name} segment {number} page {page} item {position}",
+                                          self.intake))
             except RecordError as exc:
                 errors.append(str(exc))
         ingested = self.store.upsert_orders(orders, self.now) if orders else None

@@ -10,8 +10,8 @@ from typing import Any
 from flask import Blueprint, Response, stream_with_context
 from werkzeug.exceptions import NotFound
 
-from rules import Classification, Rules
-from rules.schema import NO_ORDERS_FREQUENCY, ONE_ORDER_FREQUENCY
+from rules import Classification
+from rules.schema import frequency_names, segment_names
 from worker.api.context import context
 from worker.api.params import as_of_param, choice_param, cursor_param, encode_cursor, limit_param
 from worker.export import csv_chunks, export_rows
@@ -79,14 +79,6 @@ def segments() -> dict[str, Any]:
         "customers": total,
         "asOf": iso(as_of or ctx.clock()),
     }
-
-
-def segment_names(rules: Rules) -> list[str]:
-    return [segment.name for segment in rules.segments]
-
-
-def frequency_names(rules: Rules) -> list[str]:
-    return [band.name for band in rules.purchase_frequency] + [ONE_ORDER_FREQUENCY, NO_ORDERS_FREQUENCY]
 
 
 def _customer_or_404(contact_id: str) -> CustomerRecord:

@@ -1,5 +1,6 @@
 """The dashboard at /: server-rendered pages for people, signed in with an API key kept only as an HMAC in the
-signed session cookie. Segments, transitions per day, the event queue with replay, customers with search.
+signed session cookie. Segments, transitions per day, the event queue with replay, customers with search, and a
+banner on every signed-in page while the rules file is refused or webhook delivery is failing or behind.
 
 SESSION_SECRET signs the cookie (else a secret derived from the API keys); the cookie is Secure unless
 DASHBOARD_INSECURE_COOKIE=true, for plain-HTTP tests. Replay needs a write key and the session's CSRF token.
@@ -49,6 +50,10 @@ PAGE_SIZE = 50
 SEARCH_LIMIT = 200
 SEARCH_MAX_CHARS = 200
 DEAD_ON_OVERVIEW = 10
+# Delivery runs every few seconds and the default retry schedule tries again after 5, 30, 120 and 600 s: an event
+# still pending after ten minutes has failed four attempts in a row, or no worker is delivering at all. A backlog
+# paced at max_per_second shows here too, rightly: its customers are waiting for their campaign either way.
+DELIVERY_BEHIND_SECONDS = 600
 SEGMENT_COLOURS = 6  # seg-0 ... seg-5 in dashboard.css; further segments reuse them
 # Everything comes from this origin: no inline script or style, no CDN, no framing, forms post only here.
 CONTENT_SECURITY_POLICY = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -130,7 +135,7 @@ def error_page(error: HTTPException) -> tuple[str, int]:
 @bp.context_processor
 def page_helpers() -> dict[str, Any]:
     return {"access": g.get("access"), "csrf_token": csrf_token, "when": when, "day": day, "amount": amount,
-            "number": number, "age": age}
+            "number": number, "age": age, "banners": banners()}
 
 
 def _session_access() -> str | None:
@@ -195,6 +200,51 @@ def signout() -> Response:
     return redirect(url_for("dashboard.signin"))
 
 
+# --- banners: what is wrong right now -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Banners:
+    """What the top of every signed-in page warns about; the defaults mean all is well."""
+
+    rules_error: str | None = None  # the same text as /healthz's rulesError
+    rules_file: str = ""
+    dead: int = 0
+    waited_seconds: float | None = None  # the oldest pending event's age, once past DELIVERY_BEHIND_SECONDS
+    behind_after_seconds: float = DELIVERY_BEHIND_SECONDS
+
+
+def banners() -> Banners:
+    """This request's banners, worked out once (a page and its error page share them); none for the signed out."""
+    if g.get("access") is None:
+        return Banners()
+    if "banners" not in g:
+        g.banners = _current_banners()
+    return g.banners
+
+
+def _current_banners() -> Banners:
+    ctx = context()
+    ctx.rules()  # first: it notices a changed file, which sets or clears the error read below
+    source = ctx.rules_source
+    try:
+        counts = event_counts()
+    except Exception:
+        # The page still helps without its delivery banner; /healthz reports a store that does not answer.
+        log.exception("dashboard: cannot read the event queue for the delivery banner")
+        return Banners(source.error, str(source.path))
+    oldest = float(counts.get("oldest_pending_age_seconds", 0.0))
+    return Banners(source.error, str(source.path), int(counts.get("dead", 0)),
+                   oldest if oldest > DELIVERY_BEHIND_SECONDS else None)
+
+
+def event_counts() -> dict[str, float]:
+    """The event queue's counts, read from the store once per request, so a page and its banner agree."""
+    if "event_counts" not in g:
+        ctx = context()
+        g.event_counts = ctx.store.event_counts(ctx.clock())
+    return g.event_counts
+
+
 # --- pages ------------------------------------------------------------------------------------------------
 
 @bp.get("/")
@@ -217,7 +267,7 @@ def overview() -> str:
         customer_bars=horizontal_bars([(r.segment, r.customers, number(r.customers), r.css) for r in rows]),
         spend_bars=horizontal_bars([(r.segment, r.total_cents, amount(r.total_cents), r.css) for r in rows]),
         chart=chart,
-        queue=ctx.store.event_counts(now),
+        queue=event_counts(),
         dead=ctx.store.list_events("dead", DEAD_ON_OVERVIEW),
     )
 
@@ -270,7 +320,7 @@ def events() -> str:
     listed = ctx.store.list_events(status, PAGE_SIZE, after)
     return render_template(
         "dashboard/events.html", events=listed, status=status, statuses=STATUSES,
-        queue=ctx.store.event_counts(ctx.clock()),
+        queue=event_counts(),
         next_after=listed[-1].id if len(listed) == PAGE_SIZE else None,
     )
 

@@ -11,11 +11,11 @@ from worker.api.auth import write_access
 from worker.api.context import context
 from worker.api.params import choice_param, cursor_param, encode_cursor, limit_param
 from worker.serialize import event_json, iso
-from worker.store.base import Attempt, EventRecord
+from worker.store.base import EVENT_STATUSES, Attempt, EventRecord
 
 bp = Blueprint("events", __name__)
 
-STATUSES = ("pending", "delivered", "dead")
+STATUSES = EVENT_STATUSES
 
 
 @bp.get("/events")

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from worker.api.context import ApiContext, context
 from worker.evaluate import last_run
 from worker.serialize import iso
+from worker.store.base import EVENT_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,15 @@ class _StoreCollector(Collector):
                                 value=counts["pending"])
         yield GaugeMetricFamily("segment_worker_events_dead", "Events that gave up; replay them after a fix",
                                 value=counts["dead"])
+        yield GaugeMetricFamily("segment_worker_events_superseded",
+                                "Events not sent because the move they announce was undone before their turn",
+                                value=counts.get("superseded", 0))
         yield GaugeMetricFamily("segment_worker_events_oldest_pending_age_seconds",
                                 "Age of the oldest event still waiting for delivery",
                                 value=counts["oldest_pending_age_seconds"])
         by_status = GaugeMetricFamily("segment_worker_events", "Events in the outbox by delivery status",
                                       labels=["status"])
-        for status in ("pending", "delivered", "dead"):
+        for status in EVENT_STATUSES:
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
         yield from self._evaluations()

@@ -224,7 +224,12 @@ def _schemas() -> Schema:
             "nextAttemptAt": _nullable(_ref("Timestamp")),
             "deliveredAt": _nullable(_ref("Timestamp")),
             "lastStatus": {"type": ["integer", "null"]},
-            "lastError": {"type": ["string", "null"]},
+            "lastError": {"type": ["string", "null"],
+                          "description": "the last failure; for a superseded event, why it was not sent"},
+            "supersededBy": {"type": ["string", "null"],
+                             "description": "the transition that undid the move (superseded events)"},
+            "recheck": {"type": "boolean",
+                        "description": "false once a superseded event was replayed: it is sent without the re-check"},
         }),
         "Attempt": _object({
             "attemptedAt": _ref("Timestamp"),
@@ -236,13 +241,16 @@ def _schemas() -> Schema:
         "EventResponse": _object({"data": _ref("Event")}),
         "EventDetail": _object({"data": _ref("Event"), "attempts": {"type": "array", "items": _ref("Attempt")}}),
         "OrderInput": _object({
-            "contactID": {"type": ["string", "integer"]},
+            "contactID": {"type": ["string", "integer"],
+                          "description": "any printable text without '/' (it is a path segment of the API's URLs)"},
             "orderReference": {"type": ["string", "integer"]},
             "orderDate": {"type": "string", "description": "ISO 8601 date or datetime; no offset means UTC"},
             "total": {"type": ["string", "number"], "description": "Decimal amount, at most two decimals"},
             "email": {"type": ["string", "null"]},
             "name": {"type": ["string", "null"]},
-            "status": {"type": ["string", "null"], "description": "'cancelled' orders do not count"},
+            "status": {"type": ["string", "null"],
+                       "description": "statuses in rules.yaml orders.exclude_statuses (default cancelled, canceled, "
+                                      "refunded, void) do not count"},
         }, required=["contactID", "orderReference", "orderDate", "total"]),
         "OrdersRequest": {"oneOf": [
             _ref("OrderInput"),

@@ -12,7 +12,7 @@ from werkzeug.exceptions import BadRequest
 from worker.api.auth import write_access
 from worker.api.context import context
 from worker.evaluate import evaluate_customers
-from worker.ingest import OrdersRejected, ingest_orders, parse_orders
+from worker.ingest import Intake, OrdersRejected, ingest_orders, parse_orders
 from worker.serialize import customer_json
 
 bp = Blueprint("orders", __name__)
@@ -24,15 +24,15 @@ BODY_SHAPES = "send one order object, a list of orders, or {\"orders\": [...]}"
 @write_access
 def post_orders() -> dict[str, Any] | tuple[dict[str, Any], int]:
     items = _order_items()
-    try:
-        orders = parse_orders(items)
-    except OrdersRejected as exc:
-        return {"error": f"{len(exc.errors)} of {len(items)} order(s) rejected; nothing was stored",
-                "errors": exc.errors}, 400
     ctx = context()
     now = ctx.clock()
     classifier = ctx.classifier()  # one rules version for the evaluation and the answer
-    ingested = ingest_orders(ctx.store, orders, now)
+    try:
+        orders = parse_orders(items, Intake.at(classifier.rules.orders, now))
+    except OrdersRejected as exc:
+        return {"error": f"{len(exc.errors)} of {len(items)} order(s) rejected; nothing was stored",
+                "errors": exc.errors}, 400
+    ingested = ingest_orders(ctx.store, orders, now, classifier.rules.orders)
     contact_ids = sorted(ingested.contact_ids)
     run = evaluate_customers(ctx.store, classifier.rules, contact_ids, now)
     records = sorted(ctx.store.customers_by_id(contact_ids), key=lambda record: record.contact_id)

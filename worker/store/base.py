@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from rules import CustomerFacts
+from rules.schema import DEFAULT_EXCLUDED_STATUSES, status_key
+
+# Event statuses. Pending events wait for delivery; the others are final until a replay.
+PENDING, DELIVERED, DEAD, SUPERSEDED, HELD_OUT = "pending", "delivered", "dead", "superseded", "held_out"
+EVENT_STATUSES = (PENDING, DELIVERED, DEAD, SUPERSEDED, HELD_OUT)
+EXCLUDED_STATUSES_KEY = "excluded_statuses"  # meta: the order statuses the stored aggregates leave out (JSON list)
+DEFAULT_EXCLUDED = frozenset(status_key(s) for s in DEFAULT_EXCLUDED_STATUSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +29,9 @@ class Order:
     email: str | None = None
     name: str | None = None
 
-    @property
-    def cancelled(self) -> bool:
-        return (self.status or "").strip().lower() in ("cancelled", "canceled")
+    def excluded(self, statuses: frozenset[str]) -> bool:
+        """True when the order does not count (its status is one of `statuses`, compared by status_key)."""
+        return self.status is not None and status_key(self.status) in statuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,8 @@ class CustomerRecord:
     purchase_frequency: str | None
     next_check_at: datetime | None
     evaluated_at: datetime | None
+    # when the customer entered the stored segment (its last transition's occurredAt; the baseline's time)
+    segment_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +92,23 @@ class EventRecord:
     occurred_at: datetime
     created_at: datetime
     body: str
-    status: str  # pending | delivered | dead
+    status: str  # one of EVENT_STATUSES
     attempts: int
     next_attempt_at: datetime | None
-    last_error: str | None
+    last_error: str | None  # for a superseded event: why it was not sent
     last_status: int | None
     delivered_at: datetime | None
+    superseded_by: str | None = None  # the transition that undid the move, when one was recorded
+    recheck: bool = True  # False after a superseded event is replayed by hand: send it as it is
+
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    """An event not sent because its move no longer holds: why, and the transition that undid it (if recorded)."""
+
+    event_id: str
+    reason: str
+    transition_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +133,7 @@ class Evaluation:
     evaluated_at: datetime
     transition: TransitionRecord | None = None
     events: Sequence[NewEvent] = field(default_factory=tuple)
+    segment_since: datetime | None = None  # set when the segment changes (with or without a transition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +158,27 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def upsert_orders(self, orders: Sequence[Order], now: datetime) -> IngestResult:
         """Insert or update orders by order_ref in one transaction, refresh the touched customers' aggregates
-        and mark them changed. All or nothing."""
+        and mark them changed. All or nothing. Orders whose status is in excluded_statuses() do not count."""
+
+    def excluded_statuses(self) -> frozenset[str]:
+        """The order statuses the stored aggregates leave out (status_key form); the defaults until one is applied."""
+        raw = self.get_meta(EXCLUDED_STATUSES_KEY)
+        return DEFAULT_EXCLUDED if raw is None else frozenset(json.loads(raw))
+
+    def apply_excluded_statuses(self, statuses: frozenset[str]) -> int:
+        """Make `statuses` the ones that do not count: orders whose standing changes are counted again and their
+        customers marked changed (a full pass over the orders, only when the list changed). Returns how many
+        customers changed."""
+        wanted = json.dumps(sorted(statuses))
+        if self.get_meta(EXCLUDED_STATUSES_KEY) == wanted:
+            return 0
+        changed = self._recount_statuses(statuses)
+        self.set_meta(EXCLUDED_STATUSES_KEY, wanted)
+        return changed
+
+    @abc.abstractmethod
+    def _recount_statuses(self, statuses: frozenset[str]) -> int:
+        """Re-flag every order under `statuses` and refresh the aggregates of the customers whose orders changed."""
 
     # evaluation
     @abc.abstractmethod
@@ -214,13 +256,18 @@ class Store(abc.ABC):
     def attempts_for(self, event_id: str) -> list[Attempt]: ...
 
     @abc.abstractmethod
+    def record_superseded(self, superseded: Sequence[Superseded], at: datetime) -> None:
+        """Claimed events that are not sent: status superseded, with the reason and the undoing transition."""
+
+    @abc.abstractmethod
     def replay_event(self, event_id: str, now: datetime) -> bool:
-        """Make a dead (or delivered) event pending again, due now, with its retry schedule restarted
-        (`attempts` back to 0; the attempt history stays); False if unknown."""
+        """Make a dead, delivered or superseded event pending again, due now, with its retry schedule restarted
+        (`attempts` back to 0; the attempt history stays); False if unknown. A replayed superseded event is sent
+        as it is (recheck off: a person decided); any other replay is checked again before it is sent."""
 
     @abc.abstractmethod
     def event_counts(self, now: datetime) -> dict[str, float]:
-        """pending, delivered, dead counts and the age in seconds of the oldest pending event."""
+        """Counts per status (every one of EVENT_STATUSES) and the age in seconds of the oldest pending event."""
 
     # operations: running totals for /metrics; not abstract, so a backend works (without them) until it adds them
     def transition_count(self) -> int:

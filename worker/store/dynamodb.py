@@ -26,7 +26,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from rules import CustomerFacts
+from rules.schema import status_key
 from worker.store.base import (
+    EVENT_STATUSES,
+    SUPERSEDED,
     Attempt,
     CustomerRecord,
     Evaluation,
@@ -37,12 +40,13 @@ from worker.store.base import (
     SaveResult,
     SegmentSummary,
     Store,
+    Superseded,
     TransitionRecord,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: optional attributes segment_since, superseded_by, recheck; the superseded status
 DEFAULT_TABLE_PREFIX = "segment_worker_"
 # Partitions per sharded index: writes spread over several partition keys instead of one hot one (about 1,000
 # writes a second each). Customers' indexes take every evaluation's rewrite of due_at: 8. Transitions and events
@@ -239,6 +243,10 @@ class DynamoDBStore(Store):
         if int(version) > SCHEMA_VERSION:
             raise RuntimeError(f"the DynamoDB tables {config.table_prefix}* have schema version {version}, newer "
                                f"than this program ({SCHEMA_VERSION}); upgrade segment-worker")
+        if int(version) < SCHEMA_VERSION:
+            # Version 2 only adds optional attributes, so the tables need nothing but the new number, which stops
+            # an older program (that knows no superseded events) from sharing them.
+            store.set_meta("schema_version", str(SCHEMA_VERSION))
         return store
 
     def close(self) -> None:
@@ -260,7 +268,8 @@ class DynamoDBStore(Store):
         latest: dict[str, Order] = {}
         for order in orders:
             latest[order.order_ref] = order
-        incoming = {ref: _order_item(order, now) for ref, order in latest.items()}  # bad values raise here
+        excluded = self.excluded_statuses()
+        incoming = {ref: _order_item(order, now, excluded) for ref, order in latest.items()}  # bad values raise here
         stored = self._get_items("orders", [{"order_ref": ref} for ref in incoming])
         stored_by_ref = {item["order_ref"]: item for item in stored}
         owners = {item["contact_id"] for item in incoming.values()} | {item["contact_id"] for item in stored}
@@ -303,6 +312,22 @@ class DynamoDBStore(Store):
             _pause(attempt)
             seen = self._get_item("customers", {"contact_id": contact_id}, _INGEST_FIELDS)
         raise RuntimeError(f"customer {contact_id}: gave up after {RETRIES} conflicting writes; send the batch again")
+
+    def _recount_statuses(self, statuses: frozenset[str]) -> int:
+        """A scan of the orders (this runs only when the list of excluded statuses changes), then each customer
+        whose orders changed standing is counted again, as an upsert that changed those orders would."""
+        changed: dict[str, _CustomerChange] = {}
+        flipped = []
+        for item in self._scan("orders", ()):
+            excluded = item.get("status") is not None and status_key(item["status"]) in statuses
+            if bool(item.get("cancelled")) != excluded:
+                item = {**item, "cancelled": excluded}
+                flipped.append(item)
+                changed.setdefault(item["contact_id"], _CustomerChange()).arrived[item["order_ref"]] = item
+        self._write_items("orders", flipped)
+        self._in_parallel(lambda cid: self._count_orders(
+            cid, self._get_item("customers", {"contact_id": cid}, _INGEST_FIELDS), changed[cid]), list(changed))
+        return len(changed)
 
     def _recount(self, contact_id: str, refs: set[str]) -> tuple[_Totals, set[str]]:
         owned = [item for item in self._get_items("orders", [{"order_ref": r} for r in sorted(refs)])
@@ -361,6 +386,9 @@ class DynamoDBStore(Store):
             "segment_key": f"{e.segment}#{shard}", "frequency_key": f"{e.purchase_frequency}#{shard}",
             "next_check_at": _ms(e.next_check_at), "due_at": _ms(e.next_check_at), "evaluated_at": _ms(e.evaluated_at),
         })
+        if e.segment_since is not None:  # only a changed segment moves it; None must not remove it
+            update = update.replace("SET ", "SET #segment_since = :segment_since, ", 1)
+            values[":segment_since"] = _ms(e.segment_since)
         values[":seen_version"] = e.seen_version
         if e.seen_segment is None:
             condition = "#version = :seen_version AND attribute_not_exists(#segment)"
@@ -634,7 +662,7 @@ class DynamoDBStore(Store):
             if cursor is None:
                 return []
             condition, values = "#seq > :after", {":after": _int(cursor["seq"])}
-        statuses = [status] if status is not None else ["pending", "delivered", "dead"]
+        statuses = [status] if status is not None else list(EVENT_STATUSES)
         partitions = [f"{s}#{shard}" for s in statuses for shard in range(EVENT_SHARDS)]
         keys = self._query_partitions("events", "by_status", partitions, condition, values, limit)
         by_id = {item["id"]: item for item in self._get_items("events", [{"id": k["id"]} for k in keys])}
@@ -650,8 +678,22 @@ class DynamoDBStore(Store):
         return [Attempt(i["event_id"], _at(_int(i["attempted_at"])), _int(i.get("status")), i.get("error"),
                         _int(i["duration_ms"])) for i in items]
 
+    def record_superseded(self, superseded: Sequence[Superseded], at: datetime) -> None:
+        def supersede(item: Superseded) -> None:
+            update, values = _set_or_remove({
+                "status": SUPERSEDED, "status_shard": f"{SUPERSEDED}#{_shard(item.event_id, EVENT_SHARDS)}",
+                "last_error": item.reason, "superseded_by": item.transition_id, "next_attempt_at": None,
+                "claimed_by": None, "claimed_until": None, "claimable": None, "retrying_contact": None,
+            })
+            self._conditional(self._client.update_item, TableName=self._tables["events"],
+                              Key=_to_item({"id": item.event_id}),
+                              **_expression({**values, ":pending": "pending"}, UpdateExpression=update,
+                                            ConditionExpression="#status = :pending"))
+
+        self._in_parallel(supersede, list(superseded))
+
     def replay_event(self, event_id: str, now: datetime) -> bool:
-        item = self._get_item("events", {"id": event_id}, ("seq",))
+        item = self._get_item("events", {"id": event_id}, ("seq", "status"))
         if item is None:
             return False
         at = _ms(now)
@@ -659,7 +701,7 @@ class DynamoDBStore(Store):
         update, values = _set_or_remove({
             "status": "pending", "status_shard": f"pending#{_shard(event_id, EVENT_SHARDS)}", "next_attempt_at": at,
             "claimable": _claim_key(at, _int(item["seq"])), "attempts": 0, "claimed_by": None, "claimed_until": None,
-            "retrying_contact": None,
+            "retrying_contact": None, "recheck": False if item.get("status") == SUPERSEDED else None,
         })
         return self._conditional(self._client.update_item, TableName=self._tables["events"],
                                  Key=_to_item({"id": event_id}),
@@ -687,7 +729,7 @@ class DynamoDBStore(Store):
             **_expression({":p": f"pending#{shard}"}, KeyConditionExpression="#status_shard = :p",
                           ProjectionExpression="#created_at"))]
         counts: dict[str, float] = {"pending": len(pending)}
-        for status in ("delivered", "dead"):
+        for status in EVENT_STATUSES[1:]:
             counts[status] = sum(self._count(
                 TableName=self._tables["events"], IndexName="by_status",
                 **_expression({":p": f"{status}#{shard}"}, KeyConditionExpression="#status_shard = :p"))
@@ -810,7 +852,7 @@ class DynamoDBStore(Store):
 
     def _scan(self, noun: str, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
         request = {"TableName": self._tables[noun], "ConsistentRead": True,
-                   **_expression(ProjectionExpression=_projection(fields))}
+                   **(_expression(ProjectionExpression=_projection(fields)) if fields else {})}
         while True:
             answer = self._client.scan(**request)
             yield from (_from_item(item) for item in answer.get("Items", []))
@@ -891,7 +933,8 @@ _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CUSTOMER_FIELDS = ("contact_id", "name", "email", "order_count", "total_cents", "first_order_at", "last_order_at",
-                    "last_order_ref", "version", "segment", "purchase_frequency", "next_check_at", "evaluated_at")
+                    "last_order_ref", "version", "segment", "purchase_frequency", "next_check_at", "evaluated_at",
+                    "segment_since")
 _INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs")
 _ORDER_FIELDS = ("contact_id", "order_at", "total_cents", "status", "cancelled", "email", "name")
 
@@ -987,10 +1030,10 @@ def _add_results(a: SaveResult, b: SaveResult) -> SaveResult:
     return SaveResult(a.saved + b.saved, a.transitions + b.transitions, a.events + b.events, a.skipped + b.skipped)
 
 
-def _order_item(order: Order, now: datetime) -> dict[str, Any]:
+def _order_item(order: Order, now: datetime, excluded: frozenset[str]) -> dict[str, Any]:
     """An order as stored; refuses integers the SQLite store could not hold, so both backends accept the same."""
     item = {"order_ref": order.order_ref, "contact_id": order.contact_id, "order_at": _ms(order.order_at),
-            "total_cents": order.total_cents, "status": order.status, "cancelled": order.cancelled,
+            "total_cents": order.total_cents, "status": order.status, "cancelled": order.excluded(excluded),
             "email": order.email, "name": order.name, "received_at": _ms(now)}
     for name in ("order_at", "total_cents"):
         if not isinstance(item[name], int) or not -_INT64 <= item[name] < _INT64:
@@ -1019,7 +1062,7 @@ def _customer(item: dict[str, Any]) -> CustomerRecord:
                             _at(_int(item.get("first_order_at"))), _at(_int(item.get("last_order_at")))),
         last_order_ref=item.get("last_order_ref"), version=_int(item["version"]), segment=item.get("segment"),
         purchase_frequency=item.get("purchase_frequency"), next_check_at=_at(_int(item.get("next_check_at"))),
-        evaluated_at=_at(_int(item.get("evaluated_at"))),
+        evaluated_at=_at(_int(item.get("evaluated_at"))), segment_since=_at(_int(item.get("segment_since"))),
     )
 
 
@@ -1035,6 +1078,7 @@ def _event(item: dict[str, Any]) -> EventRecord:
         body=item["body"], status=item["status"], attempts=_int(item["attempts"]),
         next_attempt_at=_at(_int(item.get("next_attempt_at"))), last_error=item.get("last_error"),
         last_status=_int(item.get("last_status")), delivered_at=_at(_int(item.get("delivered_at"))),
+        superseded_by=item.get("superseded_by"), recheck=item.get("recheck", True),
     )
 
 

@@ -10,7 +10,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rules import CustomerFacts
+from rules.schema import status_key
 from worker.store.base import (
+    EVENT_STATUSES,
     Attempt,
     CustomerRecord,
     Evaluation,
@@ -20,10 +22,11 @@ from worker.store.base import (
     SaveResult,
     SegmentSummary,
     Store,
+    Superseded,
     TransitionRecord,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: customers.segment_since, events.superseded_by and events.recheck
 WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL at the most between checkpoints
 ATTEMPT_OUTCOMES = ("delivered", "http_error", "network_error")
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit on every version we meet
@@ -56,7 +59,8 @@ CREATE TABLE IF NOT EXISTS customers (
     segment TEXT,
     purchase_frequency TEXT,
     next_check_at INTEGER,
-    evaluated_at INTEGER
+    evaluated_at INTEGER,
+    segment_since INTEGER
 );
 CREATE INDEX IF NOT EXISTS customers_dirty ON customers (contact_id) WHERE dirty = 1;
 CREATE INDEX IF NOT EXISTS customers_due ON customers (next_check_at) WHERE next_check_at IS NOT NULL;
@@ -90,7 +94,9 @@ CREATE TABLE IF NOT EXISTS events (
     claimed_until INTEGER,
     last_error TEXT,
     last_status INTEGER,
-    delivered_at INTEGER
+    delivered_at INTEGER,
+    superseded_by TEXT,
+    recheck INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
@@ -107,9 +113,18 @@ CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, 
 """
 
 _CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_order_at, last_order_at, "
-                     "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at")
+                     "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at, segment_since")
 _EVENT_COLUMNS = ("id, contact_id, campaign, webhook, type, occurred_at, created_at, body, status, attempts, "
-                  "next_attempt_at, last_error, last_status, delivered_at")
+                  "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck")
+# Version 1 stores gain the columns of version 2; a customer's segment_since comes from its last transition, or
+# for a customer recorded silently (the baseline) from the store's first run.
+_MIGRATE_TO_2 = (
+    "ALTER TABLE customers ADD COLUMN segment_since INTEGER",
+    "ALTER TABLE events ADD COLUMN superseded_by TEXT",
+    "ALTER TABLE events ADD COLUMN recheck INTEGER NOT NULL DEFAULT 1",
+    "UPDATE customers SET segment_since = coalesce((SELECT max(occurred_at) FROM transitions t "
+    "WHERE t.contact_id = customers.contact_id), ?, evaluated_at) WHERE segment IS NOT NULL",
+)
 
 # Aggregates for the touched customers, recomputed from their (indexed) orders: exact under updates,
 # cancellations and orders that move between customers, at the cost of reading ~16 orders per customer.
@@ -192,6 +207,12 @@ class SQLiteStore(Store):
             elif int(row[0]) > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema version {row[0]}, newer than this program "
                                    f"({SCHEMA_VERSION}); upgrade segment-worker")
+            elif int(row[0]) == 1:
+                first_run = db.execute("SELECT value FROM meta WHERE key = 'first_run_at'").fetchone()
+                first_run_ms = to_ms(datetime.fromisoformat(first_run[0])) if first_run and first_run[0] else None
+                for statement in _MIGRATE_TO_2:
+                    db.execute(statement, (first_run_ms,) if "?" in statement else ())
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def atomic_import(self) -> Iterator[bool]:
@@ -218,11 +239,12 @@ class SQLiteStore(Store):
         inserted = updated = unchanged = 0
         touched: set[str] = set()
         with self._write() as db:
+            excluded = self.excluded_statuses()
             existing = self._existing_orders(db, list(latest))
             rows = []
             for ref, order in latest.items():
                 row = (ref, order.contact_id, to_ms(order.order_at), order.total_cents, order.status,
-                       int(order.cancelled), order.email, order.name)
+                       int(order.excluded(excluded)), order.email, order.name)
                 before = existing.get(ref)
                 if before == row:
                     unchanged += 1
@@ -243,11 +265,29 @@ class SQLiteStore(Store):
                 rows,
             )
             if touched:
-                db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (contact_id TEXT PRIMARY KEY)")
-                db.execute("DELETE FROM temp.touched")
-                db.executemany("INSERT INTO temp.touched (contact_id) VALUES (?)", [(c,) for c in touched])
-                db.execute(_REFRESH_AGGREGATES)
+                self._refresh_aggregates(db, touched)
         return IngestResult(inserted, updated, unchanged, frozenset(touched))
+
+    @staticmethod
+    def _refresh_aggregates(db: sqlite3.Connection, contact_ids: set[str]) -> None:
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (contact_id TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM temp.touched")
+        db.executemany("INSERT INTO temp.touched (contact_id) VALUES (?)", [(c,) for c in contact_ids])
+        db.execute(_REFRESH_AGGREGATES)
+
+    def _recount_statuses(self, statuses: frozenset[str]) -> int:
+        with self._write() as db:
+            # status_key in SQL would need casefold(); a Python function keeps one definition of "same status"
+            db.create_function("excluded_status", 1, lambda status: int(status is not None and
+                                                                       status_key(status) in statuses),
+                               deterministic=True)
+            touched = {r[0] for r in db.execute(
+                "SELECT DISTINCT contact_id FROM orders WHERE cancelled != excluded_status(status)")}
+            if touched:
+                db.execute("UPDATE orders SET cancelled = excluded_status(status) "
+                           "WHERE cancelled != excluded_status(status)")
+                self._refresh_aggregates(db, touched)
+        return len(touched)
 
     @staticmethod
     def _existing_orders(db: sqlite3.Connection, refs: list[str]) -> dict[str, tuple]:
@@ -305,9 +345,9 @@ class SQLiteStore(Store):
             # Rows whose segment and frequency stay put leave the segment and frequency indexes untouched.
             db.executemany(
                 "UPDATE customers SET segment = ?, purchase_frequency = ?, next_check_at = ?, evaluated_at = ?, "
-                "dirty = 0 WHERE contact_id = ?",
-                [(e.segment, e.purchase_frequency, to_ms(e.next_check_at), to_ms(e.evaluated_at), e.contact_id)
-                 for e in moved],
+                "segment_since = coalesce(?, segment_since), dirty = 0 WHERE contact_id = ?",
+                [(e.segment, e.purchase_frequency, to_ms(e.next_check_at), to_ms(e.evaluated_at),
+                  to_ms(e.segment_since), e.contact_id) for e in moved],
             )
             db.executemany(
                 "UPDATE customers SET next_check_at = ?, evaluated_at = ?, dirty = 0 WHERE contact_id = ?",
@@ -496,17 +536,25 @@ class SQLiteStore(Store):
                                 "WHERE event_id = ? ORDER BY attempted_at, rowid", (event_id,))
         return [Attempt(r[0], from_ms(r[1]), r[2], r[3], r[4]) for r in rows]
 
+    def record_superseded(self, superseded: Sequence[Superseded], at: datetime) -> None:
+        with self._write() as db:
+            db.executemany(
+                "UPDATE events SET status = 'superseded', last_error = ?, superseded_by = ?, next_attempt_at = NULL, "
+                "claimed_by = NULL, claimed_until = NULL WHERE id = ? AND status = 'pending'",
+                [(s.reason, s.transition_id, s.event_id) for s in superseded])
+
     def replay_event(self, event_id: str, now: datetime) -> bool:
         with self._write() as db:
             changed = db.execute(
                 # attempts restarts so the replayed event gets the whole retry schedule again; the attempts
                 # table keeps the full history
                 "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?, claimed_by = NULL, "
-                "claimed_until = NULL WHERE id = ?", (to_ms(now), event_id)).rowcount
+                "claimed_until = NULL, recheck = CASE WHEN status = 'superseded' THEN 0 ELSE 1 END "
+                "WHERE id = ?", (to_ms(now), event_id)).rowcount
         return changed == 1
 
     def event_counts(self, now: datetime) -> dict[str, float]:
-        counts = {"pending": 0, "delivered": 0, "dead": 0}
+        counts: dict[str, float] = dict.fromkeys(EVENT_STATUSES, 0)
         for status, count in self._db.execute("SELECT status, count(*) FROM events GROUP BY status"):
             counts[status] = count
         oldest = self._db.execute("SELECT min(created_at) FROM events WHERE status = 'pending'").fetchone()[0]
@@ -581,7 +629,7 @@ def _customer(row: tuple) -> CustomerRecord:
         contact_id=row[0], name=row[1], email=row[2],
         facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6])),
         last_order_ref=row[7], version=row[8], segment=row[9], purchase_frequency=row[10],
-        next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]),
+        next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]), segment_since=from_ms(row[13]),
     )
 
 
@@ -597,5 +645,6 @@ def _event(row: tuple) -> EventRecord:
     return EventRecord(
         id=row[0], contact_id=row[1], campaign=row[2], webhook=row[3], type=row[4], occurred_at=from_ms(row[5]),
         created_at=from_ms(row[6]), body=row[7], status=row[8], attempts=row[9], next_attempt_at=from_ms(row[10]),
-        last_error=row[11], last_status=row[12], delivered_at=from_ms(row[13]),
+        last_error=row[11], last_status=row[12], delivered_at=from_ms(row[13]), superseded_by=row[14],
+        recheck=bool(row[15]),
     )
