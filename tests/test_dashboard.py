@@ -30,7 +30,7 @@ from worker.api.dashboard import (
     transitions_chart,
 )
 from worker.settings import Settings, SettingsError
-from worker.store.base import NewEvent, Store
+from worker.store.base import NewEvent, Store, Superseded
 
 PAGES = ("/", "/customers", "/customers?q=C-", "/customers/C-VIP", "/events", "/events?status=dead")
 # Every kind of signed-in page: overview, customers, a customer, events, and an error page (404).
@@ -425,6 +425,30 @@ def test_events_page_lists_by_status(admin, store):
     assert dead in admin.get("/events?status=dead").text
     assert dead not in admin.get("/events?status=delivered").text
     assert admin.get("/events?status=lost").status_code == 400
+
+
+def test_superseded_events_are_listed_with_why_they_were_not_sent(admin, store):
+    event_id = pending_event(store, "C-UNDONE", NOW - timedelta(minutes=5))
+    store.record_superseded([Superseded(event_id, "the customer is now Active, no longer VIP", "trn_x")], NOW)
+
+    page = admin.get("/events?status=superseded").text
+
+    assert event_id in page and "the customer is now Active, no longer VIP" in page
+    assert event_id not in admin.get("/events?status=pending").text
+    assert 'href="/events?status=superseded"' in page, "a tab of its own"
+
+
+def test_a_superseded_event_can_be_sent_anyway_by_a_write_key(admin, store):
+    event_id = pending_event(store, "C-UNDONE", NOW - timedelta(minutes=5))
+    store.record_superseded([Superseded(event_id, "moved on")], NOW)
+    page = admin.get("/events?status=superseded").text
+    assert "Send anyway" in row(page, "data-event", event_id)
+
+    sent = admin.post(f"/events/{event_id}/replay", data={"csrf_token": csrf_from(page), "back": "events"})
+
+    assert sent.status_code == 302
+    replayed = store.get_event(event_id)
+    assert (replayed.status, replayed.recheck) == ("pending", False)
 
 
 # --- customers -------------------------------------------------------------------------------------------------

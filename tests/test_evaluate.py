@@ -16,7 +16,15 @@ import pytest
 from rules import Classifier, Rules
 from tests.conftest import Backend
 from tests.factories import T0, UTC, days_ago, make_rules, order
-from worker.evaluate import RunResult, decide, evaluate_customers, evaluate_due
+from worker.evaluate import (
+    EvaluationRefused,
+    RunResult,
+    check_as_of,
+    decide,
+    dry_run,
+    evaluate_customers,
+    evaluate_due,
+)
 from worker.store.base import Store
 
 DAY = timedelta(days=1)
@@ -286,3 +294,82 @@ def test_customer_whose_orders_are_all_cancelled_moves_without_a_campaign(store)
     result = evaluate_due(store, BASELINE, T0 + timedelta(hours=1))
     assert moves(store, "C-ACT")[-1][:2] == ("Active", "New")
     assert result.events == 0 and campaigns(store) == {}
+
+
+# --- corrections are dated when they are seen ----------------------------------------------------------------
+
+def history_ends_in_stored_segment(store: Store, contact_id: str) -> bool:
+    history = sorted(store.transitions_for(contact_id), key=lambda t: (t.occurred_at, t.detected_at))
+    return history[-1].to_segment == store.get_customer(contact_id).segment
+
+
+def test_a_cancelled_vip_order_moves_the_customer_back_dated_when_it_was_seen(store):
+    evaluate_due(store, EMIT, T0)
+    big = order("C-ACT", "A-BIG", T0 + timedelta(hours=1), 450_000)
+    store.upsert_orders([big], T0 + timedelta(hours=1))
+    evaluate_due(store, EMIT, T0 + timedelta(hours=2))
+    store.upsert_orders([order("C-ACT", "A-BIG", big.order_at, 450_000, status="cancelled")], T0 + timedelta(hours=3))
+    evaluate_due(store, EMIT, T0 + timedelta(hours=4))
+
+    *_, up, back = moves(store, "C-ACT")
+    assert up == ("Active", "VIP", big.order_at)
+    assert back == ("VIP", "Active", T0 + timedelta(hours=4)), "not the old last order of 10 days ago"
+    assert history_ends_in_stored_segment(store, "C-ACT")
+
+
+def test_a_late_order_dated_after_the_last_move_keeps_its_own_time(store):
+    evaluate_due(store, EMIT, T0)
+    late = order("C-DOR", "D-LATE", T0 - timedelta(hours=3), 10_000)  # placed before the run, imported after it
+    store.upsert_orders([late], T0 + timedelta(hours=1))
+    evaluate_due(store, EMIT, T0 + timedelta(hours=2))
+    assert moves(store, "C-DOR")[-1] == ("Dormant", "Active", late.order_at)
+
+
+def test_a_rules_change_that_moves_customers_back_is_dated_when_it_was_seen(store):
+    evaluate_due(store, EMIT, T0)
+    stricter = make_rules(first_run="emit", vip="10000")
+    evaluate_due(store, stricter, T0 + DAY)
+    assert moves(store, "C-VIP")[-1] == ("VIP", "Active", T0 + DAY)
+    assert history_ends_in_stored_segment(store, "C-VIP")
+
+
+def test_a_status_the_rules_now_exclude_is_counted_out_on_the_next_run(store):
+    evaluate_due(store, EMIT, T0)
+    store.upsert_orders([order("C-ACT", "A-3", days_ago(2), 450_000, status="returned")], T0)
+    evaluate_due(store, EMIT, T0 + timedelta(hours=1))
+    assert store.get_customer("C-ACT").segment == "VIP"
+    returns_excluded = make_rules(first_run="emit").model_copy(
+        update={"orders": make_rules().orders.model_copy(update={"exclude_statuses": ("cancelled", "returned")})})
+    evaluate_due(store, returns_excluded, T0 + timedelta(hours=2))
+    assert store.get_customer("C-ACT").segment == "Active"
+    assert moves(store, "C-ACT")[-1] == ("VIP", "Active", T0 + timedelta(hours=2))
+
+
+# --- time only moves forward; a dry run writes nothing ---------------------------------------------------------
+
+def test_an_evaluation_ahead_of_the_clock_or_before_the_last_run_is_refused(store):
+    evaluate_due(store, EMIT, T0)
+    check_as_of(store, T0 + timedelta(seconds=30), wall_clock=T0)  # within a minute of skew: fine
+    check_as_of(store, T0 + DAY, wall_clock=T0 + 2 * DAY)  # a later past moment (a backfill): fine
+    with pytest.raises(EvaluationRefused, match="later than the clock"):
+        check_as_of(store, T0 + 200 * DAY, wall_clock=T0)
+    with pytest.raises(EvaluationRefused, match="earlier than this store's last evaluation run"):
+        check_as_of(store, T0 - DAY, wall_clock=T0)
+
+
+def test_a_dry_run_reports_what_the_run_would_do_and_stores_nothing(store):
+    evaluate_due(store, EMIT, T0)
+    store.upsert_orders([order("C-NEW", "N-BIG", T0 + timedelta(hours=1), 600_000)], T0 + timedelta(hours=1))
+    later = T0 + 100 * DAY
+    before = (store.list_events(None, 1000), [moves(store, c) for c in SEGMENTS], store.get_meta("last_evaluation"))
+
+    plan = dry_run(store, EMIT, later)
+
+    assert (store.list_events(None, 1000), [moves(store, c) for c in SEGMENTS],
+            store.get_meta("last_evaluation")) == before
+    assert store.get_customer("C-NEW").segment == "New"
+    result = evaluate_due(store, EMIT, later)
+    assert plan.customers == result.customers and sum(plan.moves.values()) == result.transitions
+    assert sum(plan.campaigns.values()) == result.events
+    assert plan.moves[("New", "VIP")] == 1 and plan.samples[("New", "VIP")] == ["C-NEW"]
+    assert plan.moves[("Active", "Dormant")] == 1 and plan.campaigns["win-back"] == 1

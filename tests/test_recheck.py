@@ -86,3 +86,10 @@ def test_a_move_that_corrects_the_past_is_dated_when_it_was_detected(true_moment
 
 def test_a_correction_is_never_dated_before_the_move_it_follows_even_if_the_clock_is_behind():
     assert dated(SINCE - timedelta(days=1), SINCE, SINCE - timedelta(hours=1)) == SINCE
+
+
+def test_a_move_no_later_than_the_last_look_at_the_same_orders_comes_from_the_rules_and_is_dated_now():
+    midnight_before_the_last_run = T0.replace(hour=0) - timedelta(days=5)
+    last_run = T0 - timedelta(days=1)
+    assert dated(midnight_before_the_last_run, SINCE - timedelta(days=30), T0, settled=last_run) == T0
+    assert dated(T0.replace(hour=0), SINCE, T0, settled=last_run) == T0.replace(hour=0), "crossed since: kept"

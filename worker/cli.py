@@ -99,7 +99,7 @@ def evaluate(ctx: Context, as_of: str | None, dry_run: bool) -> None:
     try:
         check_as_of(ctx.store, moment, datetime.now(timezone.utc))
     except EvaluationRefused as exc:
-        raise click.UsageError(f"--as-of {exc}") from None
+        raise click.ClickException(f"--as-of {exc}") from None
     refresh_rfm(ctx.store, rules, moment)
     result = evaluate_due(ctx.store, rules, moment)
     mode = " (first run: baseline recorded silently)" if result.baseline else ""

@@ -201,7 +201,8 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
     if not announce and record.segment != now.segment:
         segment_since = as_of  # recorded silently (the baseline): known to be in the segment from now on
     if announce and record.segment != now.segment:
-        occurred_at = dated(classifier.entered_at(record.facts, as_of, now), record.segment_since, as_of)
+        settled = None if record.changed else record.evaluated_at  # unchanged orders since: only rules moved it
+        occurred_at = dated(classifier.entered_at(record.facts, as_of, now), record.segment_since, as_of, settled)
         segment_since = occurred_at
         transition = TransitionRecord(
             id=_transition_id(record.contact_id, record.segment, now.segment, occurred_at),
@@ -223,14 +224,17 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
     )
 
 
-def dated(true_moment: datetime, segment_since: datetime | None, as_of: datetime) -> datetime:
-    """When a move happened: its true moment (an order, a local midnight) unless that is no later than the move
-    into the segment being left. Then the move undoes or corrects what was known (an order cancelled or changed, an
-    order that arrived late, a rules change) and is dated when it was detected, so that a customer's history read
-    by occurredAt always ends in the stored segment."""
-    if segment_since is None or true_moment > segment_since:
+def dated(true_moment: datetime, segment_since: datetime | None, as_of: datetime,
+          settled: datetime | None = None) -> datetime:
+    """When a move happened: its true moment (an order, a local midnight), unless that is no later than the move
+    into the segment being left, or than `settled` (the last evaluation of the same orders). Then the move corrects
+    what was known (an order cancelled or changed, a rules change) and is dated when it was detected, so that a
+    customer's history read by occurredAt always ends in the stored segment and never rewrites what was announced.
+    A late order dated after the last move keeps its own time."""
+    floor = max((m for m in (segment_since, settled) if m is not None), default=None)
+    if floor is None or true_moment > floor:
         return true_moment
-    return max(as_of, segment_since)
+    return max(as_of, floor)
 
 
 def _event(rules: Rules, record: CustomerRecord, now: Classification, fired: Fired, from_segment: str | None,

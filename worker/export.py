@@ -15,7 +15,7 @@ COLUMNS = ("contactID", "name", "email", "segment", "purchaseFrequency", "orderC
            "firstOrderDate", "lastOrderDate", "lastOrderReference", "lastOrderDaysAgo",
            "rfmRecency", "rfmFrequency", "rfmMonetary", "rfmGroup")
 PAGE = 2000
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_rows(store: Store, classifier: Classifier, as_of: datetime, segment: str | None = None,
@@ -67,6 +67,6 @@ def _records(store: Store, segment: str | None, purchase_frequency: str | None) 
 
 def _cell(value: object) -> object:
     # A name like "=HYPERLINK(...)" must stay text when a marketer opens the file in a spreadsheet.
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and value.startswith(FORMULA_START):
         return "'" + value
     return "" if value is None else value

@@ -58,6 +58,7 @@ class CustomerRecord:
     evaluated_at: datetime | None
     # when the customer entered the stored segment (its last transition's occurredAt; the baseline's time)
     segment_since: datetime | None = None
+    changed: bool = False  # orders arrived or changed since the last evaluation
 
 
 @dataclass(frozen=True, slots=True)

@@ -934,7 +934,7 @@ _DESERIALIZER = TypeDeserializer()
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CUSTOMER_FIELDS = ("contact_id", "name", "email", "order_count", "total_cents", "first_order_at", "last_order_at",
                     "last_order_ref", "version", "segment", "purchase_frequency", "next_check_at", "evaluated_at",
-                    "segment_since")
+                    "segment_since", "due_at")
 _INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs")
 _ORDER_FIELDS = ("contact_id", "order_at", "total_cents", "status", "cancelled", "email", "name")
 
@@ -1063,6 +1063,7 @@ def _customer(item: dict[str, Any]) -> CustomerRecord:
         last_order_ref=item.get("last_order_ref"), version=_int(item["version"]), segment=item.get("segment"),
         purchase_frequency=item.get("purchase_frequency"), next_check_at=_at(_int(item.get("next_check_at"))),
         evaluated_at=_at(_int(item.get("evaluated_at"))), segment_since=_at(_int(item.get("segment_since"))),
+        changed=_int(item.get("due_at")) == 0,  # ingest marks a customer changed with due_at 0
     )
 
 

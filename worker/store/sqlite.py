@@ -113,7 +113,8 @@ CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, 
 """
 
 _CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_order_at, last_order_at, "
-                     "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at, segment_since")
+                     "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at, "
+                     "segment_since, dirty")
 _EVENT_COLUMNS = ("id, contact_id, campaign, webhook, type, occurred_at, created_at, body, status, attempts, "
                   "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck")
 # Version 1 stores gain the columns of version 2; a customer's segment_since comes from its last transition, or
@@ -630,6 +631,7 @@ def _customer(row: tuple) -> CustomerRecord:
         facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6])),
         last_order_ref=row[7], version=row[8], segment=row[9], purchase_frequency=row[10],
         next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]), segment_since=from_ms(row[13]),
+        changed=bool(row[14]),
     )
 
 
