@@ -8,7 +8,7 @@ Checked at the end: every expected transition recorded exactly once, every event
 duplicate only ever under the same webhook-id), the aggregates equal a recomputation from the orders, and
 `PRAGMA integrity_check` says ok. Exit status 1 if anything does not hold.
 
-A killed scheduler's lease and claims would lapse after their TTL (two minutes); instead of waiting, the harness
+A killed scheduler's lease and claims would lapse after their TTL (20 seconds); instead of waiting, the harness
 expires exactly the dead process's leases and claims before restarting, which is what the passing time would do.
 """
 
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_" + base64.b64encode(b"chaos-signing-secret-0123456789ab").decode()
 PHASES = ("ingest", "evaluation", "delivery")
 EVALUATE_EVERY, DELIVER_EVERY = 0.3, 0.1
+MAX_CONCURRENCY = 2  # sends in flight at once: all a kill -9 can leave sent but not recorded
 # Never dead during a run: retries go on for minutes, much longer than any outage the harness makes.
 RETRY_SCHEDULE = [0.2, 0.5, 1, 1, 2, 2, 3, 3, 5, 5, 5, 5, 10, 10, 10, 10, 30, 30, 30, 30, 60, 60, 60]
 
@@ -65,7 +66,7 @@ webhooks:
     url: "${{CHAOS_WEBHOOK_URL}}"
     secret: "${{WEBHOOK_SECRET}}"
     timeout_seconds: 5
-    max_concurrency: 2
+    max_concurrency: {MAX_CONCURRENCY}
     retry_schedule_seconds: {RETRY_SCHEDULE}
 schedule: {{evaluate_every_seconds: {EVALUATE_EVERY}, deliver_every_seconds: {DELIVER_EVERY}}}
 first_run: emit
@@ -86,6 +87,7 @@ class ChaosReport:
     duplicates: dict[str, int] = field(default_factory=dict)  # event id -> times delivered (only those > 1)
     lost: list[str] = field(default_factory=list)  # events never delivered
     superseded: int = 0  # welcomes not sent because the customer was VIP by their turn (the re-check)
+    duplicate_bound: int = 0  # at most this many extra copies: the sends in flight at each kill
     retried: int = 0  # deliveries answered 503 by the receiver and tried again
     cut_off: int = 0  # requests whose body never fully arrived because the sender was killed mid-send
     integrity: str = ""
@@ -102,7 +104,8 @@ class ChaosReport:
                 f"{self.cut_off} cut off by a kill)\n"
                 f"  events lost: {len(self.lost)}; superseded (welcome of a customer already VIP): "
                 f"{self.superseded}; delivered more than once (same webhook-id): "
-                f"{len(self.duplicates)} ({dupes})\n"
+                f"{len(self.duplicates)}, {sum(n - 1 for n in self.duplicates.values())} extra copies "
+                f"(bound: {self.duplicate_bound}) ({dupes})\n"
                 f"  PRAGMA integrity_check: {self.integrity}; problems: {len(self.problems)}"
                 + "".join(f"\n    - {p}" for p in self.problems[:20]))
 
@@ -288,7 +291,7 @@ class Harness:
             process.wait(timeout=10)
 
     def expire_dead_holders(self) -> None:
-        """What two minutes would do: the dead processes' leases and claims lapse (and only theirs)."""
+        """What 20 seconds would do: the dead processes' leases and claims lapse (and only theirs)."""
         dead = [p.pid for p in self.started if p.poll() is not None]
         with self.db() as db:
             for pid in dead:
@@ -365,6 +368,12 @@ class Harness:
                 report.problems.append(f"request {request.headers['webhook-id']}: body id or signature wrong")
         delivered = Counter(r.headers["webhook-id"] for r in whole if 200 <= r.status < 300)
         report.duplicates = {event_id: n for event_id, n in delivered.items() if n > 1}
+        # Outcomes are recorded as soon as each send returns: a kill can only leave the sends in flight unrecorded.
+        report.duplicate_bound = sum(report.kills.values()) * MAX_CONCURRENCY
+        copies = sum(n - 1 for n in report.duplicates.values())
+        if copies > report.duplicate_bound:
+            report.problems.append(f"{copies} extra copies delivered, more than the {report.duplicate_bound} sends "
+                                   f"that can be in flight at {sum(report.kills.values())} kills")
         # A customer upgraded to VIP before its welcome went out is no longer New: the re-check before the send
         # supersedes that welcome (the VIP event tells the news). Any other event must be delivered.
         may_be_superseded = {event_id for event_id, contact, campaign, _ in events

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -374,6 +375,21 @@ def test_a_customers_later_event_waits_while_an_earlier_one_awaits_its_retry(sto
     assert [e.id for e in store.claim_due_events(retry_at + SECOND, 10, "B", 60)] == [later.id]
 
 
+def test_an_unordered_event_neither_waits_for_nor_holds_back_the_customers_other_events(store):
+    [first] = put_events(store, 1)
+    store.claim_due_events(T0, 10, "A", 60)
+    store.record_failed([first], T0, 503, "Service Unavailable", 5, T0 + timedelta(hours=1))
+    loose = replace(welcome("C-1", 1, T0 + SECOND), campaign="survey", ordered=False)
+    strict = welcome("C-1", 2, T0 + SECOND)
+    store.save_evaluations([evaluation(store.get_customer("C-1"), at=T0 + SECOND, events=(loose, strict))])
+    claimed = store.claim_due_events(T0 + timedelta(minutes=1), 10, "A", 60)
+    assert [(e.id, e.ordered) for e in claimed] == [(loose.id, False)], "the ordered one still waits for the retry"
+    store.record_failed([loose.id], T0 + timedelta(minutes=1), 503, "Service Unavailable", 5, T0 + timedelta(days=1))
+    store.record_delivered([first], T0 + timedelta(hours=1), 200, 5)
+    assert [e.id for e in store.claim_due_events(T0 + timedelta(hours=1), 10, "B", 60)] == [strict.id], \
+        "a retrying unordered event holds nothing back"
+
+
 def test_an_evaluation_with_more_events_than_one_transaction_holds_stores_each_once(store):
     store.upsert_orders([order("C-1", "ORD-1", T0)], T0)
     events = tuple(welcome("C-1", n) for n in range(120))
@@ -479,7 +495,8 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     opened.set_meta("first_run_at", "2026-02-01T00:00:00.000Z")
     opened.close()
     with sqlite3.connect(path) as db:  # what a version 1 program left behind
-        for table, column in (("customers", "segment_since"), ("events", "superseded_by"), ("events", "recheck")):
+        for table, column in (("customers", "segment_since"), ("events", "superseded_by"), ("events", "recheck"),
+                              ("events", "ordered")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
@@ -489,3 +506,13 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     assert upgraded.get_customer("C-1").segment_since == datetime(2026, 2, 1, tzinfo=T0.tzinfo), \
         "recorded silently: since the first run"
     upgraded.close()
+
+
+def test_a_claim_renewed_by_its_holder_outlives_its_first_expiry_and_no_one_else_can_renew_it(store):
+    first, second = put_events(store, 2)
+    store.claim_due_events(T0, 10, "A", 20)
+    assert store.renew_claims([first], "A", T0 + timedelta(seconds=60)) == 1
+    assert store.renew_claims([second], "B", T0 + timedelta(seconds=60)) == 0, "B holds nothing"
+    later = T0 + timedelta(seconds=30)
+    assert [e.id for e in store.claim_due_events(later, 10, "B", 20)] == [second], "only the renewed one is held"
+    assert store.claim_due_events(T0 + timedelta(seconds=61), 10, "C", 20)[0].id == first

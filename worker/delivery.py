@@ -10,9 +10,9 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from rules import Announced, Classifier, Rules, undone_because
 from rules.schema import Webhook
@@ -23,8 +23,11 @@ from worker.transport import DeliveryError, SendResult, WebhookSender, next_atte
 log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 200
-RECORD_EVERY = 25  # successful sends written per transaction
-CLAIM_SECONDS = 120  # longer than the worst case of one claim's sends; a crashed holder's claim expires
+# A claim lives this long unless renewed; the sender renews it every HEARTBEAT_SECONDS while the sends are in
+# flight, so a crashed sender's events are free again within CLAIM_SECONDS and a live one never loses them.
+CLAIM_SECONDS = 20
+HEARTBEAT_SECONDS = 5
+SLICE_SECONDS = 10  # no send starts later than this into a run: the rest goes back, so every run ends soon
 
 
 @dataclass(frozen=True)
@@ -172,66 +175,58 @@ class Senders:
 
 def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, holder: str,
                 rng: random.Random | None = None, limit: int = CLAIM_LIMIT,
-                clock: Callable[[], datetime] | None = None) -> DeliveryRun:
+                clock: Callable[[], datetime] | None = None, stopping: threading.Event | None = None,
+                heartbeat: Callable[[], None] | None = None) -> DeliveryRun:
     """Send up to `limit` events due by `now`; returns what happened. Call until `attempted` is 0 to drain.
 
-    `now` schedules retries; `clock` stamps signatures (receivers reject stale webhook-timestamps).
+    `now` schedules retries; `clock` stamps signatures (receivers reject stale webhook-timestamps). Each webhook
+    sends on its own threads, so a slow one never holds up another. No send starts after SLICE_SECONDS or once
+    `stopping` is set: what is left goes back to the queue unsent. While sends are in flight the claims are
+    renewed every HEARTBEAT_SECONDS, and `heartbeat` is called (the scheduler renews its lease there).
     """
     rng = rng or random.Random()
     clock = clock or (lambda: datetime.now(timezone.utc))
     events = store.claim_due_events(now, limit, holder, CLAIM_SECONDS)
     if not events:
         return DeliveryRun()
-    recheck = Recheck(store, rules, now)
-    by_webhook: dict[str, list[EventRecord]] = defaultdict(list)
-    for event in events:
-        by_webhook[event.webhook].append(event)
-    total = DeliveryRun()
-    for name, group in by_webhook.items():
+    started = time.monotonic()
+    gate = _Gate(started + SLICE_SECONDS, stopping)
+    total, routes = DeliveryRun(), {}
+    for name in dict.fromkeys(e.webhook for e in events):
         webhook = rules.webhooks.get(name)
-        if webhook is None:
-            store.record_failed([e.id for e in group], now, None,
-                                f"webhook '{name}' is no longer defined in the rules; fix rules.yaml, then replay",
-                                0, None)
-            total += DeliveryRun(dead=len(group))
+        if webhook is not None:
+            routes[name] = senders.route(name, webhook)
             continue
-        total += _deliver_group(store, senders.route(name, webhook), group, now, rng, clock, recheck)
+        orphans = [e.id for e in events if e.webhook == name]
+        store.record_failed(orphans, now, None,
+                            f"webhook '{name}' is no longer defined in the rules; fix rules.yaml, then replay", 0, None)
+        total += DeliveryRun(dead=len(orphans))
+    recheck = Recheck(store, rules, now)
+    work = {}
+    for unit in _units([e for e in events if e.webhook in routes], routes):
+        work[unit.route.pool.submit(_send_unit, unit, clock, recheck, gate)] = unit
+    pending, next_beat = set(work), started + HEARTBEAT_SECONDS
+    while pending:
+        done, pending = wait(pending, timeout=max(0.0, next_beat - time.monotonic()), return_when=FIRST_COMPLETED)
+        # Outcomes are recorded as soon as they are known, so a crash re-sends only what was in flight.
+        total += _record(store, [f.result() for f in done], now, rng)
+        if pending and time.monotonic() >= next_beat:
+            in_flight = [e.id for f in pending for m in work[f].messages for e in m.events]
+            store.renew_claims(in_flight, holder, now + timedelta(seconds=time.monotonic() - started + CLAIM_SECONDS))
+            if heartbeat is not None:
+                heartbeat()
+            next_beat = time.monotonic() + HEARTBEAT_SECONDS
     return total
 
 
-def _deliver_group(store: Store, route: _Route, events: list[EventRecord], now: datetime, rng: random.Random,
-                   clock: Callable[[], datetime], recheck: Recheck) -> DeliveryRun:
-    webhook, sender, pacer = route.webhook, route.sender, route.pacer
-    if webhook.batch_size > 1:
-        units = [_batch_message(events[i:i + webhook.batch_size])
-                 for i in range(0, len(events), webhook.batch_size)]
-    else:
-        # One unit per customer, its events in order, so a customer never hears "win-back" before "welcome".
-        per_customer: dict[str, list[_Message]] = defaultdict(list)
-        for event in events:
-            per_customer[event.contact_id].append(_Message([event], event.id, event.body.encode()))
-        units = list(per_customer.values())
-    total = DeliveryRun()
-    delivered: list[tuple[_Message, SendResult]] = []
-    # Threads only talk HTTP; outcomes are recorded here, on the caller's store connection, in small groups as
-    # units finish: a crash mid-claim re-sends at most a group and what was in flight, never the whole claim.
-    for outcomes, superseded, unsent in route.pool.map(
-            lambda unit: _send_in_order(sender, pacer, unit, clock, recheck), units):
-        if superseded:
-            total += _record_superseded(store, superseded, now)
-        for message, outcome in outcomes:
-            if isinstance(outcome, SendResult):
-                delivered.append((message, outcome))
-            else:
-                total += _record_failure(store, webhook, message, outcome, now, rng)
-        if unsent:
-            # An earlier event of the customer just failed: hand the rest back unsent (due now, attempts
-            # untouched); the claim rule keeps them waiting until the failed one is through.
-            store.release_claims(unsent, now)
-        if len(delivered) >= RECORD_EVERY:
-            total += _record_deliveries(store, delivered, now)
-            delivered = []
-    return total + _record_deliveries(store, delivered, now)
+class _Gate:
+    """Whether a send may still start: not after the slice's end, not once shutdown began."""
+
+    def __init__(self, closes_at: float, stopping: threading.Event | None):
+        self.closes_at, self.stopping = closes_at, stopping
+
+    def open(self) -> bool:
+        return time.monotonic() < self.closes_at and not (self.stopping is not None and self.stopping.is_set())
 
 
 @dataclass(frozen=True)
@@ -239,48 +234,81 @@ class _Message:
     events: list[EventRecord]
     msg_id: str
     body: bytes
+    route: _Route
 
 
-def _batch_message(events: list[EventRecord]) -> list[_Message]:
-    return [_batch(events)]
+@dataclass(frozen=True)
+class _Unit:
+    """Messages sent one after another on `route`'s threads: a customer's ordered events (to whatever webhooks),
+    or one event, or one batch."""
+
+    route: _Route
+    messages: list[_Message]
 
 
-def _batch(events: list[EventRecord]) -> _Message:
+@dataclass
+class _Outcome:
+    sent: list[tuple[_Message, SendResult | Exception]] = field(default_factory=list)
+    superseded: list[Superseded] = field(default_factory=list)
+    unsent: list[str] = field(default_factory=list)  # handed back: after a failure, at the slice's end, at shutdown
+
+
+def _units(events: list[EventRecord], routes: dict[str, _Route]) -> list[_Unit]:
+    units: list[_Unit] = []
+    per_customer: dict[str, list[_Message]] = defaultdict(list)
+    batched: dict[str, list[EventRecord]] = defaultdict(list)
+    for event in events:  # claim order: oldest first, so a customer's events stay in the order they were queued
+        route = routes[event.webhook]
+        if route.webhook.batch_size > 1:
+            batched[event.webhook].append(event)
+        elif event.ordered:
+            # One unit per customer across webhooks, so a customer never hears "vip" before "welcome".
+            per_customer[event.contact_id].append(_Message([event], event.id, event.body.encode(), route))
+        else:
+            units.append(_Unit(route, [_Message([event], event.id, event.body.encode(), route)]))
+    units += [_Unit(messages[0].route, messages) for messages in per_customer.values()]
+    for name, group in batched.items():
+        size = routes[name].webhook.batch_size
+        units += [_Unit(routes[name], [_batch(group[i:i + size], routes[name])]) for i in range(0, len(group), size)]
+    return units
+
+
+def _batch(events: list[EventRecord], route: _Route) -> _Message:
     ids = [e.id for e in events]
     batch_id = "bat_" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:26]
     body = '{"events":[' + ",".join(e.body for e in events) + "]}"
-    return _Message(events, batch_id, body.encode())
+    return _Message(events, batch_id, body.encode(), route)
 
 
-_Sent = tuple[list[tuple["_Message", SendResult | Exception]], list[Superseded], list[str]]
-
-
-def _send_in_order(sender: WebhookSender, pacer: Pacer | _Unpaced, unit: list[_Message],
-                   clock: Callable[[], datetime], recheck: Recheck) -> _Sent:
-    """A customer's messages one after another, stopping at the first failure so that none overtakes it.
+def _send_unit(unit: _Unit, clock: Callable[[], datetime], recheck: Recheck, gate: _Gate) -> _Outcome:
+    """A unit's messages in order, stopping at the first failure so that none overtakes it.
 
     Each message is re-checked just before it goes: events whose move was undone are left out (a batch is sent
-    with the rest). Returns the send outcomes, the superseded events, and the ids left unsent after a failure.
+    with the rest).
     """
-    sent: list[tuple[_Message, SendResult | Exception]] = []
-    superseded: list[Superseded] = []
-    for index, message in enumerate(unit):
-        pacer.wait()
+    outcome = _Outcome()
+    for index, message in enumerate(unit.messages):
+        if gate.open():
+            message.route.pacer.wait()
+        if not gate.open():  # pacing may have waited past the slice's end
+            outcome.unsent = [e.id for later in unit.messages[index:] for e in later.events]
+            return outcome
         try:
             undone = recheck.undone(message.events)
         except Exception as exc:  # no send without the check: retried like a failed send
             log.exception("could not re-check %s before sending", message.msg_id, extra=_log_fields(message))
-            sent.append((message, DeliveryError(f"could not re-check the customer before sending: "
-                                                f"{type(exc).__name__}", permanent=False)))
+            outcome.sent.append((message, DeliveryError(f"could not re-check the customer before sending: "
+                                                        f"{type(exc).__name__}", permanent=False)))
         else:
-            superseded += undone
-            message = _without(message, {s.event_id for s in undone})
-            if message is None:
+            outcome.superseded += undone
+            kept = _without(message, {s.event_id for s in undone})
+            if kept is None:
                 continue
-            sent.append(_send(sender, message, clock))
-        if not isinstance(sent[-1][1], SendResult):
-            return sent, superseded, [e.id for later in unit[index + 1:] for e in later.events]
-    return sent, superseded, []
+            outcome.sent.append(_send(kept, clock))
+        if not isinstance(outcome.sent[-1][1], SendResult):
+            outcome.unsent = [e.id for later in unit.messages[index + 1:] for e in later.events]
+            return outcome
+    return outcome
 
 
 def _without(message: _Message, undone: set[str]) -> _Message | None:
@@ -289,25 +317,36 @@ def _without(message: _Message, undone: set[str]) -> _Message | None:
     kept = [e for e in message.events if e.id not in undone]
     if not kept:
         return None
-    return _batch(kept) if message.msg_id.startswith("bat_") else message
+    return _batch(kept, message.route) if message.msg_id.startswith("bat_") else message
 
 
-def _send(sender: WebhookSender, message: _Message,
-          clock: Callable[[], datetime]) -> tuple[_Message, SendResult | Exception]:
+def _send(message: _Message, clock: Callable[[], datetime]) -> tuple[_Message, SendResult | Exception]:
     try:
-        return message, sender.send(message.msg_id, message.body, clock())
+        return message, message.route.sender.send(message.msg_id, message.body, clock())
     except Exception as exc:  # recorded by _record: a failing webhook never stops the loop
         return message, exc
 
 
-def _record_deliveries(store: Store, delivered: list[tuple[_Message, SendResult]], now: datetime) -> DeliveryRun:
-    if not delivered:
-        return DeliveryRun()
-    store.record_deliveries([([e.id for e in m.events], r.status, r.duration_ms) for m, r in delivered], now)
-    for message, result in delivered:
-        log.info("delivered %s (%d event(s)) with HTTP %d", message.msg_id, len(message.events), result.status,
-                 extra=_log_fields(message))
-    return DeliveryRun(delivered=sum(len(m.events) for m, _ in delivered))
+def _record(store: Store, outcomes: list[_Outcome], now: datetime, rng: random.Random) -> DeliveryRun:
+    total = DeliveryRun()
+    delivered = [(m, r) for o in outcomes for m, r in o.sent if isinstance(r, SendResult)]
+    if delivered:
+        store.record_deliveries([([e.id for e in m.events], r.status, r.duration_ms) for m, r in delivered], now)
+        for message, result in delivered:
+            log.info("delivered %s (%d event(s)) with HTTP %d", message.msg_id, len(message.events), result.status,
+                     extra=_log_fields(message))
+        total += DeliveryRun(delivered=sum(len(m.events) for m, _ in delivered))
+    superseded = [s for o in outcomes for s in o.superseded]
+    if superseded:
+        total += _record_superseded(store, superseded, now)
+    for message, failure in ((m, r) for o in outcomes for m, r in o.sent if not isinstance(r, SendResult)):
+        total += _record_failure(store, message.route.webhook, message, failure, now, rng)
+    unsent = [i for o in outcomes for i in o.unsent]
+    if unsent:
+        # Handed back due now with their attempts untouched; after a failure the claim rule keeps a customer's
+        # later events waiting until the failed one is through.
+        store.release_claims(unsent, now)
+    return total
 
 
 def _record_superseded(store: Store, superseded: list[Superseded], now: datetime) -> DeliveryRun:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from worker.delivery import DeliveryRun, Senders, deliver_due
+from worker.delivery import CLAIM_SECONDS, DeliveryRun, Senders, deliver_due
 from worker.evaluate import RunResult, evaluate_due
 from worker.rfm import refresh_rfm
 from worker.rules_file import RulesSource
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 MAINTENANCE_EVERY_SECONDS = 60
 DELIVERY_BUDGET_SECONDS = 20  # one delivery job drains at most this long, so shutdown is never far away
+# The delivery lease, renewed between runs and by each run's heartbeat: after a kill -9 another process (or the
+# restarted one) takes over within this long, and the dead one's claims lapse just as fast (CLAIM_SECONDS).
+DELIVERY_LEASE_SECONDS = CLAIM_SECONDS
 
 
 def utc_now() -> datetime:
@@ -68,18 +71,22 @@ class Worker:
         """Deliver due events until none is left, the budget is spent or shutdown begins."""
         rules = self.rules_source.current()
         started = self.clock()
-        ttl = budget_seconds + 60
-        if not self.store.acquire_lease("deliver", self.holder, started, ttl):
+        if not self.store.acquire_lease("deliver", self.holder, started, DELIVERY_LEASE_SECONDS):
             return None
         total = DeliveryRun()
+
+        def renew_lease() -> None:  # the heartbeat while sends are in flight: a crashed holder's lease lapses soon
+            self.store.acquire_lease("deliver", self.holder, self.clock(), DELIVERY_LEASE_SECONDS)
+
         try:
             while not self.stopping.is_set():
                 now = self.clock()
-                run = deliver_due(self.store, rules, self.senders, now, self.holder, self.rng)
+                run = deliver_due(self.store, rules, self.senders, now, self.holder, self.rng,
+                                  stopping=self.stopping, heartbeat=renew_lease)
                 total += run
                 if run.attempted == 0 or (now - started).total_seconds() >= budget_seconds:
                     break
-                self.store.acquire_lease("deliver", self.holder, now, ttl)
+                renew_lease()
         finally:
             self.store.release_lease("deliver", self.holder)
         self.last_delivery_at = self.clock()

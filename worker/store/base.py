@@ -81,6 +81,7 @@ class NewEvent:
     type: str
     occurred_at: datetime
     body: str
+    ordered: bool = True  # waits while an earlier event of the customer is retrying (campaign `ordered: false`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class EventRecord:
     delivered_at: datetime | None
     superseded_by: str | None = None  # the transition that undid the move, when one was recorded
     recheck: bool = True  # False after a superseded event is replayed by hand: send it as it is
+    ordered: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +238,8 @@ class Store(abc.ABC):
     # outbox
     @abc.abstractmethod
     def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
-        """Take up to `limit` pending events due by `now` that nobody else holds, oldest first."""
+        """Take up to `limit` pending events due by `now` that nobody else holds, oldest first. An ordered event
+        waits while an earlier ordered event of the same customer (to any webhook) has failed and is pending."""
 
     @abc.abstractmethod
     def record_delivered(self, event_ids: Sequence[str], attempt_at: datetime, status: int,
@@ -293,6 +296,11 @@ class Store(abc.ABC):
         write them in one go."""
         for event_ids, status, duration_ms in deliveries:
             self.record_delivered(event_ids, attempt_at, status, duration_ms)
+
+    @abc.abstractmethod
+    def renew_claims(self, event_ids: Sequence[str], holder: str, until: datetime) -> int:
+        """Keep `holder`'s claims on these pending events until `until` (a heartbeat while they are being sent);
+        returns how many it still held."""
 
     def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
         """Hand claimed events back unsent, due now, their attempts untouched (backends override this; the

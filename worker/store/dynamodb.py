@@ -463,7 +463,7 @@ class DynamoDBStore(Store):
                 "campaign": event.campaign, "webhook": event.webhook, "type": event.type,
                 "occurred_at": _ms(event.occurred_at), "created_at": at, "body": event.body, "status": "pending",
                 "attempts": 0, "next_attempt_at": at, "claimable": _claim_key(at, seq),
-                "status_shard": f"pending#{shard}"}
+                "status_shard": f"pending#{shard}", "unordered": None if event.ordered else True}
 
     def get_meta(self, key: str) -> str | None:
         item = self._get_item("meta", {"key": key})
@@ -584,8 +584,13 @@ class DynamoDBStore(Store):
         until the next claim, never the other way round)."""
         contacts = sorted({c["contact_id"] for c in candidates})
         oldest = dict(zip(contacts, self._in_parallel(self._oldest_retrying, contacts), strict=True))
-        return [c for c in candidates
-                if oldest[c["contact_id"]] is None or oldest[c["contact_id"]] >= _claim_seq(c["claimable"])]
+        held = [c for c in candidates
+                if oldest[c["contact_id"]] is not None and oldest[c["contact_id"]] < _claim_seq(c["claimable"])]
+        # Held back only if ordered: the index does not say, so ask the table, for the few held back.
+        unordered = {item["id"] for item in self._get_items("events", [{"id": c["id"]} for c in held],
+                                                             ("id", "unordered")) if item.get("unordered")}
+        blocked = {c["id"] for c in held} - unordered
+        return [c for c in candidates if c["id"] not in blocked]
 
     def _oldest_retrying(self, contact_id: str) -> int | None:
         answer = self._client.query(TableName=self._tables["events"], IndexName="retrying_by_contact", Limit=1,
@@ -627,13 +632,15 @@ class DynamoDBStore(Store):
         at, retry_at = _ms(attempt_at), _ms(next_attempt_at)
         new_status = "pending" if retry_at is not None else "dead"
         known = {item["id"]: item for item in self._get_items(
-            "events", [{"id": i} for i in event_ids], ("id", "seq", "contact_id"))}
+            "events", [{"id": i} for i in event_ids], ("id", "seq", "contact_id", "unordered"))}
         self._write_items("attempts", [self._attempt_item(i, at, status, error, duration_ms) for i in event_ids])
         self._in_parallel(lambda i: self._update_event(i, {
             "status": new_status, "status_shard": f"{new_status}#{_shard(i, EVENT_SHARDS)}", "last_status": status,
             "last_error": error, "next_attempt_at": retry_at, "claimed_by": None, "claimed_until": None,
             "claimable": None if retry_at is None or i not in known else _claim_key(retry_at, _int(known[i]["seq"])),
-            "retrying_contact": known[i]["contact_id"] if retry_at is not None and i in known else None,
+            # only an ordered event holds the customer's later events back while it waits for its retry
+            "retrying_contact": known[i]["contact_id"] if retry_at is not None and i in known
+            and not known[i].get("unordered") else None,
         }), list(event_ids))
         self._count_attempts(_attempt_outcome(status), len(event_ids))
 
@@ -707,6 +714,21 @@ class DynamoDBStore(Store):
                                  Key=_to_item({"id": event_id}),
                                  **_expression(values, UpdateExpression=update,
                                                ConditionExpression="attribute_exists(#id)"))
+
+    def renew_claims(self, event_ids: Sequence[str], holder: str, until: datetime) -> int:
+        at = _ms(until)
+        seqs = {item["id"]: _int(item["seq"]) for item in self._get_items("events", [{"id": i} for i in event_ids],
+                                                                          ("id", "seq"))}
+
+        def renew(event_id: str) -> bool:
+            return self._conditional(
+                self._client.update_item, TableName=self._tables["events"], Key=_to_item({"id": event_id}),
+                **_expression({":until": at, ":claimable": _claim_key(at, seqs[event_id]), ":holder": holder,
+                               ":pending": "pending"},
+                              UpdateExpression="SET #claimed_until = :until, #claimable = :claimable",
+                              ConditionExpression="#claimed_by = :holder AND #status = :pending"))
+
+        return sum(self._in_parallel(renew, [i for i in event_ids if i in seqs]))
 
     def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
         """Unsent events back to the queue, due now, attempts untouched (unlike replay)."""
@@ -1080,6 +1102,7 @@ def _event(item: dict[str, Any]) -> EventRecord:
         next_attempt_at=_at(_int(item.get("next_attempt_at"))), last_error=item.get("last_error"),
         last_status=_int(item.get("last_status")), delivered_at=_at(_int(item.get("delivered_at"))),
         superseded_by=item.get("superseded_by"), recheck=item.get("recheck", True),
+        ordered=not item.get("unordered", False),
     )
 
 

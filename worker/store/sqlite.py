@@ -26,7 +26,7 @@ from worker.store.base import (
     TransitionRecord,
 )
 
-SCHEMA_VERSION = 2  # 2: customers.segment_since, events.superseded_by and events.recheck
+SCHEMA_VERSION = 2  # 2: customers.segment_since, events.superseded_by, events.recheck and events.ordered
 WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL at the most between checkpoints
 ATTEMPT_OUTCOMES = ("delivered", "http_error", "network_error")
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit on every version we meet
@@ -96,7 +96,8 @@ CREATE TABLE IF NOT EXISTS events (
     last_status INTEGER,
     delivered_at INTEGER,
     superseded_by TEXT,
-    recheck INTEGER NOT NULL DEFAULT 1
+    recheck INTEGER NOT NULL DEFAULT 1,
+    ordered INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
@@ -116,13 +117,14 @@ _CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_o
                      "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at, "
                      "segment_since, dirty")
 _EVENT_COLUMNS = ("id, contact_id, campaign, webhook, type, occurred_at, created_at, body, status, attempts, "
-                  "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck")
+                  "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck, ordered")
 # Version 1 stores gain the columns of version 2; a customer's segment_since comes from its last transition, or
 # for a customer recorded silently (the baseline) from the store's first run.
 _MIGRATE_TO_2 = (
     "ALTER TABLE customers ADD COLUMN segment_since INTEGER",
     "ALTER TABLE events ADD COLUMN superseded_by TEXT",
     "ALTER TABLE events ADD COLUMN recheck INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE events ADD COLUMN ordered INTEGER NOT NULL DEFAULT 1",
     "UPDATE customers SET segment_since = coalesce((SELECT max(occurred_at) FROM transitions t "
     "WHERE t.contact_id = customers.contact_id), ?, evaluated_at) WHERE segment IS NOT NULL",
 )
@@ -367,9 +369,10 @@ class SQLiteStore(Store):
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO events (id, contact_id, campaign, webhook, type, occurred_at, created_at, "
-                "body, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "body, next_attempt_at, ordered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(ev.id, ev.contact_id, ev.campaign, ev.webhook, ev.type, to_ms(ev.occurred_at),
-                  to_ms(e.evaluated_at), ev.body, to_ms(e.evaluated_at)) for e in fresh for ev in e.events],
+                  to_ms(e.evaluated_at), ev.body, to_ms(e.evaluated_at), int(ev.ordered))
+                 for e in fresh for ev in e.events],
             )
             events_added = db.total_changes - before
         return SaveResult(len(fresh), transitions_added, events_added, len(evaluations) - len(fresh))
@@ -470,9 +473,10 @@ class SQLiteStore(Store):
             ids = [r[0] for r in db.execute(
                 # Without the hint SQLite may pick events_by_status and sort every pending event per claim.
                 "SELECT id FROM events INDEXED BY events_due WHERE status = 'pending' AND next_attempt_at <= ? "
-                "AND (claimed_until IS NULL OR claimed_until <= ?) AND NOT EXISTS (SELECT 1 FROM events earlier "
-                "WHERE earlier.contact_id = events.contact_id AND earlier.status = 'pending' "
-                "AND earlier.seq < events.seq AND earlier.attempts > 0) ORDER BY next_attempt_at, seq LIMIT ?",
+                "AND (claimed_until IS NULL OR claimed_until <= ?) AND (ordered = 0 OR NOT EXISTS (SELECT 1 FROM "
+                "events earlier WHERE earlier.contact_id = events.contact_id AND earlier.status = 'pending' "
+                "AND earlier.seq < events.seq AND earlier.attempts > 0 AND earlier.ordered = 1)) "
+                "ORDER BY next_attempt_at, seq LIMIT ?",
                 (now_ms, now_ms, limit))]
             claimed = []
             for event_id in ids:
@@ -497,6 +501,13 @@ class SQLiteStore(Store):
                 "claimed_until = NULL WHERE id = ?", [(at, status, event_id) for event_id, status, _ in rows])
             db.executemany("INSERT INTO attempts (event_id, attempted_at, status, error, duration_ms) "
                            "VALUES (?, ?, ?, NULL, ?)", [(event_id, at, status, ms) for event_id, status, ms in rows])
+
+    def renew_claims(self, event_ids: Sequence[str], holder: str, until: datetime) -> int:
+        with self._write() as db:
+            before = db.total_changes
+            db.executemany("UPDATE events SET claimed_until = ? WHERE id = ? AND claimed_by = ? AND status = 'pending'",
+                           [(to_ms(until), event_id, holder) for event_id in event_ids])
+            return db.total_changes - before
 
     def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
         with self._write() as db:
@@ -648,5 +659,5 @@ def _event(row: tuple) -> EventRecord:
         id=row[0], contact_id=row[1], campaign=row[2], webhook=row[3], type=row[4], occurred_at=from_ms(row[5]),
         created_at=from_ms(row[6]), body=row[7], status=row[8], attempts=row[9], next_attempt_at=from_ms(row[10]),
         last_error=row[11], last_status=row[12], delivered_at=from_ms(row[13]), superseded_by=row[14],
-        recheck=bool(row[15]),
+        recheck=bool(row[15]), ordered=bool(row[16]),
     )
