@@ -28,7 +28,7 @@ from worker.store import open_store
 from worker.store.base import Store
 
 NOW = datetime(2026, 2, 21, 12, 0, tzinfo=timezone.utc)
-READ_KEY = "read-key-0123456789"
+READ_KEY = "read-key-0123456789ab"
 ADMIN_KEY = "admin-key-0123456789"
 WEBHOOK_SECRET = "test-webhook-secret"
 

@@ -204,7 +204,8 @@ def test_the_key_appears_in_no_page_and_no_cookie(client, shop, store):
         assert ADMIN_KEY not in response.get_data(as_text=True)
         assert all(ADMIN_KEY not in value for value in response.headers.getlist("Set-Cookie"))
     assert ADMIN_KEY not in session_payload(client)
-    assert set(json.loads(session_payload(client))) <= {"key", "csrf", "_permanent", "_flashes"}
+    assert set(json.loads(session_payload(client))) <= {"key", "sign_out", "since", "seen", "csrf", "_permanent",
+                                                      "_flashes"}
 
 
 def test_the_session_cookie_is_httponly_samesite_lax_and_secure(client):

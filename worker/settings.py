@@ -15,6 +15,10 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_FORMAT = "auto"  # text on a terminal, JSON lines otherwise (worker/logs.py)
 LOG_FORMATS = ("AUTO", "JSON", "TEXT")
 MIN_SESSION_SECRET_CHARS = 32
+# An API key is the caller's whole secret. Below 20 characters it is most likely a word or a test value ('changeme',
+# 'test-key') that a guesser tries first; 20 random characters (secrets.token_urlsafe(15) gives them) are out of
+# reach even without the slow-down for wrong keys.
+MIN_API_KEY_CHARS = 20
 
 
 class SettingsError(ValueError):
@@ -50,8 +54,8 @@ class Settings:
         return cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             rules_file=env.get("RULES_FILE") or DEFAULT_RULES_FILE,
-            api_keys=env_list(env, "API_KEYS"),
-            admin_api_keys=env_list(env, "ADMIN_API_KEYS"),
+            api_keys=env_keys(env, "API_KEYS"),
+            admin_api_keys=env_keys(env, "ADMIN_API_KEYS"),
             port=env_int(env, "PORT", DEFAULT_PORT, minimum=1, maximum=65535),
             log_level=env_choice(env, "LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
             max_request_bytes=env_int(env, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, minimum=1024),
@@ -66,6 +70,18 @@ class Settings:
 
 def env_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def env_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated API keys, each at least MIN_API_KEY_CHARS long; the message says which one by its place in
+    the list, never by its value."""
+    keys = env_list(env, name)
+    for place, key in enumerate(keys, start=1):
+        if len(key) < MIN_API_KEY_CHARS:
+            raise SettingsError(f"{name}: every key must be at least {MIN_API_KEY_CHARS} characters (e.g. the output "
+                                f"of 'python -c \"import secrets; print(secrets.token_urlsafe(32))\"'); key {place} of "
+                                f"{len(keys)} has {len(key)}")
+    return keys
 
 
 def env_secret(env: Mapping[str, str], name: str, min_chars: int) -> str | None:

@@ -124,7 +124,10 @@ def _operation(summary: str, schema: str, parameters: list[str], errors: Schema,
 
 
 def _errors(*statuses: int) -> Schema:
-    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "TooLarge"}
+    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "TooLarge",
+             429: "TooManyRequests"}
+    if 401 in statuses:  # wherever a key is checked, repeated wrong keys are slowed down
+        statuses += (429,)
     return {str(status): {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
 
 
@@ -135,6 +138,8 @@ def _error_responses() -> Schema:
         "Forbidden": _json("The key may read but not write", "Error"),
         "NotFound": _json("No such customer or event", "Error"),
         "TooLarge": _json("The body is larger than MAX_REQUEST_BYTES", "Error"),
+        "TooManyRequests": {**_json("Too many wrong API keys from this address; retry after Retry-After seconds",
+                                    "Error"), "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
     }
 
 
