@@ -34,7 +34,15 @@ MAX_RFM_SCORE = Decimal(5)
 MAX_DECIMALS = 6
 MAX_DELAY_SECONDS = 7 * 24 * 3600
 MAX_INTERVAL_SECONDS = 24 * 3600
-MAX_NESTING = 32  # levels of YAML a rules file may use; ours needs 6
+# A floor that stops a typo such as 0.001 from running the scheduler's jobs hundreds of times a second (one core
+# busy for nothing); fast enough for the crash-recovery harness (bench/chaos.py runs every 0.3 s and 0.1 s).
+MIN_INTERVAL_SECONDS = 0.1
+# Limits checked before a rules file is composed into YAML nodes: reading costs some 800 bytes of memory and
+# 45 µs per value, so 1 MiB of `[a,a,a,...]` took 23 s and 420 MB, and 5 MB 630 MB. Ours is 3 KB with 165 values
+# nested 5 levels deep; these leave room for far more.
+MAX_RULES_BYTES = 1024 * 1024
+MAX_RULES_VALUES = 10_000  # settings, list items and values
+MAX_NESTING = 32  # lists and mappings open at once
 # Order statuses that do not count as revenue unless rules.yaml says otherwise (`orders.exclude_statuses`).
 DEFAULT_EXCLUDED_STATUSES = ("cancelled", "canceled", "refunded", "void")
 # An order may be dated this many days after the server's clock (time zones, a clock a little fast); later is a typo.
@@ -163,6 +171,9 @@ class Campaign(_Model):
     # Just before sending, check that the move still holds (the customer is still VIP, no newer order undid the
     # milestone); an event whose move was undone is `superseded`, never sent. False: always send.
     recheck: bool = True
+    # While an earlier event of the customer is being retried, this campaign's events wait (a customer never hears
+    # "vip" before "welcome"). False: send without waiting and hold nothing back (e.g. a CRM sync).
+    ordered: bool = True
 
 
 def status_key(status: str | None) -> str:
@@ -260,8 +271,16 @@ class RfmGroupRule(_Model):
 
 
 class Schedule(_Model):
-    evaluate_every_seconds: float = Field(default=60, gt=0, le=MAX_INTERVAL_SECONDS)
-    deliver_every_seconds: float = Field(default=5, gt=0, le=MAX_INTERVAL_SECONDS)
+    evaluate_every_seconds: float = Field(default=60, le=MAX_INTERVAL_SECONDS)
+    deliver_every_seconds: float = Field(default=5, le=MAX_INTERVAL_SECONDS)
+
+    @field_validator("evaluate_every_seconds", "deliver_every_seconds")
+    @classmethod
+    def _not_too_often(cls, seconds: float) -> float:
+        if not seconds >= MIN_INTERVAL_SECONDS:  # also refuses nan
+            raise ValueError(f"must be at least {MIN_INTERVAL_SECONDS} seconds (more often only keeps a CPU busy; "
+                             "the defaults are 60 for evaluate and 5 for deliver)")
+        return seconds
 
 
 class Rules(_Model):
@@ -396,12 +415,19 @@ def parse_order_rules(text: str, source: str = "rules.yaml", env: Mapping[str, s
     return orders
 
 
+def refuse_if_too_large(size: int, source: str) -> None:
+    """Raise RulesError when `size` bytes is more than a rules file may be (checked before reading a file)."""
+    if size > MAX_RULES_BYTES:
+        raise RulesError([f"{source}: {size:,} bytes is too large for a rules file (at most {MAX_RULES_BYTES:,} "
+                          "bytes, 1 MiB; a rules file is a few KB)"])
+
+
 def _compose(text: str, source: str) -> yaml.Node:
+    # len() counts characters, never more than the UTF-8 bytes; encoding is only needed when it is close.
+    refuse_if_too_large(len(text) if len(text) > MAX_RULES_BYTES else len(text.encode("utf-8")), source)
     try:
-        _refuse_aliases(text, source)
+        _refuse_unsafe_structure(text, source)
         root = yaml.compose(text)
-    except RecursionError:
-        raise RulesError([f"{source}: nested too deeply to be a rules file"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -417,13 +443,48 @@ def _compose(text: str, source: str) -> yaml.Node:
     return root
 
 
-def _refuse_aliases(text: str, source: str) -> None:
-    """Aliases (*name) are refused before anything is built: they allow self-referencing files and "billion
-    laughs" expansion (a few lines growing into millions of values), and a marketer's file never needs them."""
-    for event in yaml.parse(text):
-        if isinstance(event, yaml.AliasEvent):
-            raise RulesError([f"{source}:{event.start_mark.line + 1}: anchors and aliases (&name, *name) are not "
-                              "supported; write the value out in full"])
+def _refuse_unsafe_structure(text: str, source: str) -> None:
+    """Refuse, from a stream of parse events and before any node is built, what would make composing slow or
+    huge: aliases (*name), which allow self-referencing files and "billion laughs" expansion (a few lines growing
+    into millions of values) and which a marketer's file never needs; more than MAX_RULES_VALUES values; and
+    nesting deeper than MAX_NESTING (composing recurses once per level). The scan stops at the first excess."""
+    depth = values = 0
+    try:
+        for event in yaml.parse(text, Loader=_FlowDepthLimitedLoader):
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.AliasEvent):
+                raise RulesError([f"{source}:{line}: anchors and aliases (&name, *name) are not supported; write "
+                                  "the value out in full"])
+            if isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+                values += 1
+                if values > MAX_RULES_VALUES:
+                    raise RulesError([f"{source}:{line}: more than {MAX_RULES_VALUES:,} values; a rules file needs "
+                                      "a few hundred"])
+                depth += isinstance(event, yaml.CollectionStartEvent)
+                if depth > MAX_NESTING:
+                    raise _TooDeep(line)
+    except _TooDeep as exc:
+        raise RulesError([f"{source}:{exc.line}: nested more than {MAX_NESTING} levels deep; a rules file needs "
+                          "only a few"]) from None
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        self.line = line
+        super().__init__(f"nested too deeply at line {line}")
+
+
+class _FlowDepthLimitedLoader(yaml.SafeLoader):
+    """Refuses `[[[[...` where the scanner reads the bracket. Before the parser sees the first of them, the scanner
+    looks up to 1024 characters ahead for a possible `key:`, checking every open bracket at each step: 100,000
+    brackets on one line took 0.6 s to reach the 33rd, and minutes to read in full."""
+
+    def fetch_flow_collection_start(self, token_class: type) -> None:
+        if self.flow_level >= MAX_NESTING:
+            raise _TooDeep(self.get_mark().line + 1)
+        super().fetch_flow_collection_start(token_class)
 
 
 def _condition_problems(data: dict, source: str, lines: dict[tuple, int]) -> list[str]:
@@ -457,9 +518,6 @@ class _NodeReader:
 
     def read(self, node: yaml.Node, path: tuple) -> Any:
         self.lines[path] = node.start_mark.line + 1
-        if len(path) > MAX_NESTING:
-            self._problem(node.start_mark.line + 1, path[:1], f"nested more than {MAX_NESTING} levels deep")
-            return None
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:

@@ -216,3 +216,17 @@ def test_after_kill_9_a_restarted_scheduler_resumes_within_two_claim_lifetimes(t
         if first.poll() is None:
             first.kill()
     assert resumed < 2 * CLAIM_SECONDS + 5, f"resumed {resumed:.1f}s after the kill"
+
+
+def test_an_unordered_campaign_is_sent_while_the_customers_earlier_event_is_retried(store, senders, slow, fast):
+    rules = parse_rules(two_webhooks(slow, fast).replace(
+        "  vip:     {on: {entered: VIP}, webhook: fast}",
+        "  crm:     {on: {entered: New}, webhook: fast, ordered: false}"), env=ENV)
+    ingest(store, [order_json("C-1", "C-1-1", T0 - timedelta(days=2))])
+    assert evaluate_due(store, rules, T0).events == 2
+    slow.respond_with(500)
+
+    run = deliver_due(store, rules, senders, T0 + timedelta(seconds=2), "sender")
+
+    assert run == DeliveryRun(delivered=1, retrying=1)
+    assert [r.json["campaign"] for r in fast.requests] == ["crm"]

@@ -256,7 +256,7 @@ def _event(rules: Rules, record: CustomerRecord, now: Classification, fired: Fir
         body["milestone"] = {"metric": metric, "days": int(days)}
     return NewEvent(id=eid, contact_id=record.contact_id, campaign=fired.campaign, webhook=campaign.webhook,
                     type=fired.kind, occurred_at=fired.occurred_at,
-                    body=json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+                    body=json.dumps(body, separators=(",", ":"), ensure_ascii=False), ordered=campaign.ordered)
 
 
 _iso_of_run = lru_cache(maxsize=4)(iso)  # every event of a run shares its detectedAt

@@ -1,21 +1,29 @@
-"""Reads rules.yaml from disk and keeps the last good rules in force when a newer file is refused."""
+"""Reads rules.yaml from disk and keeps the last good rules in force while a newer file is checked, and when it
+is refused."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from rules import Rules, RulesError, parse_rules
-from rules.schema import OrderRules, parse_order_rules
+from rules.schema import MAX_RULES_BYTES, OrderRules, parse_order_rules, refuse_if_too_large
 from worker.logs import redact, secret_values
 from worker.settings import SettingsError, allowed_hosts
 
 log = logging.getLogger(__name__)
+
+# How long a request waits for the check of a changed rules file before it goes on with the last good rules. A
+# real rules file (a few KB) is checked in milliseconds, well within it, so a file written just before a request is
+# in force for that request; a file the limits allow but that takes seconds to check (up to 1 MiB) goes on being
+# checked in the background while every request is answered at once.
+RELOAD_WAIT_SECONDS = 0.25
 
 
 def load_rules_file(path: str | Path, env: Mapping[str, str] | None = None) -> Rules:
@@ -49,9 +57,12 @@ def load_order_rules(path: str | Path, env: Mapping[str, str] | None = None) -> 
 
 def _read_text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            refuse_if_too_large(os.fstat(file.fileno()).st_size, path.name)  # before reading any of it
+            raw = file.read(MAX_RULES_BYTES + 1)  # it may have grown since, or be a pipe
     except OSError as exc:
         raise RulesError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    refuse_if_too_large(len(raw), path.name)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -79,43 +90,72 @@ def check_webhook_hosts(rules: Rules, env: Mapping[str, str]) -> None:
 
 
 class RulesSource:
-    """The rules in force. `current()` reloads when the file changes; a bad file is refused and reported."""
+    """The rules in force. `current()` notices a changed file and has it checked in the background; a bad file is
+    refused and reported in `error`, and the last good rules stay in force meanwhile."""
 
-    def __init__(self, path: str | Path, env: Mapping[str, str] | None = None):
+    def __init__(self, path: str | Path, env: Mapping[str, str] | None = None,
+                 wait_seconds: float = RELOAD_WAIT_SECONDS):
         self.path = Path(path)
         self.env = env
+        self.wait_seconds = wait_seconds
         self.error: str | None = None
         self.loaded_at: datetime | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the stamp, the running check, and the swap of rules and error
         self._stamp: tuple[float, int] | None = None
+        self._check: threading.Thread | None = None
+        self._wait_until = 0.0
         self._rules = load_rules_file(self.path, env)  # the first load must succeed: nothing to fall back on
         self._stamp = self._file_stamp()
         self.loaded_at = datetime.now(timezone.utc)
 
     def current(self) -> Rules:
+        # The check runs in a thread, one at a time, and callers wait for it only until `wait_seconds` after it
+        # started: never behind a lock held while parsing (which kept /healthz silent for minutes), and the same
+        # bound whatever the file holds (its size says little: 1 MiB of comments is checked in 0.6 s, one 1 MiB line
+        # of words in 2.7 s).
         with self._lock:
-            stamp = self._file_stamp()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._reload()
-            return self._rules
+            check = self._check
+            if check is None:
+                stamp = self._file_stamp()
+                if stamp != self._stamp:
+                    self._stamp = stamp  # a change made during the check has a newer stamp: checked after this one
+                    check = self._check = threading.Thread(target=self._run_check, name=f"check {self.path.name}",
+                                                           daemon=True)
+                    self._wait_until = time.monotonic() + self.wait_seconds
+                    check.start()
+        if check is not None:
+            check.join(max(0.0, self._wait_until - time.monotonic()))
+        return self._rules
+
+    def _run_check(self) -> None:
+        try:
+            self._reload()
+        finally:
+            with self._lock:
+                self._check = None
 
     def _reload(self) -> None:
         try:
             rules = load_rules_file(self.path, self.env)
         except RulesError as exc:
-            self.error = str(exc)
+            self._finish_check(error=str(exc))
             log.error("refused changed rules file, keeping rules %s in force: %s",
                       self._rules.rules_version, exc)
             return
         except Exception as exc:  # a bug in the parser must not take the running worker's rules away either
-            self.error = f"{self.path.name}: could not be checked ({type(exc).__name__}); see the log"
+            self._finish_check(error=f"{self.path.name}: could not be checked ({type(exc).__name__}); see the log")
             log.exception("could not check changed rules file, keeping rules %s in force", self._rules.rules_version)
             return
         if rules.rules_version != self._rules.rules_version:
             log.info("loaded rules %s from %s", rules.rules_version, self.path)
-        self._rules, self.error = rules, None
-        self.loaded_at = datetime.now(timezone.utc)
+        self._finish_check(rules=rules)
+
+    def _finish_check(self, rules: Rules | None = None, error: str | None = None) -> None:
+        with self._lock:
+            if rules is not None:
+                self._rules = rules
+                self.loaded_at = datetime.now(timezone.utc)
+            self.error = error
 
     def _file_stamp(self) -> tuple[float, int] | None:
         try:

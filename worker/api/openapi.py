@@ -125,9 +125,9 @@ def _operation(summary: str, schema: str, parameters: list[str], errors: Schema,
 
 def _errors(*statuses: int) -> Schema:
     names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "TooLarge",
-             429: "TooManyRequests"}
-    if 401 in statuses:  # wherever a key is checked, repeated wrong keys are slowed down
-        statuses += (429,)
+             429: "TooManyRequests", 503: "Unavailable"}
+    if 401 in statuses:  # wherever a key is checked, repeated wrong keys are slowed down; the store may be busy
+        statuses += (429, 503)
     return {str(status): {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
 
 
@@ -140,6 +140,9 @@ def _error_responses() -> Schema:
         "TooLarge": _json("The body is larger than MAX_REQUEST_BYTES", "Error"),
         "TooManyRequests": {**_json("Too many wrong API keys from this address; retry after Retry-After seconds",
                                     "Error"), "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+        "Unavailable": {**_json("The store is busy (a long import), or a preview ran out of time; retry after "
+                                "Retry-After seconds", "Error"),
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
     }
 
 
