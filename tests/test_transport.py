@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.receiver import Receiver
 from worker.transport import (
+    BODY_KEEP_BYTES,
     DEFAULT_RETRY_SCHEDULE,
     DeliveryError,
     SendResult,
@@ -225,6 +226,14 @@ def test_unreadable_retry_after_is_ignored(receiver: Receiver, sender: WebhookSe
     assert send_error(sender).retry_after is None
 
 
+def test_a_secret_cut_off_at_the_kept_part_of_the_body_is_not_quoted_in_part(receiver: Receiver) -> None:
+    config = WebhookConfig(url=receiver.url, headers={"X-Segment-Token": "tok-123456789"})
+    receiver.respond_with(500, body="error " + " " * (BODY_KEEP_BYTES - 10) + "tok-123456789 and more")
+    with WebhookSender(config) as sender:
+        error = send_error(sender)
+    assert error.message == "HTTP 500 from n8n: error"
+
+
 # Network failures
 
 
@@ -241,7 +250,7 @@ def test_timeout_is_retryable(receiver: Receiver) -> None:
     with WebhookSender(WebhookConfig(url=receiver.url, timeout_seconds=0.1)) as sender:
         error = send_error(sender)
     assert not error.permanent
-    assert error.message == "timed out after 0.1s"
+    assert error.message == "no complete answer from n8n within 0.1s"
     assert error.duration_ms >= 100
 
 
