@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
 import sys
@@ -24,12 +25,24 @@ def free_port() -> int:
 
 
 def commands(port: int) -> dict[str, list[str]]:
-    """The Procfile's web command and the CLI's `api`, each bound to `port`."""
+    """The Procfile's web command and the CLI's `api`; both bind to PORT from the environment, which the caller
+    sets to `port`. (The key "procfile-gunicorn" predates the Procfile's move from gunicorn to waitress.)"""
     return {
-        "procfile-gunicorn": [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
-                              "--threads", "4", "--bind", f"127.0.0.1:{port}", "worker.api.wsgi:app"],
+        "procfile-gunicorn": procfile_command("web"),
         "cli-api": [sys.executable, "-m", "worker", "api", "--workers", "1"],
     }
+
+
+def procfile_command(process: str) -> list[str]:
+    """The Procfile's line for `process` as arguments, run by this interpreter (its lines use no shell syntax)."""
+    for line in (ROOT / "Procfile").read_text(encoding="utf-8").splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            if "$" in command:
+                raise ValueError(f"the Procfile's {process!r} line uses shell syntax, which this cannot run")
+            arguments = shlex.split(command)
+            return [sys.executable, *arguments[1:]] if arguments[0] == "python" else arguments
+    raise LookupError(f"the Procfile has no {process!r} process")
 
 
 @contextmanager

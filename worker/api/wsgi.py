@@ -1,4 +1,7 @@
-"""The gunicorn entry point (Procfile `web`: `gunicorn ... worker.api.wsgi:app`), configured from the environment."""
+"""The WSGI entry point for a server of your own choosing (`worker.api.wsgi:app`), configured from the environment.
+
+The Procfile's `web` is `python -m worker api`: waitress, set up in worker/server.py to withstand slow clients.
+"""
 
 from worker.api import create_app
 from worker.logs import configure_logging
