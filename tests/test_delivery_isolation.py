@@ -19,6 +19,7 @@ import pytest
 import worker.delivery as delivery
 from rules import Rules, parse_rules
 from tests.factories import DEFAULT_SEGMENTS, FREQUENCY_BANDS
+from tests.hostile_receiver import HostileReceiver, drip_body
 from tests.outbox_helpers import ENV, SECRET, T0, ingest, order_json
 from tests.receiver import Receiver
 from tests.server_process import ROOT
@@ -230,3 +231,27 @@ def test_an_unordered_campaign_is_sent_while_the_customers_earlier_event_is_retr
 
     assert run == DeliveryRun(delivered=1, retrying=1)
     assert [r.json["campaign"] for r in fast.requests] == ["crm"]
+
+
+def test_a_receiver_that_drips_its_answer_neither_hangs_deliver_nor_starves_the_other_webhook(tmp_path, store, fast):
+    with HostileReceiver() as dripping:
+        dripping.play(*[drip_body() for _ in range(4)])
+        text = (TWO_WEBHOOKS.replace("@SLOW@", dripping.url).replace("@FAST@", fast.url)
+                .replace("timeout_seconds: 5, max_concurrency: 2", "timeout_seconds: 2, max_concurrency: 2")
+                # queued at T0, sent at the real clock: not re-checked (the drip is this test's subject)
+                .replace("{entered: New}, webhook: slow}", "{entered: New}, webhook: slow, recheck: false}"))
+        rules_file = tmp_path / "rules.yaml"
+        rules_file.write_text(text, encoding="utf-8")
+        rules = parse_rules(text, env=ENV)
+        queue(store, rules, newcomers=4, vips=3)
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/segments.db", "RULES_FILE": str(rules_file),
+               "WEBHOOK_SECRET": SECRET}
+        began = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "worker", "deliver"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+        took = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    assert "delivered: 3" in done.stdout and "retrying later: 4" in done.stdout
+    assert took < 2 * 2 + 6, f"deliver took {took:.1f}s: two rounds of 2 s attempts, plus start-up"
+    assert len(fast.requests) == 3
+    assert {e.last_error for e in store.list_events("pending", 10)} == {"no complete answer from slow within 2s"}

@@ -1,4 +1,4 @@
-"""The customer API (Flask): `create_app(settings)` builds it; `wsgi.py` is the gunicorn entry point."""
+"""The customer API (Flask): `create_app(settings)` builds it; `wsgi.py` is the WSGI entry point."""
 
 from worker.api.app import create_app
 

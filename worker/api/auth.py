@@ -96,7 +96,7 @@ class _Tally:
 class KeyFailures:
     """Wrong keys per client address: after `limit` of them within `window`, the address is refused for `window`.
 
-    Kept in this process's memory, so each gunicorn worker counts on its own: with W workers an address gets at
+    Kept in this process's memory, so each server process counts on its own: with W processes an address gets at
     most W x limit tries per window, still a slow-down of many orders of magnitude. At most `max_addresses` are
     remembered, the least recently failing forgotten first. The address is request.remote_addr: behind a proxy
     that is the proxy's, so every client behind it shares one count (X-Forwarded-For is not trusted: anybody can
@@ -108,7 +108,7 @@ class KeyFailures:
         self._window = window
         self._max_addresses = max_addresses
         self._tallies: OrderedDict[str, _Tally] = OrderedDict()
-        self._lock = threading.Lock()  # gunicorn's threads share this object
+        self._lock = threading.Lock()  # the server's threads share this object
 
     def retry_after(self, address: str, now: datetime) -> int | None:
         """Whole seconds until `address` may try again, or None while it is not refused."""

@@ -66,7 +66,7 @@ _SESSION_KEY = "key"  # the HMAC of the key the session signed in with, never th
 _SESSION_CSRF = "csrf"
 _SESSION_SINCE = "since"  # when it signed in, whole seconds by the app's clock
 _SESSION_SEEN = "seen"  # its latest page, likewise: moved on every page, so idle time counts from the last one
-# A signed cookie cannot be recalled, and every gunicorn worker must refuse it once its holder signs out, so the
+# A signed cookie cannot be recalled, and every server process must refuse it once its holder signs out, so the
 # store's meta keeps a sign-out mark per key: a random value, replaced by a fresh one at every sign-out with that
 # key. A session carries the mark its key had when it signed in and is over once the stored mark differs. Each
 # write is a new random value, so no write, however late or concurrent, brings back an old mark or the sessions
@@ -113,7 +113,7 @@ def install_dashboard_session(app: Flask, settings: Settings) -> None:
 
 
 def session_secret(settings: Settings) -> bytes:
-    """SESSION_SECRET, else an HMAC of all the API keys: every gunicorn worker derives the same secret, and
+    """SESSION_SECRET, else an HMAC of all the API keys: every server process derives the same secret, and
     changing any key signs everybody out. Without keys nobody can sign in, so a random secret will do."""
     if settings.session_secret:
         return settings.session_secret.encode("utf-8")

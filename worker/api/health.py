@@ -59,7 +59,7 @@ def metrics() -> Response:
 def install_metrics(app: Flask, ctx: ApiContext) -> None:
     """A registry per app (not the process-global one) so that tests and several apps never share counters.
 
-    Under several gunicorn workers each process counts its own requests; the store gauges agree everywhere.
+    Where several server processes run, each counts its own requests; the store gauges agree everywhere.
     """
     registry = CollectorRegistry()
     registry.register(_StoreCollector(ctx))
