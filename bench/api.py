@@ -1,4 +1,5 @@
-"""API scenarios: the Flask app in process (test client), and the real app under gunicorn with a threaded client."""
+"""API scenarios: the Flask app in process (test client), and the real server (`python -m worker api`, waitress)
+with a threaded client."""
 
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ import requests
 from bench.dataset import API_KEY, REPO, RULES_FILE, bench_env
 from worker.api import create_app
 from worker.rules_file import RulesSource
+from worker.server import THREADS_PER_WORKER
 from worker.settings import Settings
 from worker.store.sqlite import SQLiteStore
 
 HEADERS = {"X-API-Key": API_KEY}
-GUNICORN_WORKERS = 2
-GUNICORN_THREADS = 8  # as the Procfile's web process
+# The Procfile's web runs `python -m worker api` with WEB_CONCURRENCY unset, so the CLI's default of 2 applies:
+# set here so that an inherited value cannot change what is measured.
+WEB_CONCURRENCY = 2
+SERVER_THREADS = WEB_CONCURRENCY * THREADS_PER_WORKER  # as serve_api counts them
 STARTUP_SECONDS = 30
+STOP_SECONDS = 20  # serve_api answers the requests in flight for up to 10 s after SIGTERM
 
 
 def sample_ids(db: Path, count: int, seed: int) -> list[str]:
@@ -92,27 +97,26 @@ class Load:
         return {**self.__dict__, "per_second": self.per_second}
 
 
-def under_gunicorn(app: str, env: dict[str, str], paths: list[str], threads: int, seconds: float,
-                   max_requests: int, log: Path) -> Load:
-    """Start `app` under gunicorn (2 workers, gthread) on 127.0.0.1, load it with `threads` client threads
-    (one requests.Session each) for `seconds` or `max_requests`, then stop it."""
+def served(app: str, env: dict[str, str], paths: list[str], threads: int, seconds: float, max_requests: int,
+           log: Path) -> Load:
+    """Start `python -m bench.server <app>` (`api` or `hello`: `python -m worker api` on 127.0.0.1, one process),
+    load it with `threads` client threads (one requests.Session each) for `seconds` or `max_requests`, then stop it."""
     port = _free_port()
-    command = [sys.executable, "-m", "gunicorn", "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread",
-               "--threads", str(GUNICORN_THREADS), "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app]
     with log.open("w", encoding="utf-8") as errors:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        server = subprocess.Popen([sys.executable, "-m", "bench.server", app], cwd=REPO, env={**env, "PORT": str(port)},
+                                  stdout=subprocess.DEVNULL, stderr=errors)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_until_up(server, base + paths[0], log)
-        hammer(base, paths, threads, min(1.0, seconds / 5), max_requests // 10)  # warm both workers
-        server_cpu = _tree_cpu_seconds(server.pid)
+        hammer(base, paths, threads, min(1.0, seconds / 5), max_requests // 10)  # warm: threads, rules, connections
+        server_cpu = _process_cpu_seconds(server.pid)
         load = hammer(base, paths, threads, seconds, max_requests)
-        server_ms = (_tree_cpu_seconds(server.pid) - server_cpu) * 1000 / load.requests
+        server_ms = (_process_cpu_seconds(server.pid) - server_cpu) * 1000 / load.requests
         return replace(load, server_cpu_ms_per_request=server_ms)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
-            server.wait(timeout=20)
+            server.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
@@ -155,7 +159,7 @@ def hammer(base: str, paths: list[str], threads: int, seconds: float, max_reques
 
 def http_env(db: Path) -> dict[str, str]:
     env = bench_env(f"sqlite:///{db}")
-    env["WEB_CONCURRENCY"] = str(GUNICORN_WORKERS)
+    env["WEB_CONCURRENCY"] = str(WEB_CONCURRENCY)
     return env
 
 
@@ -163,28 +167,24 @@ def _wait_until_up(server: subprocess.Popen, url: str, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"the server exited with {server.returncode}: {log.read_text()[-2000:]}")
         try:
             if requests.get(url, headers=HEADERS, timeout=1).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not answer {url} within {STARTUP_SECONDS}s")
+    raise RuntimeError(f"the server did not answer {url} within {STARTUP_SECONDS}s")
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children (gunicorn's master and workers), from /proc;
-    0 where there is no /proc."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(proc.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent pid
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
+def _process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of one process, all its threads, from /proc; 0 where there is no /proc. The server is
+    one process with no children (waitress's threads), so this is all of its CPU."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _free_port() -> int:

@@ -27,8 +27,8 @@ from typing import Any
 from bench.dataset import RULES_FILE, WEBHOOK_SECRET
 from bench.generate import AS_OF, generate
 from rules import Rules
-from worker.cli import IMPORT_BATCH
 from worker.evaluate import evaluate_due
+from worker.ingest import BATCH as IMPORT_BATCH
 from worker.ingest import parse_record, read_order_file
 from worker.rules_file import load_rules_file
 from worker.store import open_store

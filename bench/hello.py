@@ -1,4 +1,5 @@
-"""The smallest WSGI app: the ceiling that the bench's HTTP client and gunicorn reach on this machine."""
+"""The smallest WSGI app: the ceiling that the bench's HTTP client and the API's server (waitress, as
+`python -m worker api` runs it) reach on this machine."""
 
 from __future__ import annotations
 

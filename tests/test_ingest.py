@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from tests.factories import T0, UTC, new_store, order
+from worker import ingest
 from worker.ingest import (
+    ImportInterrupted,
     OrdersRejected,
     RecordError,
     import_order_file,
@@ -288,7 +290,7 @@ GOOD_CSV = ("contactID,orderReference,orderDate,total\n"
             "C-1,F-1,2026-02-01,10.00\nC-1,F-2,2026-02-02,5.50\nC-2,F-3,2026-02-03,1.00\n")
 
 
-def test_a_file_is_imported_in_one_read_with_counts(backend, tmp_path):
+def test_a_file_is_imported_with_counts_and_progress(backend, tmp_path):
     store = backend.open()
     path = tmp_path / "orders.csv"
     path.write_text(GOOD_CSV, encoding="utf-8")
@@ -325,3 +327,58 @@ def test_a_file_without_records_is_refused(backend, tmp_path):
     path.write_text("contactID,orderReference,orderDate,total\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no order records found"):
         import_order_file(backend.open(), path, T0)
+
+
+def test_a_file_whose_header_cannot_be_read_is_refused_even_with_skip_invalid(backend, tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text("contactID;orderReference;orderDate;total\nC-1;F-1;2026-02-01;1.00\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="orders.csv:1: header lacks column.*looks semicolon-separated"):
+        import_order_file(backend.open(), path, T0, skip_invalid=True)
+
+
+def test_skip_invalid_with_every_record_bad_stores_nothing(backend, tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text("contactID,orderReference,orderDate,total\nC-1,F-1,soon,1.00\n", encoding="utf-8")
+    result = import_order_file(backend.open(), path, T0, skip_invalid=True)
+    assert not result.stored and len(result.rejected) == 1
+
+
+# --- batches and the checkpoint that lets an interrupted import resume ----------------------------------------
+
+def test_an_interrupted_import_keeps_its_batches_and_resumes_after_them(backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "BATCH", 2)
+    store = backend.open()
+    path = tmp_path / "orders.csv"
+    path.write_text(GOOD_CSV + "C-3,F-4,2026-02-04,2.00\nC-3,F-5,2026-02-05,3.00\n", encoding="utf-8")
+    upsert, calls = store.upsert_orders, []
+
+    def full_disk_on_the_second_batch(orders, now):
+        calls.append(len(orders))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return upsert(orders, now)
+
+    monkeypatch.setattr(store, "upsert_orders", full_disk_on_the_second_batch)
+    with pytest.raises(ImportInterrupted, match="orders.csv: the import stopped .disk full.; its first 2 record"):
+        import_order_file(store, path, T0)
+    assert store.get_customer("C-1").facts.order_count == 2 and store.get_customer("C-2") is None
+
+    monkeypatch.setattr(store, "upsert_orders", upsert)
+    seen: list[int] = []
+    result = import_order_file(store, path, T0, on_progress=seen.append)
+    assert (result.resumed_after, result.inserted, result.unchanged, sum(seen)) == (2, 3, 0, 5)
+    assert store.get_customer("C-3").facts.total_cents == 500
+
+    again = import_order_file(store, path, T0)  # finished: a new run starts from the top, and changes nothing
+    assert (again.resumed_after, again.inserted, again.unchanged) == (0, 0, 5)
+
+
+def test_without_skip_invalid_a_bad_record_refuses_the_file_even_when_the_rest_is_stored(backend, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setattr(ingest, "BATCH", 2)
+    store = backend.open()
+    path = tmp_path / "orders.csv"
+    path.write_text(GOOD_CSV + "C-3,F-4,2026-02-04,-1\n", encoding="utf-8")
+    assert import_order_file(store, path, T0, skip_invalid=True).inserted == 3
+    result = import_order_file(store, path, T0)
+    assert not result.stored and result.rejected == ["orders.csv:5 (orderReference F-4): total: -1 is negative"]

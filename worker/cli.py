@@ -20,7 +20,7 @@ from rules.schema import frequency_names, segment_names
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
 from worker.evaluate import dry_run as plan_run
-from worker.ingest import import_order_file, ingest_orders
+from worker.ingest import ImportInterrupted, import_order_file, ingest_orders
 from worker.rfm import load_cutoffs, refresh_rfm
 from worker.rules_file import RulesSource, load_order_rules, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
@@ -151,10 +151,18 @@ def deliver(ctx: Context) -> None:
 
 @main.command("import-orders")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--skip-invalid", is_flag=True, help="Import the valid records even if some are invalid.")
+@click.option("--skip-invalid", is_flag=True, help="Import the valid records even if some are invalid (it still "
+                                                  "fails when none is valid).")
 @pass_context
 def import_orders(ctx: Context, file: Path, skip_invalid: bool) -> None:
-    """Record orders from a CSV or JSON Lines file (upsert by orderReference); the next evaluation decides."""
+    """Record orders from a CSV or JSON Lines file (upsert by orderReference); the next evaluation decides.
+
+    The whole file is checked first: one invalid record means nothing is stored (unless --skip-invalid). The
+    orders are then stored in batches of a few thousand, each its own short transaction, so the API and the
+    scheduler never wait on a long import for more than one batch (a fraction of a second). An interrupted import
+    (killed, a full disk, a busy store) keeps the batches it stored, and running the same file again resumes after
+    them. Running a finished import again re-applies the file: orders already as it says stay unchanged.
+    """
     started = time.perf_counter()
     try:
         order_rules = load_order_rules(ctx.settings.rules_file, ctx.settings.env)
@@ -166,15 +174,20 @@ def import_orders(ctx: Context, file: Path, skip_invalid: bool) -> None:
         with tqdm(total=lines, unit="orders", disable=None, file=sys.stderr) as bar:
             result = import_order_file(ctx.store, file, datetime.now(timezone.utc), skip_invalid, bar.update,
                                        order_rules=order_rules)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise click.ClickException(f"{file.name}: {exc}") from None
+    except (ValueError, ImportInterrupted) as exc:  # each names the file (and line)
+        raise click.ClickException(str(exc)) from None
     for error in result.rejected[:SHOWN_ERRORS]:
         click.echo(f"rejected {error}", err=True)
     if len(result.rejected) > SHOWN_ERRORS:
         click.echo(f"... and {len(result.rejected) - SHOWN_ERRORS} more rejected records", err=True)
+    if not result.stored and skip_invalid:
+        raise click.ClickException(f"all {len(result.rejected)} record(s) were invalid; nothing was imported.")
     if not result.stored:
         raise click.ClickException(f"{len(result.rejected)} invalid record(s); nothing was imported. "
                                    "Fix them, or pass --skip-invalid to import the valid ones.")
+    if result.resumed_after:
+        click.echo(f"resumed at record {result.resumed_after + 1}: an earlier, interrupted run of this file had "
+                   f"stored the {result.resumed_after} before it")
     click.echo(f"imported: {result.inserted}\nupdated: {result.updated}\nunchanged: {result.unchanged}\n"
                f"rejected: {len(result.rejected)}\ncustomers changed: {len(result.customers)}\n"
                f"seconds: {time.perf_counter() - started:.2f}")
@@ -324,10 +337,11 @@ def scheduler(ctx: Context) -> None:
 
 
 @main.command()
-@click.option("--workers", default=None, type=int, help="Gunicorn worker processes (default WEB_CONCURRENCY or 2).")
+@click.option("--workers", default=None, type=int,
+              help="Request threads, in eights (default WEB_CONCURRENCY or 2: 16 threads).")
 @pass_context
 def api(ctx: Context, workers: int | None) -> None:
-    """Serve the customer API alone under gunicorn (the Procfile's web)."""
+    """Serve the customer API alone (the Procfile's web), on waitress: slow clients hold no thread."""
     from worker.server import serve_api
 
     serve_api(ctx.settings, workers=workers or int(os.environ.get("WEB_CONCURRENCY", "2")), with_scheduler=False)

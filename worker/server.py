@@ -7,6 +7,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from waitress import wasyncore
@@ -49,18 +50,23 @@ GRACEFUL_SECONDS = 10  # as gunicorn's graceful_timeout was: requests in flight 
 LOOP_SECONDS = 0.5  # how long one poll waits, so how soon a stop request is seen
 
 
-def serve_api(settings: Settings, workers: int, with_scheduler: bool) -> None:
-    """Serve the API on 0.0.0.0:PORT until SIGTERM or SIGINT, then finish the requests in flight and return."""
+def serve_api(settings: Settings, workers: int, with_scheduler: bool, host: str = "0.0.0.0",
+              app: Callable[..., Any] | None = None) -> None:
+    """Serve the API on host:PORT until SIGTERM or SIGINT, then finish the requests in flight and return.
+
+    `app` replaces the API (the bench serves a bare WSGI app on exactly this server as its baseline).
+    """
     from worker.api import create_app
 
-    app = create_app(settings, store=open_store(settings.database_url),
-                     rules_source=RulesSource(settings.rules_file, settings.env))
+    if app is None:
+        app = create_app(settings, store=open_store(settings.database_url),
+                         rules_source=RulesSource(settings.rules_file, settings.env))
     channels: dict[int, Any] = {}
     threads = THREADS_PER_WORKER * max(1, workers)
-    server = create_server(app, map=channels, **_adjustments(settings, threads))
+    server = create_server(app, map=channels, **_adjustments(settings, threads, host))
     stopping = _stop_requested()
     scheduled = _start_scheduler(settings) if with_scheduler else None
-    log.info("serving on http://0.0.0.0:%d with %d threads%s", settings.port, threads,
+    log.info("serving on http://%s:%d with %d threads%s", host, settings.port, threads,
              " and the scheduler" if with_scheduler else "")
     try:
         while not stopping.is_set():
@@ -74,9 +80,9 @@ def serve_api(settings: Settings, workers: int, with_scheduler: bool) -> None:
             _stop_scheduler(*scheduled)
 
 
-def _adjustments(settings: Settings, threads: int) -> dict[str, Any]:
+def _adjustments(settings: Settings, threads: int, host: str) -> dict[str, Any]:
     return {
-        "listen": f"0.0.0.0:{settings.port}",
+        "listen": f"{host}:{settings.port}",
         "threads": threads,
         "connection_limit": _connection_limit(),
         "asyncore_use_poll": True,  # select() fails on a descriptor numbered 1024 or more

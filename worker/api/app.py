@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -85,6 +86,18 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
     def unexpected(error: Exception) -> tuple[Response, int]:
         log.exception("unhandled error answering a request")
         return jsonify(error="internal error; the server log has the details"), 500
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def store_error(error: sqlite3.OperationalError) -> tuple[Response, int]:
+        # SQLite's "database is locked": another writer held the store past this request's wait. The write that
+        # failed stored nothing and every API write is safe to repeat (orders are upserts), so the client retries;
+        # a second is plenty, as no transaction holds the store for longer than a fraction of one.
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:  # only SQLite sets the code
+            return unexpected(error)
+        log.warning("store busy answering %s %s: %s", request.method, request.path, error)
+        response = jsonify(error="the store is busy; retry shortly")
+        response.headers["Retry-After"] = "1"
+        return response, 503
 
 
 def _install_cors(app: Flask, origins: tuple[str, ...]) -> None:

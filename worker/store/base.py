@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -307,15 +306,6 @@ class Store(abc.ABC):
         fallback replays them, which also restarts their retry schedule)."""
         for event_id in event_ids:
             self.replay_event(event_id, now)
-
-    @contextmanager
-    def atomic_import(self) -> Iterator[bool]:
-        """A block in which every upsert_orders joins one transaction, undone if the block raises.
-
-        Yields False where the backend has no such transaction (DynamoDB); callers then validate a whole file
-        before storing any of it.
-        """
-        yield False
 
     def checkpoint(self) -> None:  # noqa: B027 - only backends with a local log need it
         """Housekeeping the scheduler runs off the hot path (SQLite: fold the write-ahead log into the file)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -28,6 +28,13 @@ from worker.store.base import (
 
 SCHEMA_VERSION = 2  # 2: customers.segment_since, events.superseded_by, events.recheck and events.ordered
 WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL at the most between checkpoints
+# How long a write waits for another writer's transaction to end. Background writes (evaluation, the outbox,
+# leases) wait long: giving up after a send means sending again. Order writes (POST /api/orders, an import's
+# batches) give up soon: the API answers 503 with Retry-After, and an import resumes when it is run again. No
+# transaction of ours holds the lock for more than a fraction of a second, so neither wait is reached normally.
+BUSY_WAIT_SECONDS = 30
+ORDER_WRITE_WAIT_SECONDS = 2
+LOCK_RETRY_SECONDS = 0.005
 ATTEMPT_OUTCOMES = ("delivered", "http_error", "network_error")
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit on every version we meet
 
@@ -185,10 +192,9 @@ class SQLiteStore(Store):
         # One connection per thread: sqlite3 connections must not be shared across threads mid-transaction.
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_WAIT_SECONDS, isolation_level=None)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("PRAGMA cache_size = -65536")
             # Checkpoints run from the scheduler's maintenance job (checkpoint()), not inside an evaluation's
             # COMMIT: at the default 1,000 pages a daily tick paid ~250 ms for one. This is only the ceiling.
@@ -217,11 +223,6 @@ class SQLiteStore(Store):
                     db.execute(statement, (first_run_ms,) if "?" in statement else ())
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
-    @contextmanager
-    def atomic_import(self) -> Iterator[bool]:
-        with self._write():
-            yield True
-
     def checkpoint(self) -> None:
         """Copy the write-ahead log back into the database without blocking readers or writers."""
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -241,7 +242,7 @@ class SQLiteStore(Store):
         received = to_ms(now)
         inserted = updated = unchanged = 0
         touched: set[str] = set()
-        with self._write() as db:
+        with _Transaction(self._db, ORDER_WRITE_WAIT_SECONDS) as db:
             excluded = self.excluded_statuses()
             existing = self._existing_orders(db, list(latest))
             rows = []
@@ -615,17 +616,39 @@ class SQLiteStore(Store):
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: a batch is stored whole or not at all.
 
-    Inside an open transaction (an atomic import) it becomes a savepoint of that transaction.
+    BEGIN waits up to `wait_seconds` for another writer, trying again every LOCK_RETRY_SECONDS. SQLite's own busy
+    handler sleeps 100 ms between tries: it misses the short gaps between an import's batches, and a writer could
+    wait for a whole import. Inside an open transaction it becomes a savepoint of that transaction.
     """
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, wait_seconds: float = BUSY_WAIT_SECONDS):
         self.conn = conn
+        self.wait_seconds = wait_seconds
         self.nested = False
 
     def __enter__(self) -> sqlite3.Connection:
         self.nested = self.conn.in_transaction
-        self.conn.execute("SAVEPOINT batch" if self.nested else "BEGIN IMMEDIATE")
+        if self.nested:
+            self.conn.execute("SAVEPOINT batch")
+        else:
+            self._begin()
         return self.conn
+
+    def _begin(self) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        self.conn.execute("PRAGMA busy_timeout = 0")  # this loop waits instead
+        try:
+            while True:
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:  # "database is locked" once the wait is over
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                        raise
+                time.sleep(LOCK_RETRY_SECONDS)
+        finally:
+            # reads and COMMIT keep SQLite's handler: in WAL mode they are only ever busy for a moment
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_SECONDS * 1000}")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.nested:

@@ -1,0 +1,147 @@
+"""Input at the edges of what people and programs send: lone surrogates from JSON escapes (API and JSON Lines),
+Excel's "CSV UTF-8" (a byte order mark) and its semicolon-separated CSV, and imports that end up storing nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.conftest import NOW, make_order
+from worker.cli import main
+from worker.store import open_store
+
+SURROGATE = "contains characters that cannot be stored (a lone surrogate)"
+HEADER = "contactID,orderReference,orderDate,total,email,name,status\n"
+ROWS = "C-1,ORD-1,2026-01-10T09:00:00Z,100.10,ann@example.com,Ann,\nC-2,ORD-2,2025-06-01,6000.00,,Bo,\n"
+
+
+@pytest.fixture
+def cli(rules_file: Path, database_url: str, env: dict[str, str]):
+    environment = {**env, "DATABASE_URL": database_url, "RULES_FILE": str(rules_file)}
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+
+    return run
+
+
+def jsonl_line(contact_id: str, reference: str, **fields: str) -> str:
+    """One JSON Lines record as a program writes it: anything outside ASCII as a \\u escape."""
+    return json.dumps({"contactID": contact_id, "orderReference": reference, "orderDate": "2026-02-01",
+                       "total": "1.50", **fields}) + "\n"
+
+
+# --- lone surrogates ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["contactID", "name", "email", "status"])
+def test_a_lone_surrogate_sent_to_the_api_is_a_400_naming_record_and_field(client, admin_headers, read_headers,
+                                                                              field):
+    good = make_order("C-1", "ORD-1", NOW, "10.00")
+    bad = make_order("C-2", "ORD-2", NOW, "10.00", **{field: "Ann \ud800"})
+    body = json.dumps([good, bad])  # ensure_ascii: the surrogate travels as the escape \ud800, as n8n sends it
+    assert "\\ud800" in body
+
+    response = client.post("/api/orders", data=body, content_type="application/json", headers=admin_headers)
+
+    assert response.status_code == 400
+    assert response.get_json()["errors"] == [f"record 1 (orderReference ORD-2): {field}: {SURROGATE}"]
+    assert client.get("/api/customers/C-1", headers=read_headers).status_code == 404
+
+
+def test_a_lone_surrogate_in_the_order_reference_is_named_escaped(client, admin_headers):
+    body = json.dumps([make_order("C-1", "ORD-\udc80", NOW, "10.00")])
+
+    response = client.post("/api/orders", data=body, content_type="application/json", headers=admin_headers)
+
+    assert response.status_code == 400
+    assert response.get_json()["errors"] == [f"record 0 (orderReference ORD-\\udc80): orderReference: {SURROGATE}"]
+
+
+def test_a_jsonl_line_with_a_lone_surrogate_is_named_and_refuses_the_file(cli, tmp_path, database_url):
+    path = tmp_path / "orders.jsonl"
+    path.write_text(jsonl_line("C-1", "J-1") + jsonl_line("C-\ud800", "J-2") + jsonl_line("C-3", "J-3"),
+                    encoding="utf-8")
+
+    result = cli("import-orders", str(path))
+
+    assert result.exit_code == 1
+    assert f"orders.jsonl:2 (orderReference J-2): contactID: {SURROGATE}" in result.output
+    assert "nothing was imported" in result.output
+    assert open_store(database_url).count_customers() == 0
+
+
+def test_skip_invalid_imports_the_rest_of_a_jsonl_file_around_a_lone_surrogate(cli, tmp_path, database_url):
+    path = tmp_path / "orders.jsonl"
+    path.write_text(jsonl_line("C-1", "J-1") + jsonl_line("C-2", "J-2", name="\udfff Bo") + jsonl_line("C-3", "J-3"),
+                    encoding="utf-8")
+
+    result = cli("import-orders", "--skip-invalid", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert "imported: 2" in result.output and "rejected: 1" in result.output
+    assert f"orders.jsonl:2 (orderReference J-2): name: {SURROGATE}" in result.output
+    store = open_store(database_url)
+    assert store.get_customer("C-2") is None
+    assert [store.get_customer(c).facts.total_cents for c in ("C-1", "C-3")] == [150, 150]
+
+
+# --- what Excel saves ---------------------------------------------------------------------------------------
+
+def test_an_excel_csv_utf8_file_with_a_byte_order_mark_is_read_as_normal(cli, tmp_path, database_url):
+    path = tmp_path / "orders.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + ROWS).replace("\n", "\r\n").encode("utf-8"))
+
+    result = cli("import-orders", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert "imported: 2" in result.output
+    assert open_store(database_url).get_customer("C-1").facts.total_cents == 10_010
+
+
+def test_a_semicolon_separated_csv_is_refused_with_a_hint(cli, tmp_path, database_url):
+    path = tmp_path / "orders.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + ROWS).replace(",", ";").encode("utf-8"))
+
+    result = cli("import-orders", str(path))
+
+    assert result.exit_code == 1
+    assert "orders.csv:1: header lacks column(s) contactID, orderReference, orderDate, total" in result.output
+    assert "the header looks semicolon-separated: save the file as comma-separated CSV" in result.output
+    assert open_store(database_url).count_customers() == 0
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_a_hint(cli, tmp_path, database_url):
+    path = tmp_path / "orders.csv"
+    path.write_bytes((HEADER + "C-1,ORD-1,2026-01-10,1.00,,Zoë,\n").encode("cp1252"))
+
+    result = cli("import-orders", "--skip-invalid", str(path))
+
+    assert result.exit_code == 1
+    assert "orders.csv: not UTF-8 text" in result.output and "CSV UTF-8" in result.output
+    assert open_store(database_url).count_customers() == 0
+
+
+# --- imports that store nothing fail, with or without --skip-invalid ----------------------------------------
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("every-record-bad.csv", HEADER + "C-1,ORD-1,soon,1.00,,,\nC-2,ORD-2,2026-01-01,-1,,,\n",
+     "all 2 record(s) were invalid; nothing was imported"),
+    ("wrong-header.csv", "customer,reference,date,amount\nC-1,ORD-1,2026-01-01,1.00\n",
+     "wrong-header.csv:1: header lacks column(s) contactID"),
+    ("unknown-column.csv", HEADER.replace("status", "discount") + "C-1,ORD-1,2026-01-01,1.00,,,5\n",
+     "unknown-column.csv:1: header has unknown column(s) discount"),
+    ("blank-lines.jsonl", "\n\n", "blank-lines.jsonl: no order records found"),
+])
+def test_skip_invalid_that_stores_nothing_fails_saying_why(cli, tmp_path, database_url, name, text, message):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+
+    result = cli("import-orders", "--skip-invalid", str(path))
+
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "imported:" not in result.output
+    assert open_store(database_url).count_customers() == 0
