@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 
 from tests.conftest import ADMIN_KEY, NOW, READ_KEY, RULES_YAML
 from tests.test_store_dashboard import record_transition
-from worker.api import create_app, dashboard
+from worker.api import create_app
 from worker.api.dashboard import (
     CONTENT_SECURITY_POLICY,
     DELIVERY_BEHIND_SECONDS,
@@ -28,6 +28,7 @@ from worker.api.dashboard import (
     horizontal_bars,
     session_secret,
     transitions_chart,
+    views,
 )
 from worker.settings import Settings, SettingsError
 from worker.store.base import NewEvent, Store, Superseded
@@ -676,7 +677,7 @@ def test_events_of_statuses_without_a_style_still_render(admin, store, monkeypat
     listed_events = [dataclasses.replace(dead, id=f"evt_{status}", status=status)
                      for status in ("superseded", "held_out", "invented-later")]
     monkeypatch.setattr(store, "list_events", lambda status, limit, after=None: listed_events)
-    monkeypatch.setattr(dashboard, "STATUSES", ("pending", "delivered", "dead", "superseded", "held_out"))
+    monkeypatch.setattr(views, "STATUSES", ("pending", "delivered", "dead", "superseded", "held_out"))
 
     for path in ("/events", "/events?status=held_out", "/"):
         html = admin.get(path).text

@@ -1,23 +1,21 @@
 """The store's dashboard reads: transitions counted per UTC day and segment entered, and customer search by id
-prefix, email or name. Every backend that serves the dashboard must pass this suite."""
+prefix, email or name. Run against every backend (SQLite, DynamoDB): each must pass it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from tests.factories import T0, UTC, new_store, order
+from tests.conftest import Backend
+from tests.factories import T0, UTC, order
 from worker.store.base import Evaluation, NewEvent, Store, TransitionRecord
 
-BACKENDS = {"sqlite": new_store}
 
-
-@pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = BACKENDS[request.param](tmp_path)
+@pytest.fixture
+def store(backend: Backend) -> Iterator[Store]:
+    opened = backend.open()
     yield opened
     opened.close()
 

@@ -18,6 +18,7 @@ _CURSOR = re.compile(r"^[A-Za-z0-9_-]+$")
 # Far from datetime's limits, so that moving asOf into the rules' timezone can never overflow.
 EARLIEST_AS_OF = datetime(1900, 1, 1, tzinfo=timezone.utc)
 LATEST_AS_OF = datetime(9999, 1, 1, tzinfo=timezone.utc)
+CHOICE_REFUSAL = "{name}: unknown value '{raw}'; valid values are {valid}"
 
 
 def as_of_param() -> datetime | None:
@@ -61,11 +62,13 @@ def encode_cursor(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode("utf-8")).rstrip(b"=").decode("ascii")
 
 
-def choice_param(name: str, valid: Sequence[str]) -> str | None:
+def choice_param(name: str, valid: Sequence[str], refusal: str = CHOICE_REFUSAL) -> str | None:
+    """One of `valid`, or None when absent. Anything else is a 400 saying `refusal` (with {name}, {raw}, {valid}),
+    which the blueprint answering shows its own way: JSON under /api, the error page on the dashboard."""
     raw = _text(name)
     if raw is None or raw in valid:
         return raw
-    raise BadRequest(f"{name}: unknown value '{raw}'; valid values are {', '.join(valid)}")
+    raise BadRequest(refusal.format(name=name, raw=raw, valid=", ".join(valid)))
 
 
 def _text(name: str) -> str | None:
