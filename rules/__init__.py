@@ -3,7 +3,8 @@
 from rules.campaigns import Announced, Fired, campaigns_for_move, event_id, milestones_reached, undone_because
 from rules.classify import Classification, Classifier, classify
 from rules.metrics import CustomerFacts, days_between
-from rules.schema import Rules, RulesError, parse_rules
+from rules.reader import RulesError
+from rules.schema import Rules, parse_rules
 
 __all__ = [
     "Announced", "Classification", "Classifier", "CustomerFacts", "Fired", "Rules", "RulesError", "campaigns_for_move",

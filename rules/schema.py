@@ -1,22 +1,25 @@
-"""The rules.yaml model: parsing, `${VAR}` interpolation, validation, and errors that name file and line."""
+"""The rules.yaml model (segments, frequency bands, campaigns, orders) and parse_rules, which reads and checks it."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cached_property
 from typing import Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from rules.model import SettingsModel
+from rules.reader import MAX_NESTING as MAX_NESTING  # the `X as X` imports: tests import these from here
+from rules.reader import MAX_RULES_BYTES as MAX_RULES_BYTES
+from rules.reader import MAX_RULES_VALUES as MAX_RULES_VALUES
+from rules.reader import Document, ProblemAt, RulesError, read_document
+from rules.webhooks import MIN_INTERVAL_SECONDS as MIN_INTERVAL_SECONDS
+from rules.webhooks import Schedule, Webhook
 
 RFM_METRICS = ("rfmRecency", "rfmFrequency", "rfmMonetary")
 METRICS = ("totalSpend", "orderCount", "lastOrderDaysAgo", "firstOrderDaysAgo", "avgDaysBetweenOrders") + RFM_METRICS
@@ -24,7 +27,6 @@ DAY_METRICS = ("lastOrderDaysAgo", "firstOrderDaysAgo")
 OPERATORS = ("gt", "gte", "lt", "lte", "eq")
 NO_ORDERS_FREQUENCY = "None"
 ONE_ORDER_FREQUENCY = "One-time"
-DEFAULT_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200)
 # Upper bounds far beyond any real rule, so that date arithmetic cannot overflow and no threshold becomes a
 # number so large (or so finely divided, hence MAX_DECIMALS) that comparing with it takes minutes.
 MAX_DAYS = 36_500  # a century
@@ -32,42 +34,11 @@ MAX_THRESHOLDS = {"totalSpend": Decimal(10**12), "orderCount": Decimal(10**9), "
                   "firstOrderDaysAgo": Decimal(MAX_DAYS), "avgDaysBetweenOrders": Decimal(MAX_DAYS)}
 MAX_RFM_SCORE = Decimal(5)
 MAX_DECIMALS = 6
-MAX_DELAY_SECONDS = 7 * 24 * 3600
-MAX_INTERVAL_SECONDS = 24 * 3600
-# A floor that stops a typo such as 0.001 from running the scheduler's jobs hundreds of times a second (one core
-# busy for nothing); fast enough for the crash-recovery harness (bench/chaos.py runs every 0.3 s and 0.1 s).
-MIN_INTERVAL_SECONDS = 0.1
-# Limits checked before a rules file is composed into YAML nodes: reading costs some 800 bytes of memory and
-# 45 µs per value, so 1 MiB of `[a,a,a,...]` took 23 s and 420 MB, and 5 MB 630 MB. Ours is 3 KB with 165 values
-# nested 5 levels deep; these leave room for far more.
-MAX_RULES_BYTES = 1024 * 1024
-MAX_RULES_VALUES = 10_000  # settings, list items and values
-MAX_NESTING = 32  # lists and mappings open at once
 # Order statuses that do not count as revenue unless rules.yaml says otherwise (`orders.exclude_statuses`).
 DEFAULT_EXCLUDED_STATUSES = ("cancelled", "canceled", "refunded", "void")
 # An order may be dated this many days after the server's clock (time zones, a clock a little fast); later is a typo.
 DEFAULT_MAX_FUTURE_DAYS = 1
 MAX_STATUS_LENGTH = 64
-
-SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class RulesError(ValueError):
-    """A rules file that cannot be used; `problems` lists every fault as 'file:line path: message'."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-
-class _At(ValueError):
-    """A validator's complaint about a part of its field (e.g. one segment), so the error names that line."""
-
-    def __init__(self, at: tuple, message: str):
-        self.at = at
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -77,11 +48,7 @@ class Condition:
     value: Decimal
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Segment(_Model):
+class Segment(SettingsModel):
     name: str = Field(min_length=1)
     when: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
 
@@ -125,7 +92,7 @@ def _too_precise(value: Decimal) -> bool:
     return value.is_finite() and value != 0 and value.normalize().as_tuple().exponent < -MAX_DECIMALS
 
 
-class FrequencyBand(_Model):
+class FrequencyBand(SettingsModel):
     name: str = Field(min_length=1)
     max_avg_days: Decimal | None = Field(default=None, ge=0, le=MAX_DAYS)
 
@@ -137,7 +104,7 @@ class FrequencyBand(_Model):
         return days
 
 
-class Trigger(_Model):
+class Trigger(SettingsModel):
     entered: str | None = None
     left: str | None = None
     from_: str | None = Field(default=None, alias="from")
@@ -164,7 +131,7 @@ class Trigger(_Model):
         return self
 
 
-class Campaign(_Model):
+class Campaign(SettingsModel):
     on: Trigger
     webhook: str
     segment: str | None = None  # for `reached`: only while the customer is in this segment
@@ -181,7 +148,7 @@ def status_key(status: str | None) -> str:
     return (status or "").strip().casefold()
 
 
-class OrderRules(_Model):
+class OrderRules(SettingsModel):
     """Which orders count, and how far ahead of the server's clock an order may be dated."""
 
     exclude_statuses: tuple[str, ...] = DEFAULT_EXCLUDED_STATUSES
@@ -201,62 +168,7 @@ class OrderRules(_Model):
         return frozenset(status_key(status) for status in self.exclude_statuses)
 
 
-class Webhook(_Model):
-    url: str
-    secret: str = Field(min_length=1)
-    timeout_seconds: float = Field(default=10, gt=0, le=120)
-    headers: dict[str, str] = Field(default_factory=dict)
-    batch_size: int = Field(default=1, ge=1, le=500)
-    max_concurrency: int = Field(default=4, ge=1, le=32)
-    # n8n keeps an execution per call and takes some 15-75 calls/s on a small host: pace the sends to it
-    max_per_second: float | None = Field(default=None, gt=0, le=10_000)
-    retry_schedule_seconds: tuple[float, ...] = Field(default=DEFAULT_RETRY_SCHEDULE)
-
-    @field_validator("url")
-    @classmethod
-    def _http_only(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        return url
-
-    @field_validator("secret")
-    @classmethod
-    def _usable_secret(cls, secret: str) -> str:
-        # Checked here, not at the first send, so a bad secret is refused with its line instead of killing events.
-        # The message never repeats the secret.
-        if secret.startswith("whsec_"):
-            try:
-                key = base64.b64decode(secret.removeprefix("whsec_") + "==")  # as standardwebhooks reads it
-            except binascii.Error:
-                key = b""
-            if not key:
-                raise ValueError("a 'whsec_...' secret must be base64 after 'whsec_' (as Standard Webhooks "
-                                 "generates it); or use any other text without the prefix")
-        return secret
-
-    @field_validator("headers")
-    @classmethod
-    def _drop_empty_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"'{name}' is not a valid header name (letters, digits and dashes, no spaces)")
-            if name.lower() in SIGNATURE_HEADERS:
-                raise ValueError(f"'{name}' is set for each event by the signature; remove it from headers")
-            if any(ch in value for ch in "\r\n\0"):
-                raise ValueError(f"the value of header '{name}' may not contain line breaks")
-        # `${TOKEN:-}` makes a header optional: unset means the header is not sent at all.
-        return {name: value for name, value in headers.items() if value}
-
-    @field_validator("retry_schedule_seconds")
-    @classmethod
-    def _positive_delays(cls, schedule: tuple[float, ...]) -> tuple[float, ...]:
-        if not all(0 < delay <= MAX_DELAY_SECONDS for delay in schedule):  # also refuses nan and inf
-            raise ValueError(f"every retry delay must be a number of seconds from 0 to {MAX_DELAY_SECONDS} (a week)")
-        return schedule
-
-
-class RfmGroupRule(_Model):
+class RfmGroupRule(SettingsModel):
     name: str = Field(min_length=1)
     recency: tuple[int, int]
     frequency_monetary: tuple[int, int]
@@ -270,20 +182,7 @@ class RfmGroupRule(_Model):
         return bounds
 
 
-class Schedule(_Model):
-    evaluate_every_seconds: float = Field(default=60, le=MAX_INTERVAL_SECONDS)
-    deliver_every_seconds: float = Field(default=5, le=MAX_INTERVAL_SECONDS)
-
-    @field_validator("evaluate_every_seconds", "deliver_every_seconds")
-    @classmethod
-    def _not_too_often(cls, seconds: float) -> float:
-        if not seconds >= MIN_INTERVAL_SECONDS:  # also refuses nan
-            raise ValueError(f"must be at least {MIN_INTERVAL_SECONDS} seconds (more often only keeps a CPU busy; "
-                             "the defaults are 60 for evaluate and 5 for deliver)")
-        return seconds
-
-
-class Rules(_Model):
+class Rules(SettingsModel):
     version: Literal[1] = 1
     timezone: str = "UTC"
     segments: tuple[Segment, ...]
@@ -313,44 +212,46 @@ class Rules(_Model):
         names = [s.name for s in segments]
         repeated = next((i for i, n in enumerate(names) if n in names[:i]), None)
         if repeated is not None:
-            raise _At((repeated, "name"), f"segment names must be unique; repeated: {names[repeated]}")
+            raise ProblemAt((repeated, "name"), f"segment names must be unique; repeated: {names[repeated]}")
         if segments[-1].when:
-            raise _At((len(segments) - 1, "when"),
-                      f"the last segment must have no `when` so every customer gets one (last is '{names[-1]}')")
+            raise ProblemAt((len(segments) - 1, "when"),
+                            f"the last segment must have no `when` so every customer gets one (last is '{names[-1]}')")
         default = next((i for i, s in enumerate(segments[:-1]) if not s.when), None)
         if default is not None:
-            raise _At((default,), f"segment '{names[default]}' has no `when`, so the segments after it can never match")
+            raise ProblemAt((default,),
+                            f"segment '{names[default]}' has no `when`, so the segments after it can never match")
         return segments
 
     @field_validator("purchase_frequency")
     @classmethod
     def _bands_ascend(cls, bands: tuple[FrequencyBand, ...]) -> tuple[FrequencyBand, ...]:
         if not bands or bands[-1].max_avg_days is not None:
-            raise _At((len(bands) - 1, "max_avg_days") if bands else (),
-                      "the last purchase_frequency band must have no max_avg_days (it catches the rest)")
+            raise ProblemAt((len(bands) - 1, "max_avg_days") if bands else (),
+                            "the last purchase_frequency band must have no max_avg_days (it catches the rest)")
         limits = [b.max_avg_days for b in bands[:-1]]
         if None in limits:
-            raise _At((limits.index(None),), "only the last purchase_frequency band may omit max_avg_days")
+            raise ProblemAt((limits.index(None),), "only the last purchase_frequency band may omit max_avg_days")
         descending = next((i for i in range(1, len(limits)) if limits[i] < limits[i - 1]), None)
         if descending is not None:
-            raise _At((descending, "max_avg_days"),
-                      "purchase_frequency bands must be listed with max_avg_days ascending")
+            raise ProblemAt((descending, "max_avg_days"),
+                            "purchase_frequency bands must be listed with max_avg_days ascending")
         return bands
 
     @model_validator(mode="after")
     def _references_exist(self) -> Rules:
         names = {s.name for s in self.segments}
         if self.no_orders_segment not in names:
-            raise _At(("no_orders_segment",), f"'{self.no_orders_segment}' is not one of the segments")
+            raise ProblemAt(("no_orders_segment",), f"'{self.no_orders_segment}' is not one of the segments")
         for key, campaign in self.campaigns.items():
             if campaign.webhook not in self.webhooks:
-                raise _At(("campaigns", key, "webhook"), f"webhook '{campaign.webhook}' is not defined under webhooks")
+                raise ProblemAt(("campaigns", key, "webhook"),
+                                f"webhook '{campaign.webhook}' is not defined under webhooks")
             trigger = campaign.on
             for at, value in ((("on", "entered"), trigger.entered), (("on", "left"), trigger.left),
                               (("on", "from"), trigger.from_), (("on", "to"), trigger.to),
                               (("segment",), campaign.segment)):
                 if value is not None and value not in names:
-                    raise _At(("campaigns", key, *at), f"{at[-1]} names unknown segment '{value}'")
+                    raise ProblemAt(("campaigns", key, *at), f"{at[-1]} names unknown segment '{value}'")
         return self
 
     @cached_property
@@ -377,22 +278,12 @@ def frequency_names(rules: Rules) -> list[str]:
 
 def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> Rules:
     """Parse and validate rules text; raises RulesError naming `source`, line and field of every problem."""
-    env = {} if env is None else env
-    root = _compose(text, source)
-    reader = _NodeReader(source, env)
-    data = reader.read(root, ())
-    if not isinstance(data, dict):
-        raise RulesError([f"{source}:{root.start_mark.line + 1}: the top level must be a mapping of settings"])
-    problems = reader.problems + _condition_problems(data, source, reader.lines)
+    document = read_document(text, source, env)
+    problems = document.problems + _condition_problems(document)
     try:
-        rules = Rules.model_validate(data)
+        rules = Rules.model_validate(document.data)
     except ValidationError as exc:
-        reported = [_problem_path(p) for p in problems]
-        for err in exc.errors():
-            described = _describe(err, source, reader.lines)
-            path = _problem_path(described)
-            if not any(path.startswith(seen) or seen.startswith(path) for seen in reported):
-                problems.append(described)
+        problems += document.describe_new(exc.errors(), problems)
     if problems:
         raise RulesError(problems)
     return rules
@@ -400,96 +291,20 @@ def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | 
 
 def parse_order_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> OrderRules:
     """Only the `orders` settings of a rules file: what storing orders needs, without webhook secrets or URLs."""
-    root = _compose(text, source)
-    reader = _NodeReader(source, {} if env is None else env)
-    data = reader.read(root, ())
-    if not isinstance(data, dict):
-        raise RulesError([f"{source}:{root.start_mark.line + 1}: the top level must be a mapping of settings"])
-    problems = [p for p in reader.problems if _problem_path(p).startswith("orders")]
+    document = read_document(text, source, env)
+    problems = document.problems_under("orders")
     try:
-        orders = OrderRules.model_validate(data.get("orders") or {})
+        orders = OrderRules.model_validate(document.data.get("orders") or {})
     except ValidationError as exc:
-        problems += [_describe({**err, "loc": ("orders", *err["loc"])}, source, reader.lines) for err in exc.errors()]
+        problems += [document.describe({**err, "loc": ("orders", *err["loc"])}) for err in exc.errors()]
     if problems:
         raise RulesError(problems)
     return orders
 
 
-def refuse_if_too_large(size: int, source: str) -> None:
-    """Raise RulesError when `size` bytes is more than a rules file may be (checked before reading a file)."""
-    if size > MAX_RULES_BYTES:
-        raise RulesError([f"{source}: {size:,} bytes is too large for a rules file (at most {MAX_RULES_BYTES:,} "
-                          "bytes, 1 MiB; a rules file is a few KB)"])
-
-
-def _compose(text: str, source: str) -> yaml.Node:
-    # len() counts characters, never more than the UTF-8 bytes; encoding is only needed when it is close.
-    refuse_if_too_large(len(text) if len(text) > MAX_RULES_BYTES else len(text.encode("utf-8")), source)
-    try:
-        _refuse_unsafe_structure(text, source)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        if context:
-            problem = f"{context}, {problem}"
-        if "'\\t'" in problem:
-            problem += " (indent with spaces, not tabs)"
-        raise RulesError([f"{source}{line}: not valid YAML: {problem}"]) from None
-    if root is None:
-        raise RulesError([f"{source}: the file is empty"])
-    return root
-
-
-def _refuse_unsafe_structure(text: str, source: str) -> None:
-    """Refuse, from a stream of parse events and before any node is built, what would make composing slow or
-    huge: aliases (*name), which allow self-referencing files and "billion laughs" expansion (a few lines growing
-    into millions of values) and which a marketer's file never needs; more than MAX_RULES_VALUES values; and
-    nesting deeper than MAX_NESTING (composing recurses once per level). The scan stops at the first excess."""
-    depth = values = 0
-    try:
-        for event in yaml.parse(text, Loader=_FlowDepthLimitedLoader):
-            line = event.start_mark.line + 1
-            if isinstance(event, yaml.AliasEvent):
-                raise RulesError([f"{source}:{line}: anchors and aliases (&name, *name) are not supported; write "
-                                  "the value out in full"])
-            if isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-            elif isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
-                values += 1
-                if values > MAX_RULES_VALUES:
-                    raise RulesError([f"{source}:{line}: more than {MAX_RULES_VALUES:,} values; a rules file needs "
-                                      "a few hundred"])
-                depth += isinstance(event, yaml.CollectionStartEvent)
-                if depth > MAX_NESTING:
-                    raise _TooDeep(line)
-    except _TooDeep as exc:
-        raise RulesError([f"{source}:{exc.line}: nested more than {MAX_NESTING} levels deep; a rules file needs "
-                          "only a few"]) from None
-
-
-class _TooDeep(Exception):
-    def __init__(self, line: int):
-        self.line = line
-        super().__init__(f"nested too deeply at line {line}")
-
-
-class _FlowDepthLimitedLoader(yaml.SafeLoader):
-    """Refuses `[[[[...` where the scanner reads the bracket. Before the parser sees the first of them, the scanner
-    looks up to 1024 characters ahead for a possible `key:`, checking every open bracket at each step: 100,000
-    brackets on one line took 0.6 s to reach the 33rd, and minutes to read in full."""
-
-    def fetch_flow_collection_start(self, token_class: type) -> None:
-        if self.flow_level >= MAX_NESTING:
-            raise _TooDeep(self.get_mark().line + 1)
-        super().fetch_flow_collection_start(token_class)
-
-
-def _condition_problems(data: dict, source: str, lines: dict[tuple, int]) -> list[str]:
+def _condition_problems(document: Document) -> list[str]:
     """Check segment conditions before the model so each message can name the exact metric or operator."""
-    segments = data.get("segments")
+    segments = document.data.get("segments")
     if not isinstance(segments, list):
         return []
     problems = []
@@ -502,126 +317,6 @@ def _condition_problems(data: dict, source: str, lines: dict[tuple, int]) -> lis
             if problem:
                 path = ("segments", i, "when", metric)
                 op = next((op for op in (tests if isinstance(tests, dict) else {}) if op not in OPERATORS), None)
-                line = lines.get(path + (op,)) if op else None
-                problems.append(f"{source}:{line or lines.get(path)} {_dotted(path)}: {problem}")
+                line = document.lines.get(path + (op,)) if op else None
+                problems.append(document.problem(line or document.lines.get(path), path, problem))
     return problems
-
-
-class _NodeReader:
-    """Turns YAML nodes into plain data, remembering the line of every path and interpolating `${VAR}`."""
-
-    def __init__(self, source: str, env: Mapping[str, str]):
-        self.source = source
-        self.env = env
-        self.lines: dict[tuple, int] = {}
-        self.problems: list[str] = []
-
-    def read(self, node: yaml.Node, path: tuple) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = str(key_node.value)
-                if key in result:
-                    self._problem(key_node.start_mark.line + 1, path + (key,), "appears twice")
-                result[key] = self.read(value_node, path + (key,))
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.read(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._scalar(node, path)
-
-    def _scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
-        raw = node.value
-        if node.style is None:  # plain scalars: keep numbers exact (never float) and honour null/booleans
-            if raw in ("", "~", "null", "Null", "NULL"):
-                return None
-            if raw in ("true", "True", "TRUE", "false", "False", "FALSE"):
-                return raw.lower() == "true"
-            try:
-                return Decimal(raw)
-            except InvalidOperation:
-                pass
-        text = self._interpolate(raw, node.start_mark.line + 1, path)
-        if node.style is None and text != raw:  # `gt: ${VIP_THRESHOLD:-5000}` is still a number
-            try:
-                return Decimal(text)
-            except InvalidOperation:
-                pass
-        return text
-
-    def _interpolate(self, raw: str, line: int, path: tuple) -> str:
-        def substitute(match: re.Match) -> str:
-            name, default = match.group(1), match.group(2)
-            value = self.env.get(name)
-            if value:
-                return value
-            if default is not None:
-                return default
-            self._problem(line, path, f"environment variable {name} is not set")
-            return ""
-
-        return _ENV_REF.sub(substitute, raw)
-
-    def _problem(self, line: int, path: tuple, message: str) -> None:
-        self.problems.append(f"{self.source}:{line} {_dotted(path)}: {message}")
-
-
-def _describe(error: Mapping[str, Any], source: str, lines: dict[tuple, int]) -> str:
-    path = tuple(part for part in error["loc"] if part not in ("function-after", "function-before"))
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _At):
-        path += cause.at
-    path = tuple("from" if part == "from_" else part for part in path)
-    line = None
-    for depth in range(len(path), -1, -1):
-        line = lines.get(path[:depth])
-        if line is not None:
-            break
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = f"unknown setting '{path[-1]}'"
-    elif error["type"] == "missing":
-        message = f"'{path[-1]}' is required"
-    elif error["type"] in _PLAIN_MESSAGES:
-        context = {k: int(v) if isinstance(v, float) and v.is_integer() else v
-                   for k, v in (error.get("ctx") or {}).items()}
-        message = _PLAIN_MESSAGES[error["type"]].format(**context)
-    where = f"{source}:{line}" if line else source
-    return f"{where} {_dotted(path) or '(top level)'}: {message}"
-
-
-# pydantic's wording speaks Python ("a valid tuple"); a marketer editing YAML reads these instead.
-_PLAIN_MESSAGES = {
-    "tuple_type": "should be a list (one '- item' per line, or [a, b])",
-    "list_type": "should be a list (one '- item' per line, or [a, b])",
-    "dict_type": "should be settings written as 'name: value' (or {{name: value}})",
-    "model_type": "should be settings written as 'name: value' (or {{name: value}})",
-    "string_type": "should be text",
-    "float_parsing": "should be a number",
-    "float_type": "should be a number",
-    "decimal_parsing": "should be a number",
-    "decimal_type": "should be a number",
-    "int_parsing": "should be a whole number",
-    "int_type": "should be a whole number",
-    "int_from_float": "should be a whole number",
-    "finite_number": "should be a finite number",
-    "greater_than": "must be more than {gt}",
-    "greater_than_equal": "must be at least {ge}",
-    "less_than": "must be less than {lt}",
-    "less_than_equal": "must be at most {le}",
-    "string_too_short": "may not be empty",
-    "literal_error": "must be {expected}",
-    "bool_parsing": "should be true or false",
-    "bool_type": "should be true or false",
-}
-
-
-def _problem_path(problem: str) -> str:
-    return problem.split(": ", 1)[0].split(" ", 1)[-1]
-
-
-def _dotted(path: tuple) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text

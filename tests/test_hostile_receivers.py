@@ -8,12 +8,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
 
 import pytest
 
+from rules import webhooks
 from tests.hostile_receiver import (
     Behaviour,
     HostileReceiver,
@@ -34,13 +34,9 @@ CUT_OFF = "no complete answer from n8n within 1s"
 MAX_RSS_GROWTH = 8 * 1024 * 1024  # reading one 50 MB body whole would grow it by 50 MB at least
 
 
-@dataclass
-class WebhookConfig:
-    url: str
-    secret: str = WHSEC
-    name: str = "n8n"
-    timeout_seconds: float = TIMEOUT
-    headers: dict[str, str] = field(default_factory=dict)
+def webhook(url: str) -> webhooks.Webhook:
+    """A rules.yaml webhook, checked as when the rules are read."""
+    return webhooks.Webhook(url=url, secret=WHSEC, timeout_seconds=TIMEOUT)
 
 
 @pytest.fixture
@@ -51,7 +47,7 @@ def hostile() -> Iterator[HostileReceiver]:
 
 @pytest.fixture
 def sender(hostile: HostileReceiver) -> Iterator[WebhookSender]:
-    with WebhookSender(WebhookConfig(url=hostile.url)) as built:
+    with WebhookSender("n8n", webhook(url=hostile.url)) as built:
         yield built
 
 
@@ -133,7 +129,7 @@ def test_a_receiver_that_accepts_and_never_answers_is_cut_off_at_the_deadline(
 
 def test_a_tls_handshake_that_drips_is_cut_off_at_the_deadline(hostile: HostileReceiver) -> None:
     hostile.play(drip_tls_handshake())
-    with WebhookSender(WebhookConfig(url=hostile.https_url)) as sender:
+    with WebhookSender("n8n", webhook(url=hostile.https_url)) as sender:
         assert_cut_off_at_the_deadline(*timed_failure(sender))
 
 
@@ -152,7 +148,7 @@ def test_the_deadline_holds_through_an_http_proxy(hostile: HostileReceiver, monk
     for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     hostile.play(drip_body())
-    with WebhookSender(WebhookConfig(url="http://n8n.invalid/webhook/segment-events")) as sender:
+    with WebhookSender("n8n", webhook(url="http://n8n.invalid/webhook/segment-events")) as sender:
         assert_cut_off_at_the_deadline(*timed_failure(sender))
     assert hostile.webhook_ids == ["evt_1"]  # the request did go through the "proxy"
 

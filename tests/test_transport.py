@@ -7,17 +7,17 @@ import json
 import random
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from rules import webhooks
+from rules.webhooks import DEFAULT_RETRY_SCHEDULE
 from tests.receiver import Receiver
 from worker.transport import (
     BODY_KEEP_BYTES,
-    DEFAULT_RETRY_SCHEDULE,
     DeliveryError,
     SendResult,
     WebhookSender,
@@ -31,13 +31,9 @@ BODY = json.dumps({"id": "evt_1", "campaign": "welcome"}).encode()
 T0 = datetime(2026, 2, 21, tzinfo=timezone.utc)
 
 
-@dataclass
-class WebhookConfig:
-    url: str
-    secret: str = WHSEC
-    name: str = "n8n"
-    timeout_seconds: float = 2.0
-    headers: dict[str, str] = field(default_factory=dict)
+def webhook(url: str, secret: str = WHSEC, timeout_seconds: float = 2.0, **settings: object) -> webhooks.Webhook:
+    """A rules.yaml webhook, checked as when the rules are read."""
+    return webhooks.Webhook(url=url, secret=secret, timeout_seconds=timeout_seconds, **settings)
 
 
 @pytest.fixture
@@ -48,7 +44,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def sender(receiver: Receiver) -> Iterator[WebhookSender]:
-    with WebhookSender(WebhookConfig(url=receiver.url)) as built:
+    with WebhookSender("n8n", webhook(url=receiver.url)) as built:
         yield built
 
 
@@ -75,7 +71,7 @@ def closed_port_url() -> str:
 
 @pytest.mark.parametrize("secret", [WHSEC, RAW_SECRET])
 def test_signature_verifies_with_standardwebhooks(secret: str) -> None:
-    with Receiver(secret) as receiver, WebhookSender(WebhookConfig(url=receiver.url, secret=secret)) as sender:
+    with Receiver(secret) as receiver, WebhookSender("n8n", webhook(url=receiver.url, secret=secret)) as sender:
         sender.send("evt_1", BODY, now())
         (request,) = receiver.wait_for(1)
     assert request.signature_valid
@@ -84,7 +80,7 @@ def test_signature_verifies_with_standardwebhooks(secret: str) -> None:
 
 
 def test_signature_with_another_secret_does_not_verify(receiver: Receiver) -> None:
-    with WebhookSender(WebhookConfig(url=receiver.url, secret="some other secret")) as sender:
+    with WebhookSender("n8n", webhook(url=receiver.url, secret="some other secret")) as sender:
         sender.send("evt_1", BODY, now())
     assert not receiver.wait_for(1)[0].signature_valid
 
@@ -134,17 +130,17 @@ def test_empty_or_malformed_secret_is_refused(secret: str) -> None:
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "127.0.0.1:5678/webhook", "http:///no-host"])
 def test_sender_refuses_a_non_http_url(url: str) -> None:
     with pytest.raises(ValueError, match="http"):
-        WebhookSender(WebhookConfig(url=url))
+        WebhookSender("n8n", webhook(url=url))
 
 
 def test_sender_refuses_a_non_positive_timeout() -> None:
     with pytest.raises(ValueError, match="timeout"):
-        WebhookSender(WebhookConfig(url="http://127.0.0.1/x", timeout_seconds=0))
+        WebhookSender("n8n", webhook(url="http://127.0.0.1/x", timeout_seconds=0))
 
 
 def test_static_headers_may_not_override_signature_headers() -> None:
     with pytest.raises(ValueError, match="(?i)webhook-signature"):
-        WebhookSender(WebhookConfig(url="http://127.0.0.1/x", headers={"Webhook-Signature": "v1,forged"}))
+        WebhookSender("n8n", webhook(url="http://127.0.0.1/x", headers={"Webhook-Signature": "v1,forged"}))
 
 
 # Status policy
@@ -227,9 +223,9 @@ def test_unreadable_retry_after_is_ignored(receiver: Receiver, sender: WebhookSe
 
 
 def test_a_secret_cut_off_at_the_kept_part_of_the_body_is_not_quoted_in_part(receiver: Receiver) -> None:
-    config = WebhookConfig(url=receiver.url, headers={"X-Segment-Token": "tok-123456789"})
+    config = webhook(url=receiver.url, headers={"X-Segment-Token": "tok-123456789"})
     receiver.respond_with(500, body="error " + " " * (BODY_KEEP_BYTES - 10) + "tok-123456789 and more")
-    with WebhookSender(config) as sender:
+    with WebhookSender("n8n", config) as sender:
         error = send_error(sender)
     assert error.message == "HTTP 500 from n8n: error"
 
@@ -238,7 +234,7 @@ def test_a_secret_cut_off_at_the_kept_part_of_the_body_is_not_quoted_in_part(rec
 
 
 def test_connection_refused_is_retryable() -> None:
-    with WebhookSender(WebhookConfig(url=closed_port_url())) as sender:
+    with WebhookSender("n8n", webhook(url=closed_port_url())) as sender:
         error = send_error(sender)
     assert not error.permanent
     assert error.status is None
@@ -247,7 +243,7 @@ def test_connection_refused_is_retryable() -> None:
 
 def test_timeout_is_retryable(receiver: Receiver) -> None:
     receiver.respond_with(200, delay=0.5)
-    with WebhookSender(WebhookConfig(url=receiver.url, timeout_seconds=0.1)) as sender:
+    with WebhookSender("n8n", webhook(url=receiver.url, timeout_seconds=0.1)) as sender:
         error = send_error(sender)
     assert not error.permanent
     assert error.message == "no complete answer from n8n within 0.1s"
@@ -259,7 +255,7 @@ def test_timeout_is_retryable(receiver: Receiver) -> None:
 
 def test_static_headers_pass_n8n_header_auth(receiver: Receiver) -> None:
     receiver.require_header("X-Segment-Token", "tok-123")
-    with WebhookSender(WebhookConfig(url=receiver.url, headers={"X-Segment-Token": "tok-123"})) as sender:
+    with WebhookSender("n8n", webhook(url=receiver.url, headers={"X-Segment-Token": "tok-123"})) as sender:
         assert sender.send("evt_1", BODY, now()).status == 200
 
 
@@ -273,7 +269,7 @@ def test_missing_static_header_is_a_permanent_403(receiver: Receiver, sender: We
 def test_basic_auth_in_url_is_sent_as_authorization_and_kept_out_of_errors(receiver: Receiver) -> None:
     url = receiver.url.replace("http://", "http://alice:p%40ss-word@")
     receiver.respond_with(500, body="boom")
-    with WebhookSender(WebhookConfig(url=url)) as sender:
+    with WebhookSender("n8n", webhook(url=url)) as sender:
         error = send_error(sender)
     request = receiver.wait_for(1)[0]
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"alice:p@ss-word").decode()
@@ -283,9 +279,9 @@ def test_basic_auth_in_url_is_sent_as_authorization_and_kept_out_of_errors(recei
 
 
 def test_secrets_echoed_by_the_receiver_are_redacted_from_errors(receiver: Receiver) -> None:
-    config = WebhookConfig(url=receiver.url, secret=RAW_SECRET, headers={"X-Segment-Token": "tok-123"})
+    config = webhook(url=receiver.url, secret=RAW_SECRET, headers={"X-Segment-Token": "tok-123"})
     receiver.respond_with(400, body=f"bad token tok-123 for secret {RAW_SECRET}")
-    with WebhookSender(config) as sender:
+    with WebhookSender("n8n", config) as sender:
         error = send_error(sender)
     assert "tok-123" not in error.message
     assert RAW_SECRET not in error.message

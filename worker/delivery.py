@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -15,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from rules import Announced, Classifier, Rules, undone_because
+from rules.ids import digest_id
 from rules.schema import Webhook
 from worker.rfm import load_cutoffs
+from worker.serialize import batch_body
 from worker.store.base import CustomerRecord, EventRecord, Store, Superseded
 from worker.transport import DeliveryError, SendResult, WebhookSender, next_attempt_at
 
@@ -89,17 +90,6 @@ class Recheck:
         return Superseded(event.id, f"{reason} (not evaluated yet: the orders changed since)")
 
 
-@dataclass(frozen=True)
-class _Endpoint:
-    """A rules.yaml webhook with its name, the shape WebhookSender expects."""
-
-    name: str
-    url: str
-    secret: str
-    timeout_seconds: float
-    headers: dict[str, str]
-
-
 class Pacer:
     """Spaces the sends to one webhook at least 1/`per_second` apart, across threads and successive claims."""
 
@@ -159,8 +149,7 @@ class Senders:
                 return known
             if known is not None:
                 known.close()
-            sender = WebhookSender(_Endpoint(name, webhook.url, webhook.secret, webhook.timeout_seconds,
-                                             dict(webhook.headers)))
+            sender = WebhookSender(name, webhook)
             pacer = Pacer(webhook.max_per_second) if webhook.max_per_second else _Unpaced()
             pool = ThreadPoolExecutor(max_workers=webhook.max_concurrency, thread_name_prefix=f"deliver-{name}")
             route = self._routes[name] = _Route(webhook, sender, pacer, pool)
@@ -274,10 +263,8 @@ def _units(events: list[EventRecord], routes: dict[str, _Route]) -> list[_Unit]:
 
 
 def _batch(events: list[EventRecord], route: _Route) -> _Message:
-    ids = [e.id for e in events]
-    batch_id = "bat_" + hashlib.sha256("|".join(ids).encode()).hexdigest()[:26]
-    body = '{"events":[' + ",".join(e.body for e in events) + "]}"
-    return _Message(events, batch_id, body.encode(), route)
+    return _Message(events, digest_id("bat", *(e.id for e in events)), batch_body([e.body for e in events]).encode(),
+                    route)
 
 
 def _send_unit(unit: _Unit, clock: Callable[[], datetime], recheck: Recheck, gate: _Gate) -> _Outcome:

@@ -13,7 +13,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rules import Rules, RulesError, parse_rules
-from rules.schema import MAX_RULES_BYTES, OrderRules, parse_order_rules, refuse_if_too_large
+from rules.reader import MAX_RULES_BYTES, refuse_if_too_large
+from rules.schema import OrderRules, parse_order_rules
 from worker.logs import redact, secret_values
 from worker.settings import SettingsError, allowed_hosts
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -33,7 +33,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.response import BaseHTTPResponse
 
-DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200)
+from rules.webhooks import Webhook
 
 USER_AGENT = "segment-worker/1"
 RETRYABLE_STATUSES = frozenset({404, 408, 429})  # plus every 5xx; n8n answers 404 while a workflow is inactive
@@ -47,7 +47,6 @@ BODY_KEEP_BYTES = 4096  # of an answer's body, kept for the error excerpt
 # downloading (50 MB error pages exist), so its connection is closed instead.
 BODY_DRAIN_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 16 * 1024
-SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
 
 
 class DeliveryError(Exception):
@@ -76,14 +75,6 @@ class SendResult:
     duration_ms: int
 
 
-class WebhookConfig(Protocol):
-    name: str
-    url: str
-    secret: str
-    timeout_seconds: float
-    headers: Mapping[str, str]
-
-
 def sign_headers(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
     """Standard Webhooks headers for `body`; `timestamp` is the moment of sending (receivers reject >5 min skew)."""
     if timestamp.tzinfo is None:
@@ -98,13 +89,13 @@ def sign_headers(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> 
     }
 
 
-def _signer(secret: str) -> Webhook:
+def _signer(secret: str) -> StandardWebhook:
     if not secret:
         raise ValueError("webhook secret may not be empty")
     if not secret.startswith("whsec_"):
-        return Webhook(secret.encode("utf-8"))
+        return StandardWebhook(secret.encode("utf-8"))
     try:
-        return Webhook(secret)
+        return StandardWebhook(secret)
     except EmptyWebhookSecretError:
         raise ValueError("webhook secret 'whsec_...' has nothing after the prefix") from None
     except binascii.Error:
@@ -112,19 +103,19 @@ def _signer(secret: str) -> Webhook:
 
 
 class WebhookSender:
-    """POSTs signed events to one webhook over one keep-alive session, each attempt within timeout_seconds."""
+    """POSTs signed events to one webhook over one keep-alive session, each attempt within timeout_seconds.
 
-    def __init__(self, webhook: WebhookConfig) -> None:
-        if webhook.timeout_seconds <= 0:
-            raise ValueError(f"webhook {webhook.name}: timeout_seconds must be positive")
-        _signer(webhook.secret)
-        self.name = webhook.name
-        self._url, self._auth = _split_credentials(webhook.name, webhook.url)
+    `webhook` was checked when the rules were read (URL, secret, headers, timeout); `name` is its key in rules.yaml.
+    """
+
+    def __init__(self, name: str, webhook: Webhook) -> None:
+        self.name = name
+        self._url, self._auth = _split_credentials(webhook.url)
         self._secret = webhook.secret
         self._timeout = float(webhook.timeout_seconds)
-        self._static_headers = _checked_static_headers(webhook.name, webhook.headers)
+        self._static_headers = dict(webhook.headers)
         self._redacted = _sensitive_values(webhook.secret, self._static_headers, self._auth)
-        self._watchdog = _Watchdog(f"deadlines-{webhook.name}")
+        self._watchdog = _Watchdog(f"deadlines-{name}")
         self._session = requests.Session()
         # Retries belong to the outbox (durable, jittered); an adapter retry would hide attempts from it.
         adapter = _GuardedAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
@@ -487,22 +478,14 @@ def next_attempt_at(
     return now + timedelta(seconds=delay)
 
 
-def _split_credentials(name: str, url: str) -> tuple[str, tuple[str, str] | None]:
+def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without `user:password@`, and those credentials, which are sent as basic auth instead."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"webhook {name}: url must be http:// or https:// with a host")
     if parts.username is None and parts.password is None:
         return url, None
     host = parts.netloc.rpartition("@")[2]
     bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return bare, (unquote(parts.username or ""), unquote(parts.password or ""))
-
-
-def _checked_static_headers(name: str, headers: Mapping[str, str]) -> dict[str, str]:
-    clashing = sorted(h for h in headers if h.lower() in SIGNATURE_HEADERS)
-    if clashing:
-        raise ValueError(f"webhook {name}: headers may not set {', '.join(clashing)}; they are signed per event")
-    return dict(headers)
 
 
 def _sensitive_values(secret: str, headers: Mapping[str, str], auth: tuple[str, str] | None) -> list[str]:
