@@ -18,7 +18,8 @@ from rules import Classifier, CustomerFacts, Rules
 from worker.evaluate import decide, evaluate_due
 from worker.serialize import iso
 from worker.store.base import CustomerRecord
-from worker.store.sqlite import SQLiteStore, from_ms
+from worker.store.sqlite import SQLiteStore
+from worker.store.times import from_ms
 
 IDLE_REPEATS = 7
 

@@ -19,10 +19,10 @@ from tests.dynamo_server import REGION
 from tests.factories import T0, make_rules, new_store, order
 from worker.cli_dynamodb import init_db
 from worker.evaluate import evaluate_due
-from worker.store import dynamodb as dynamo
 from worker.store import open_store
 from worker.store.base import Order
 from worker.store.dynamodb import DynamoConfig, DynamoDBStore, make_client
+from worker.store.dynamodb import store as dynamo
 
 DAY = timedelta(days=1)
 

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 from rules import CustomerFacts
@@ -25,6 +25,7 @@ from worker.store.base import (
     Superseded,
     TransitionRecord,
 )
+from worker.store.times import from_ms, to_ms
 
 SCHEMA_VERSION = 2  # 2: customers.segment_since, events.superseded_by, events.recheck and events.ordered
 WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL at the most between checkpoints
@@ -159,22 +160,6 @@ ON CONFLICT (contact_id) DO UPDATE SET
     last_order_at = excluded.last_order_at, last_order_ref = excluded.last_order_ref,
     version = customers.version + 1, dirty = 1
 """
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def to_ms(moment: datetime | None) -> int | None:
-    """Instants are stored as integer milliseconds since the epoch (UTC): exact, compact and fast to compare."""
-    if moment is None:
-        return None
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
-def from_ms(ms: int | None) -> datetime | None:
-    # One float division is exact here: fromtimestamp rounds to the microsecond, and below 2**33 seconds (the year
-    # 2242; ingest accepts orders up to 2200) a double is within half a microsecond of every millisecond.
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 class SQLiteStore(Store):

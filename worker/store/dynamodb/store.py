@@ -1,31 +1,22 @@
-"""DynamoDB store: the SQLite store's data in tables keyed for its queries, written with conditional writes so that
-several worker processes can share it. The only module that imports boto3 (see docs/dynamodb.md)."""
+"""DynamoDBStore: the Store contract on DynamoDB tables, with conditional writes so that several worker processes
+can share them; batching, retries and the thread pool for per-item requests live here too."""
 
 from __future__ import annotations
 
 import heapq
-import logging
 import random
-import re
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import reduce
 from itertools import islice
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
-import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from rules import CustomerFacts
 from rules.schema import status_key
 from worker.store.base import (
     EVENT_STATUSES,
@@ -43,25 +34,41 @@ from worker.store.base import (
     Superseded,
     TransitionRecord,
 )
+from worker.store.dynamodb.items import (
+    _CUSTOMER_FIELDS,
+    _INGEST_FIELDS,
+    CUSTOMER_SHARDS,
+    EVENT_SHARDS,
+    _claim_key,
+    _claim_seq,
+    _code,
+    _customer,
+    _event,
+    _expression,
+    _from_item,
+    _int,
+    _order_item,
+    _paginate,
+    _projection,
+    _read,
+    _refs,
+    _same_order,
+    _set_or_remove,
+    _shard,
+    _to_item,
+    _Totals,
+    _transition,
+    _transition_item,
+)
+from worker.store.dynamodb.tables import SCHEMA_VERSION, TABLES, WORKERS, DynamoConfig, make_client
+from worker.store.times import from_ms, to_ms
 
-log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2  # 2: optional attributes segment_since, superseded_by, recheck; the superseded status
-DEFAULT_TABLE_PREFIX = "segment_worker_"
-# Partitions per sharded index: writes spread over several partition keys instead of one hot one (about 1,000
-# writes a second each). Customers' indexes take every evaluation's rewrite of due_at: 8. Transitions and events
-# come a few per customer per year: 4. Fixed: items carry their shard, so changing these needs a migration.
-CUSTOMER_SHARDS = 8
-EVENT_SHARDS = 4
-WORKERS = 8  # concurrent requests for per-item writes (conditional updates cannot be batched)
 BATCH_WRITE_ITEMS = 25  # BatchWriteItem's limit
 BATCH_GET_KEYS = 100  # BatchGetItem's limit
 TRANSACTION_ITEMS = 100  # TransactWriteItems' limit
 RETRIES = 8  # unprocessed items, write conflicts: then give up loudly
 BACKOFF_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 2.0
-_INT64 = 2**63
-_URL_OPTIONS = ("region", "endpoint_url", "table_prefix")
 CLAIM_PAGES = 5  # pages of due candidates looked at per claim, when others take or hold back the first ones
 ATTEMPT_COUNTER_KEY = "counter:attempts"  # a meta item, so no table just for three numbers
 ATTEMPT_OUTCOMES = ("delivered", "http_error", "network_error")
@@ -70,149 +77,6 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 T = TypeVar("T")
 R = TypeVar("R")
 
-
-# configuration and tables -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DynamoConfig:
-    """Where the tables are: `dynamodb://?region=...&endpoint_url=...&table_prefix=...` (all optional)."""
-
-    region: str | None = None
-    endpoint_url: str | None = None
-    table_prefix: str = DEFAULT_TABLE_PREFIX
-
-    @classmethod
-    def from_url(cls, url: str) -> DynamoConfig:
-        parts = urlsplit(url)
-        if parts.scheme != "dynamodb" or parts.netloc or parts.path not in ("", "/"):
-            raise ValueError(f"DATABASE_URL {url!r}: expected dynamodb://?region=...&endpoint_url=...&table_prefix=...")
-        options = {name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
-        unknown = sorted(set(options) - set(_URL_OPTIONS))
-        if unknown:
-            raise ValueError(f"DATABASE_URL {url!r}: unknown option(s) {', '.join(unknown)} "
-                             f"(use {', '.join(_URL_OPTIONS)})")
-        prefix = options.get("table_prefix", DEFAULT_TABLE_PREFIX)
-        if not re.fullmatch(r"[A-Za-z0-9_.-]*", prefix):
-            raise ValueError(f"DATABASE_URL {url!r}: table_prefix may hold letters, digits, '_', '-' and '.' only")
-        return cls(region=options.get("region") or None, endpoint_url=options.get("endpoint_url") or None,
-                   table_prefix=prefix)
-
-    def table(self, noun: str) -> str:
-        return self.table_prefix + noun
-
-
-@dataclass(frozen=True)
-class Index:
-    name: str
-    hash_key: tuple[str, str]  # (attribute, S|N)
-    range_key: tuple[str, str]
-    include: tuple[str, ...] = ()  # projected besides the keys; nothing else, so updates rarely touch an index
-
-
-@dataclass(frozen=True)
-class TableDesign:
-    noun: str
-    hash_key: tuple[str, str]
-    range_key: tuple[str, str] | None = None
-    indexes: tuple[Index, ...] = ()
-
-
-# One table per noun of the SQLite schema, with the indexes its queries need (docs/dynamodb.md explains each).
-TABLES = (
-    TableDesign("customers", ("contact_id", "S"), indexes=(
-        Index("due", ("shard", "N"), ("due_at", "N")),  # changed (due_at 0) or due for a re-check
-        Index("by_id", ("shard", "N"), ("contact_id", "S")),  # everyone, paged in contact_id order
-        Index("by_segment", ("segment_key", "S"), ("contact_id", "S")),
-        Index("by_frequency", ("frequency_key", "S"), ("contact_id", "S")),
-    )),
-    TableDesign("orders", ("order_ref", "S")),
-    TableDesign("transitions", ("contact_id", "S"), ("id", "S"), indexes=(
-        Index("by_time", ("shard", "N"), ("occurred_at", "N"), include=("to_segment",)),  # per day, counts
-    )),
-    TableDesign("events", ("id", "S"), indexes=(
-        Index("due", ("shard", "N"), ("claimable", "S"), include=("contact_id",)),  # pending, by when takeable
-        Index("retrying_by_contact", ("retrying_contact", "S"), ("seq", "N")),  # failed, waiting for a retry
-        Index("by_status", ("status_shard", "S"), ("seq", "N"), include=("created_at",)),
-    )),
-    TableDesign("attempts", ("event_id", "S"), ("at", "S")),
-    TableDesign("leases", ("name", "S")),
-    TableDesign("meta", ("key", "S")),
-)
-
-
-def create_tables(config: DynamoConfig, client: Any = None) -> list[tuple[str, bool]]:
-    """Create the missing tables (on-demand billing) and record the schema version; (table, created) pairs.
-
-    Idempotent: existing tables are left alone, so running `init-db` again is harmless.
-    """
-    client = client or make_client(config.region, config.endpoint_url)
-    existing = set()
-    for page in client.get_paginator("list_tables").paginate():
-        existing.update(page["TableNames"])
-    report, creating = [], []
-    for design in TABLES:
-        name = config.table(design.noun)
-        report.append((name, name not in existing))
-        if name in existing:
-            continue
-        answer = client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **_table_definition(design))
-        if answer["TableDescription"].get("TableStatus") != "ACTIVE":
-            creating.append(name)
-    for name in creating:
-        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    try:
-        client.put_item(TableName=config.table("meta"),
-                        Item=_to_item({"key": "schema_version", "value": str(SCHEMA_VERSION)}),
-                        **_expression(ConditionExpression="attribute_not_exists(#key)"))
-    except ClientError as exc:
-        if _code(exc) != "ConditionalCheckFailedException":
-            raise
-    return report
-
-
-def _table_definition(design: TableDesign) -> dict[str, Any]:
-    attributes = {design.hash_key[0]: design.hash_key[1]}
-    schema = [{"AttributeName": design.hash_key[0], "KeyType": "HASH"}]
-    if design.range_key:
-        attributes[design.range_key[0]] = design.range_key[1]
-        schema.append({"AttributeName": design.range_key[0], "KeyType": "RANGE"})
-    indexes = []
-    for index in design.indexes:
-        attributes.update(dict((index.hash_key, index.range_key)))
-        projection: dict[str, Any] = {"ProjectionType": "INCLUDE" if index.include else "KEYS_ONLY"}
-        if index.include:
-            projection["NonKeyAttributes"] = list(index.include)
-        indexes.append({"IndexName": index.name, "Projection": projection, "KeySchema": [
-            {"AttributeName": index.hash_key[0], "KeyType": "HASH"},
-            {"AttributeName": index.range_key[0], "KeyType": "RANGE"}]})
-    definition: dict[str, Any] = {
-        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in sorted(attributes.items())],
-        "KeySchema": schema,
-    }
-    if indexes:
-        definition["GlobalSecondaryIndexes"] = indexes
-    return definition
-
-
-_SESSION: list[Any] = []
-_SESSION_LOCK = threading.Lock()
-
-
-def make_client(region: str | None, endpoint_url: str | None) -> Any:
-    """A low-level client (thread-safe, unlike resources) with botocore's own retries for throttling.
-
-    Clients come from one shared session, which parses DynamoDB's service model once instead of per client;
-    a session itself is not thread-safe, hence the lock.
-    """
-    with _SESSION_LOCK:
-        if not _SESSION:
-            _SESSION.append(boto3.session.Session())
-        return _SESSION[0].client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": 10}, max_pool_connections=WORKERS * 2 + 4))
-
-
-# the store --------------------------------------------------------------------------------------------------
 
 class DynamoDBStore(Store):
     """The Store contract on DynamoDB. Every read that decides a write is strongly consistent; every write that
@@ -356,7 +220,7 @@ class DynamoDBStore(Store):
             ids = sorted(item["contact_id"] for item in self._scan("customers", ("contact_id",)))
         else:
             due = self._query_partitions("customers", "due", range(CUSTOMER_SHARDS), "#due_at <= :as_of",
-                                         {":as_of": _ms(as_of)})
+                                         {":as_of": to_ms(as_of)})
             ids = sorted({item["contact_id"] for item in due})
         for start in range(0, len(ids), batch_size):
             yield self.customers_by_id(ids[start:start + batch_size])
@@ -384,11 +248,12 @@ class DynamoDBStore(Store):
         update, values = _set_or_remove({
             "segment": e.segment, "purchase_frequency": e.purchase_frequency,
             "segment_key": f"{e.segment}#{shard}", "frequency_key": f"{e.purchase_frequency}#{shard}",
-            "next_check_at": _ms(e.next_check_at), "due_at": _ms(e.next_check_at), "evaluated_at": _ms(e.evaluated_at),
+            "next_check_at": to_ms(e.next_check_at), "due_at": to_ms(e.next_check_at),
+            "evaluated_at": to_ms(e.evaluated_at),
         })
         if e.segment_since is not None:  # only a changed segment moves it; None must not remove it
             update = update.replace("SET ", "SET #segment_since = :segment_since, ", 1)
-            values[":segment_since"] = _ms(e.segment_since)
+            values[":segment_since"] = to_ms(e.segment_since)
         values[":seen_version"] = e.seen_version
         if e.seen_segment is None:
             condition = "#version = :seen_version AND attribute_not_exists(#segment)"
@@ -458,10 +323,10 @@ class DynamoDBStore(Store):
                         **_expression(ConditionExpression=f"attribute_not_exists(#{key})")}}
 
     def _event_item(self, event: NewEvent, created_at: datetime) -> dict[str, Any]:
-        seq, shard, at = self._sequence.next(), _shard(event.id, EVENT_SHARDS), _ms(created_at)
+        seq, shard, at = self._sequence.next(), _shard(event.id, EVENT_SHARDS), to_ms(created_at)
         return {"id": event.id, "seq": seq, "shard": shard, "contact_id": event.contact_id,
                 "campaign": event.campaign, "webhook": event.webhook, "type": event.type,
-                "occurred_at": _ms(event.occurred_at), "created_at": at, "body": event.body, "status": "pending",
+                "occurred_at": to_ms(event.occurred_at), "created_at": at, "body": event.body, "status": "pending",
                 "attempts": 0, "next_attempt_at": at, "claimable": _claim_key(at, seq),
                 "status_shard": f"pending#{shard}", "unordered": None if event.ordered else True}
 
@@ -528,8 +393,8 @@ class DynamoDBStore(Store):
         """From the sharded `by_time` index: reads the transitions since `since`, not all of them."""
         counts: dict[tuple[str, str], int] = {}
         for item in self._query_partitions("transitions", "by_time", range(EVENT_SHARDS), "#occurred_at >= :since",
-                                           {":since": _ms(since)}):
-            day = _at(_int(item["occurred_at"])).strftime("%Y-%m-%d")
+                                           {":since": to_ms(since)}):
+            day = from_ms(_int(item["occurred_at"])).strftime("%Y-%m-%d")
             counts[(day, item["to_segment"])] = counts.get((day, item["to_segment"]), 0) + 1
         return [(day, segment, count) for (day, segment), count in sorted(counts.items())]
 
@@ -558,7 +423,7 @@ class DynamoDBStore(Store):
         A candidate waits while an earlier event of its customer failed and awaits its retry: that retry can come
         due after the later event, and the customer must hear them in order all the same.
         """
-        now_ms = _ms(now)
+        now_ms = to_ms(now)
         until = now_ms + int(claim_seconds * 1000)
         claimed: list[dict[str, Any]] = []
         lowest = _claim_key(0, 0)
@@ -617,7 +482,7 @@ class DynamoDBStore(Store):
         return _from_item(answer["Attributes"])
 
     def record_delivered(self, event_ids: Sequence[str], attempt_at: datetime, status: int, duration_ms: int) -> None:
-        at = _ms(attempt_at)
+        at = to_ms(attempt_at)
         self._write_items("attempts", [self._attempt_item(i, at, status, None, duration_ms) for i in event_ids])
         self._in_parallel(lambda i: self._update_event(i, {
             "status": "delivered", "status_shard": f"delivered#{_shard(i, EVENT_SHARDS)}", "delivered_at": at,
@@ -629,7 +494,7 @@ class DynamoDBStore(Store):
 
     def record_failed(self, event_ids: Sequence[str], attempt_at: datetime, status: int | None, error: str,
                       duration_ms: int, next_attempt_at: datetime | None) -> None:
-        at, retry_at = _ms(attempt_at), _ms(next_attempt_at)
+        at, retry_at = to_ms(attempt_at), to_ms(next_attempt_at)
         new_status = "pending" if retry_at is not None else "dead"
         known = {item["id"]: item for item in self._get_items(
             "events", [{"id": i} for i in event_ids], ("id", "seq", "contact_id", "unordered"))}
@@ -682,7 +547,7 @@ class DynamoDBStore(Store):
     def attempts_for(self, event_id: str) -> list[Attempt]:
         items = self._query(TableName=self._tables["attempts"], ConsistentRead=True,
                             **_expression({":e": event_id}, KeyConditionExpression="#event_id = :e"))
-        return [Attempt(i["event_id"], _at(_int(i["attempted_at"])), _int(i.get("status")), i.get("error"),
+        return [Attempt(i["event_id"], from_ms(_int(i["attempted_at"])), _int(i.get("status")), i.get("error"),
                         _int(i["duration_ms"])) for i in items]
 
     def record_superseded(self, superseded: Sequence[Superseded], at: datetime) -> None:
@@ -703,7 +568,7 @@ class DynamoDBStore(Store):
         item = self._get_item("events", {"id": event_id}, ("seq", "status"))
         if item is None:
             return False
-        at = _ms(now)
+        at = to_ms(now)
         # The retry schedule starts over (attempts 0, so it holds no later event back); the history stays.
         update, values = _set_or_remove({
             "status": "pending", "status_shard": f"pending#{_shard(event_id, EVENT_SHARDS)}", "next_attempt_at": at,
@@ -716,7 +581,7 @@ class DynamoDBStore(Store):
                                                ConditionExpression="attribute_exists(#id)"))
 
     def renew_claims(self, event_ids: Sequence[str], holder: str, until: datetime) -> int:
-        at = _ms(until)
+        at = to_ms(until)
         seqs = {item["id"]: _int(item["seq"]) for item in self._get_items("events", [{"id": i} for i in event_ids],
                                                                           ("id", "seq"))}
 
@@ -732,7 +597,7 @@ class DynamoDBStore(Store):
 
     def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
         """Unsent events back to the queue, due now, attempts untouched (unlike replay)."""
-        at = _ms(now)
+        at = to_ms(now)
         for event_id in event_ids:
             item = self._get_item("events", {"id": event_id}, ("seq",))
             if item is None:
@@ -757,7 +622,7 @@ class DynamoDBStore(Store):
                 **_expression({":p": f"{status}#{shard}"}, KeyConditionExpression="#status_shard = :p"))
                 for shard in range(EVENT_SHARDS))
         oldest = min((_int(item["created_at"]) for item in pending), default=None)
-        counts["oldest_pending_age_seconds"] = 0.0 if oldest is None else max(0.0, (_ms(now) - oldest) / 1000)
+        counts["oldest_pending_age_seconds"] = 0.0 if oldest is None else max(0.0, (to_ms(now) - oldest) / 1000)
         return counts
 
     def transition_count(self) -> int:
@@ -773,7 +638,7 @@ class DynamoDBStore(Store):
     # leases ------------------------------------------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
-        now_ms = _ms(now)
+        now_ms = to_ms(now)
         return self._conditional(
             self._client.put_item, TableName=self._tables["leases"],
             Item=_to_item({"name": name, "holder": holder, "expires_at": now_ms + int(ttl_seconds * 1000)}),
@@ -855,32 +720,15 @@ class DynamoDBStore(Store):
         return True
 
     def _query(self, **request: Any) -> Iterator[dict[str, Any]]:
-        while True:
-            answer = self._client.query(**request)
-            yield from (_from_item(item) for item in answer.get("Items", []))
-            if "LastEvaluatedKey" not in answer:
-                return
-            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return _read(self._client.query, request)
 
     def _count(self, **request: Any) -> int:
-        total = 0
         call = self._client.query if "KeyConditionExpression" in request else self._client.scan
-        while True:
-            answer = call(Select="COUNT", **request)
-            total += answer["Count"]
-            if "LastEvaluatedKey" not in answer:
-                return total
-            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return sum(answer["Count"] for answer in _paginate(call, {"Select": "COUNT", **request}))
 
     def _scan(self, noun: str, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
-        request = {"TableName": self._tables[noun], "ConsistentRead": True,
-                   **(_expression(ProjectionExpression=_projection(fields)) if fields else {})}
-        while True:
-            answer = self._client.scan(**request)
-            yield from (_from_item(item) for item in answer.get("Items", []))
-            if "LastEvaluatedKey" not in answer:
-                return
-            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return _read(self._client.scan, {"TableName": self._tables[noun], "ConsistentRead": True,
+                                         **(_expression(ProjectionExpression=_projection(fields)) if fields else {})})
 
     def _query_partitions(self, noun: str, index: str, partitions: Iterable[Any], condition: str,
                           values: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
@@ -913,97 +761,6 @@ class DynamoDBStore(Store):
                 self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="dynamodb")
             pool = self._pool
         return list(pool.map(work, items))
-
-
-# the sync source --------------------------------------------------------------------------------------------
-
-class SourceTable:
-    """Another system's DynamoDB table, only read, with a parallel scan (`python -m worker sync-orders`)."""
-
-    def __init__(self, name: str, region: str | None = None, endpoint_url: str | None = None, client: Any = None):
-        self.name = name
-        self._client = client or make_client(region, endpoint_url)
-
-    def approximate_items(self) -> int | None:
-        """DynamoDB's item count, refreshed about every six hours: good enough for a progress bar."""
-        try:
-            return int(self._client.describe_table(TableName=self.name)["Table"].get("ItemCount", 0)) or None
-        except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                raise LookupError(f"DynamoDB table {self.name!r} not found") from None
-            raise
-
-    def pages(self, segment: int, total_segments: int, start_key: dict[str, Any] | None,
-              page_size: int | None = None) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any] | None]]:
-        """(items as plain values, the key to resume after this page or None at the end) for one scan segment."""
-        request: dict[str, Any] = {"TableName": self.name, "Segment": segment, "TotalSegments": total_segments}
-        if page_size:
-            request["Limit"] = page_size
-        while True:
-            if start_key:
-                request["ExclusiveStartKey"] = start_key
-            answer = self._client.scan(**request)
-            start_key = answer.get("LastEvaluatedKey")
-            yield [_from_item(item) for item in answer.get("Items", [])], start_key
-            if not start_key:
-                return
-
-
-# items and expressions --------------------------------------------------------------------------------------
-
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_CUSTOMER_FIELDS = ("contact_id", "name", "email", "order_count", "total_cents", "first_order_at", "last_order_at",
-                    "last_order_ref", "version", "segment", "purchase_frequency", "next_check_at", "evaluated_at",
-                    "segment_since", "due_at")
-_INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs")
-_ORDER_FIELDS = ("contact_id", "order_at", "total_cents", "status", "cancelled", "email", "name")
-
-
-@dataclass(frozen=True)
-class _Totals:
-    """A customer's aggregates as a fold over its orders: adding new orders to stored totals and counting all
-    orders from nothing are the same function, so both give exactly what the SQLite store's query gives."""
-
-    order_count: int = 0
-    total_cents: int = 0
-    first_order_at: int | None = None
-    last_order_at: int | None = None
-    last_order_ref: str | None = None
-    name: str | None = None
-    name_key: str | None = None  # (order time, reference) of the order the name came from: the latest one wins
-    email: str | None = None
-    email_key: str | None = None
-
-    @classmethod
-    def of(cls, item: dict[str, Any] | None) -> _Totals:
-        if item is None:
-            return cls()
-        return cls(_int(item.get("order_count", 0)), _int(item.get("total_cents", 0)), _int(item.get("first_order_at")),
-                   _int(item.get("last_order_at")), item.get("last_order_ref"), item.get("name"),
-                   item.get("name_key"), item.get("email"), item.get("email_key"))
-
-    def add(self, order: dict[str, Any]) -> _Totals:
-        at, ref = _int(order["order_at"]), order["order_ref"]
-        key = f"{at:015d}#{ref}"
-        changes: dict[str, Any] = {}
-        if order.get("name") and (self.name_key is None or key > self.name_key):
-            changes.update(name=order["name"], name_key=key)
-        if order.get("email") and (self.email_key is None or key > self.email_key):
-            changes.update(email=order["email"], email_key=key)
-        if not order["cancelled"]:
-            total = self.total_cents + _int(order["total_cents"])
-            if not -_INT64 <= total < _INT64:
-                raise OverflowError(f"customer {order['contact_id']}: total spend outside 64-bit integers")
-            changes.update(order_count=self.order_count + 1, total_cents=total,
-                           first_order_at=at if self.first_order_at is None else min(self.first_order_at, at))
-            if self.last_order_at is None or (at, ref) > (self.last_order_at, self.last_order_ref or ""):
-                changes.update(last_order_at=at, last_order_ref=ref)
-        return replace(self, **changes)
-
-    def fields(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -1052,135 +809,12 @@ def _add_results(a: SaveResult, b: SaveResult) -> SaveResult:
     return SaveResult(a.saved + b.saved, a.transitions + b.transitions, a.events + b.events, a.skipped + b.skipped)
 
 
-def _order_item(order: Order, now: datetime, excluded: frozenset[str]) -> dict[str, Any]:
-    """An order as stored; refuses integers the SQLite store could not hold, so both backends accept the same."""
-    item = {"order_ref": order.order_ref, "contact_id": order.contact_id, "order_at": _ms(order.order_at),
-            "total_cents": order.total_cents, "status": order.status, "cancelled": order.excluded(excluded),
-            "email": order.email, "name": order.name, "received_at": _ms(now)}
-    for name in ("order_at", "total_cents"):
-        if not isinstance(item[name], int) or not -_INT64 <= item[name] < _INT64:
-            raise OverflowError(f"order {order.order_ref}: {name} {item[name]!r} is not a 64-bit integer")
-    return item
-
-
-def _same_order(stored: dict[str, Any], incoming: dict[str, Any]) -> bool:
-    return all(_int(stored.get(name)) == incoming[name] for name in _ORDER_FIELDS)
-
-
-def _refs(item: dict[str, Any] | None) -> set[str]:
-    return set(item.get("order_refs", ())) if item else set()
-
-
-def _transition_item(t: TransitionRecord) -> dict[str, Any]:
-    return {"contact_id": t.contact_id, "id": t.id, "shard": _shard(t.id, EVENT_SHARDS), "from_segment": t.from_segment,
-            "to_segment": t.to_segment,
-            "occurred_at": _ms(t.occurred_at), "detected_at": _ms(t.detected_at), "rules_version": t.rules_version}
-
-
-def _customer(item: dict[str, Any]) -> CustomerRecord:
-    return CustomerRecord(
-        contact_id=item["contact_id"], name=item.get("name"), email=item.get("email"),
-        facts=CustomerFacts(_int(item.get("order_count", 0)), _int(item.get("total_cents", 0)),
-                            _at(_int(item.get("first_order_at"))), _at(_int(item.get("last_order_at")))),
-        last_order_ref=item.get("last_order_ref"), version=_int(item["version"]), segment=item.get("segment"),
-        purchase_frequency=item.get("purchase_frequency"), next_check_at=_at(_int(item.get("next_check_at"))),
-        evaluated_at=_at(_int(item.get("evaluated_at"))), segment_since=_at(_int(item.get("segment_since"))),
-        changed=_int(item.get("due_at")) == 0,  # ingest marks a customer changed with due_at 0
-    )
-
-
-def _transition(item: dict[str, Any]) -> TransitionRecord:
-    return TransitionRecord(item["id"], item["contact_id"], item.get("from_segment"), item["to_segment"],
-                            _at(_int(item["occurred_at"])), _at(_int(item["detected_at"])), item["rules_version"])
-
-
-def _event(item: dict[str, Any]) -> EventRecord:
-    return EventRecord(
-        id=item["id"], contact_id=item["contact_id"], campaign=item["campaign"], webhook=item["webhook"],
-        type=item["type"], occurred_at=_at(_int(item["occurred_at"])), created_at=_at(_int(item["created_at"])),
-        body=item["body"], status=item["status"], attempts=_int(item["attempts"]),
-        next_attempt_at=_at(_int(item.get("next_attempt_at"))), last_error=item.get("last_error"),
-        last_status=_int(item.get("last_status")), delivered_at=_at(_int(item.get("delivered_at"))),
-        superseded_by=item.get("superseded_by"), recheck=item.get("recheck", True),
-        ordered=not item.get("unordered", False),
-    )
-
-
-def _to_item(values: dict[str, Any]) -> dict[str, Any]:
-    """Python values to DynamoDB's wire format; None (and an empty set) means the attribute is absent."""
-    return {name: _SERIALIZER.serialize(value) for name, value in values.items() if not _absent(value)}
-
-
-def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
-
-
-def _expression(values: dict[str, Any] | None = None, **parts: str) -> dict[str, Any]:
-    """Request fields for expressions written with #attribute and :value placeholders; every attribute goes by
-    a #name, so DynamoDB's reserved words (name, status, key, ...) never get in the way."""
-    request: dict[str, Any] = dict(parts)
-    names = {f"#{name}": name for name in re.findall(r"#(\w+)", " ".join(parts.values()))}
-    if names:
-        request["ExpressionAttributeNames"] = names
-    if values:
-        request["ExpressionAttributeValues"] = {k: _SERIALIZER.serialize(v) for k, v in values.items()}
-    return request
-
-
-def _set_or_remove(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """An update expression setting every field that has a value and removing every field that is None."""
-    sets = [f"#{name} = :{name}" for name, value in fields.items() if not _absent(value)]
-    removes = [f"#{name}" for name, value in fields.items() if _absent(value)]
-    expression = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removes) if removes else "")
-    return expression.strip(), {f":{name}": value for name, value in fields.items() if not _absent(value)}
-
-
-def _absent(value: Any) -> bool:
-    # DynamoDB has no empty sets and we store no nulls: both mean "no such attribute".
-    return value is None or value == set()
-
-
-def _projection(fields: Sequence[str]) -> str:
-    return ", ".join(f"#{name}" for name in fields)
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
 def _pause(attempt: int) -> None:
     """Exponential backoff with full jitter, so that writers who collided do not collide again in step."""
     time.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2**attempt)))
-
-
-def _shard(key: str, shards: int) -> int:
-    return zlib.crc32(key.encode()) % shards
-
-
-def _claim_key(ms: int, seq: int) -> str:
-    """Sortable text for (instant, insertion order): zero-padded so that text order is number order."""
-    return f"{ms:015d}#{seq:020d}"
-
-
-def _claim_seq(key: str) -> int:
-    return int(key.split("#")[1])
 
 
 def _attempt_outcome(status: int | None) -> str:
     if status is None:
         return "network_error"
     return "delivered" if 200 <= status <= 299 else "http_error"
-
-
-def _int(value: Any) -> Any:
-    # DynamoDB numbers arrive as Decimal. Anything else is passed on as stored (as SQLite would), so that one
-    # damaged item fails that customer's evaluation, not the whole read.
-    return int(value) if isinstance(value, Decimal) else value
-
-
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)

@@ -1,0 +1,160 @@
+"""Where the DynamoDB tables are and how they are laid out: the DATABASE_URL config, the table and index design
+with `init-db`'s create_tables, and make_client, the boto3 client every request goes through."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from worker.store.dynamodb.items import _code, _expression, _to_item
+
+SCHEMA_VERSION = 2  # 2: optional attributes segment_since, superseded_by, recheck; the superseded status
+DEFAULT_TABLE_PREFIX = "segment_worker_"
+WORKERS = 8  # concurrent requests for per-item writes (conditional updates cannot be batched)
+_URL_OPTIONS = ("region", "endpoint_url", "table_prefix")
+
+
+@dataclass(frozen=True)
+class DynamoConfig:
+    """Where the tables are: `dynamodb://?region=...&endpoint_url=...&table_prefix=...` (all optional)."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    table_prefix: str = DEFAULT_TABLE_PREFIX
+
+    @classmethod
+    def from_url(cls, url: str) -> DynamoConfig:
+        parts = urlsplit(url)
+        if parts.scheme != "dynamodb" or parts.netloc or parts.path not in ("", "/"):
+            raise ValueError(f"DATABASE_URL {url!r}: expected dynamodb://?region=...&endpoint_url=...&table_prefix=...")
+        options = {name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        unknown = sorted(set(options) - set(_URL_OPTIONS))
+        if unknown:
+            raise ValueError(f"DATABASE_URL {url!r}: unknown option(s) {', '.join(unknown)} "
+                             f"(use {', '.join(_URL_OPTIONS)})")
+        prefix = options.get("table_prefix", DEFAULT_TABLE_PREFIX)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]*", prefix):
+            raise ValueError(f"DATABASE_URL {url!r}: table_prefix may hold letters, digits, '_', '-' and '.' only")
+        return cls(region=options.get("region") or None, endpoint_url=options.get("endpoint_url") or None,
+                   table_prefix=prefix)
+
+    def table(self, noun: str) -> str:
+        return self.table_prefix + noun
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    hash_key: tuple[str, str]  # (attribute, S|N)
+    range_key: tuple[str, str]
+    include: tuple[str, ...] = ()  # projected besides the keys; nothing else, so updates rarely touch an index
+
+
+@dataclass(frozen=True)
+class TableDesign:
+    noun: str
+    hash_key: tuple[str, str]
+    range_key: tuple[str, str] | None = None
+    indexes: tuple[Index, ...] = ()
+
+
+# One table per noun of the SQLite schema, with the indexes its queries need (docs/dynamodb.md explains each).
+TABLES = (
+    TableDesign("customers", ("contact_id", "S"), indexes=(
+        Index("due", ("shard", "N"), ("due_at", "N")),  # changed (due_at 0) or due for a re-check
+        Index("by_id", ("shard", "N"), ("contact_id", "S")),  # everyone, paged in contact_id order
+        Index("by_segment", ("segment_key", "S"), ("contact_id", "S")),
+        Index("by_frequency", ("frequency_key", "S"), ("contact_id", "S")),
+    )),
+    TableDesign("orders", ("order_ref", "S")),
+    TableDesign("transitions", ("contact_id", "S"), ("id", "S"), indexes=(
+        Index("by_time", ("shard", "N"), ("occurred_at", "N"), include=("to_segment",)),  # per day, counts
+    )),
+    TableDesign("events", ("id", "S"), indexes=(
+        Index("due", ("shard", "N"), ("claimable", "S"), include=("contact_id",)),  # pending, by when takeable
+        Index("retrying_by_contact", ("retrying_contact", "S"), ("seq", "N")),  # failed, waiting for a retry
+        Index("by_status", ("status_shard", "S"), ("seq", "N"), include=("created_at",)),
+    )),
+    TableDesign("attempts", ("event_id", "S"), ("at", "S")),
+    TableDesign("leases", ("name", "S")),
+    TableDesign("meta", ("key", "S")),
+)
+
+
+def create_tables(config: DynamoConfig, client: Any = None) -> list[tuple[str, bool]]:
+    """Create the missing tables (on-demand billing) and record the schema version; (table, created) pairs.
+
+    Idempotent: existing tables are left alone, so running `init-db` again is harmless.
+    """
+    client = client or make_client(config.region, config.endpoint_url)
+    existing = set()
+    for page in client.get_paginator("list_tables").paginate():
+        existing.update(page["TableNames"])
+    report, creating = [], []
+    for design in TABLES:
+        name = config.table(design.noun)
+        report.append((name, name not in existing))
+        if name in existing:
+            continue
+        answer = client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **_table_definition(design))
+        if answer["TableDescription"].get("TableStatus") != "ACTIVE":
+            creating.append(name)
+    for name in creating:
+        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    try:
+        client.put_item(TableName=config.table("meta"),
+                        Item=_to_item({"key": "schema_version", "value": str(SCHEMA_VERSION)}),
+                        **_expression(ConditionExpression="attribute_not_exists(#key)"))
+    except ClientError as exc:
+        if _code(exc) != "ConditionalCheckFailedException":
+            raise
+    return report
+
+
+def _table_definition(design: TableDesign) -> dict[str, Any]:
+    attributes = {design.hash_key[0]: design.hash_key[1]}
+    schema = [{"AttributeName": design.hash_key[0], "KeyType": "HASH"}]
+    if design.range_key:
+        attributes[design.range_key[0]] = design.range_key[1]
+        schema.append({"AttributeName": design.range_key[0], "KeyType": "RANGE"})
+    indexes = []
+    for index in design.indexes:
+        attributes.update(dict((index.hash_key, index.range_key)))
+        projection: dict[str, Any] = {"ProjectionType": "INCLUDE" if index.include else "KEYS_ONLY"}
+        if index.include:
+            projection["NonKeyAttributes"] = list(index.include)
+        indexes.append({"IndexName": index.name, "Projection": projection, "KeySchema": [
+            {"AttributeName": index.hash_key[0], "KeyType": "HASH"},
+            {"AttributeName": index.range_key[0], "KeyType": "RANGE"}]})
+    definition: dict[str, Any] = {
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in sorted(attributes.items())],
+        "KeySchema": schema,
+    }
+    if indexes:
+        definition["GlobalSecondaryIndexes"] = indexes
+    return definition
+
+
+_SESSION: list[Any] = []
+_SESSION_LOCK = threading.Lock()
+
+
+def make_client(region: str | None, endpoint_url: str | None) -> Any:
+    """A low-level client (thread-safe, unlike resources) with botocore's own retries for throttling.
+
+    Clients come from one shared session, which parses DynamoDB's service model once instead of per client;
+    a session itself is not thread-safe, hence the lock.
+    """
+    with _SESSION_LOCK:
+        if not _SESSION:
+            _SESSION.append(boto3.session.Session())
+        return _SESSION[0].client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": 10}, max_pool_connections=WORKERS * 2 + 4))

@@ -1,0 +1,25 @@
+"""How both stores keep instants: integer milliseconds since the epoch (UTC), and back to aware datetimes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Below 2**33 seconds either side of the epoch (the year 2242; ingest accepts orders up to 2200) one float division
+# is exact: fromtimestamp rounds to the microsecond, and a double is within half a microsecond of every millisecond.
+_FLOAT_EXACT_MS = 2**33 * 1000
+
+
+def to_ms(moment: datetime | None) -> int | None:
+    """Instants are stored as integer milliseconds since the epoch (UTC): exact, compact and fast to compare."""
+    if moment is None:
+        return None
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    if ms is None:
+        return None
+    if -_FLOAT_EXACT_MS < ms < _FLOAT_EXACT_MS:
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)  # the cheaper way, for the instants we meet
+    return _EPOCH + timedelta(milliseconds=ms)
