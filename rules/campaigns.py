@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from rules.classify import Classification
+from rules.ids import digest_id
 from rules.metrics import CustomerFacts, local_date, local_midnight
 from rules.schema import Rules
 
@@ -60,8 +60,7 @@ def milestones_reached(rules: Rules, facts: CustomerFacts, segment: str, since: 
 def event_id(contact_id: str, campaign: str, kind: str, from_segment: str | None, to_segment: str,
              occurred_at: datetime) -> str:
     """Same customer, campaign, move and moment give the same id, so re-running an evaluation never duplicates."""
-    key = "|".join((contact_id, campaign, kind, from_segment or "", to_segment, occurred_at.isoformat()))
-    return "evt_" + hashlib.sha256(key.encode()).hexdigest()[:26]
+    return digest_id("evt", contact_id, campaign, kind, from_segment or "", to_segment, occurred_at.isoformat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +82,8 @@ class Announced:
                    milestone=None if milestone is None else (milestone["metric"], int(milestone["days"])))
 
 
-def undone_because(rules: Rules, announced: Announced, facts: CustomerFacts, now: Classification) -> str | None:
-    """Why the move an event announces no longer holds for the customer as they are `now`; None while it holds.
+def undone_because(rules: Rules, announced: Announced, facts: CustomerFacts, current: Classification) -> str | None:
+    """Why the move an event announces no longer holds for the customer as classified now; None while it holds.
 
     entered / from-to: still in the target segment; left: still out of the segment left; a milestone: the day count
     is still at or past it (no newer order) and, where the campaign names a segment, the customer is still in it.
@@ -92,21 +91,21 @@ def undone_because(rules: Rules, announced: Announced, facts: CustomerFacts, now
     if facts.order_count == 0:
         return "no order of the customer counts any more (all cancelled or excluded)"
     if announced.kind in ("segment.entered", "segment.changed"):
-        if now.segment != announced.to_segment:
-            return f"the customer is now {now.segment}, no longer {announced.to_segment}"
+        if current.segment != announced.to_segment:
+            return f"the customer is now {current.segment}, no longer {announced.to_segment}"
         return None
     if announced.kind == "segment.left":
-        if now.segment == announced.from_segment:
-            return f"the customer is back in {now.segment}"
+        if current.segment == announced.from_segment:
+            return f"the customer is back in {current.segment}"
         return None
     if announced.milestone is None:
         return None
     metric, days = announced.milestone
-    value = now.last_order_days_ago if metric == "lastOrderDaysAgo" else now.first_order_days_ago
+    value = current.last_order_days_ago if metric == "lastOrderDaysAgo" else current.first_order_days_ago
     if value is None or value < days:
         return f"a newer order since: {metric} is now {value}, below the milestone's {days}"
     campaign = rules.campaigns.get(announced.campaign)
     segment = campaign.segment if campaign is not None else announced.to_segment
-    if segment is not None and now.segment != segment:
-        return f"the customer is now {now.segment}, no longer {segment} (the milestone counts only there)"
+    if segment is not None and current.segment != segment:
+        return f"the customer is now {current.segment}, no longer {segment} (the milestone counts only there)"
     return None

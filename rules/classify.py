@@ -87,16 +87,16 @@ class Classifier:
         return Classification(self._segment(values), self._frequency(facts), last_days, first_days, rfm)
 
     def next_check_at(self, facts: CustomerFacts, as_of: datetime,
-                      now: Classification | None = None) -> datetime | None:
+                      current: Classification | None = None) -> datetime | None:
         """The earliest instant after `as_of` at which, with no new orders, the segment changes or a milestone
         is reached; None when time alone can change nothing more (e.g. a VIP, or a customer already Dormant).
 
         Both day counts grow by one at each local midnight, so the future is a walk over day offsets.
         """
-        now = now or self.classify(facts, as_of)
-        if now.last_order_days_ago is None:
+        current = current or self.classify(facts, as_of)
+        if current.last_order_days_ago is None:
             return None
-        last, first = now.last_order_days_ago, now.first_order_days_ago
+        last, first = current.last_order_days_ago, current.first_order_days_ago
         milestone = min((d - last for d in self._milestone_days["lastOrderDaysAgo"] if d > last), default=None)
         first_milestone = min((d - first for d in self._milestone_days["firstOrderDaysAgo"] if d > first),
                               default=None)
@@ -104,22 +104,22 @@ class Classifier:
         for offset in self._offsets(last, first, lambda k: k > 0):
             if milestone is not None and milestone <= offset:
                 break
-            if self._segment_at(facts, last + offset, first + offset) != now.segment:
+            if self._segment_at(facts, last + offset, first + offset) != current.segment:
                 return self._midnight_after(as_of, offset)
         return None if milestone is None else self._midnight_after(as_of, milestone)
 
-    def entered_at(self, facts: CustomerFacts, as_of: datetime, now: Classification | None = None) -> datetime:
+    def entered_at(self, facts: CustomerFacts, as_of: datetime, current: Classification | None = None) -> datetime:
         """When the customer's current segment began, assuming no order since the last one.
 
         Either the local midnight a day threshold was crossed (even if nobody evaluated then) or the last order.
         """
-        now = now or self.classify(facts, as_of)
-        if facts.last_order_at is None or now.last_order_days_ago is None:
+        current = current or self.classify(facts, as_of)
+        if facts.last_order_at is None or current.last_order_days_ago is None:
             return as_of
-        last, first = now.last_order_days_ago, now.first_order_days_ago
+        last, first = current.last_order_days_ago, current.first_order_days_ago
         # a crossing at offset k (<= 0) is the midnight starting day last+k; it must come after the last order
         for offset in sorted(self._offsets(last, first, lambda k: k <= 0 and last + k > 0), reverse=True):
-            if self._segment_at(facts, last + offset - 1, first + offset - 1) != now.segment:
+            if self._segment_at(facts, last + offset - 1, first + offset - 1) != current.segment:
                 return self._midnight_after(as_of, offset)
         return min(facts.last_order_at, as_of)
 

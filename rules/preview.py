@@ -38,13 +38,13 @@ def preview(customers: Iterable[tuple[str, CustomerFacts]], current: Rules, cand
     Both sides are evaluated at the same moment, so the result shows the effect of the rule change alone,
     not of time passing since the last evaluation.
     """
-    now, then = Classifier(current), Classifier(candidate)
+    in_force, proposed = Classifier(current), Classifier(candidate)
     result = Preview()
     fired_by_move: dict[tuple[str, str], list[str]] = {}
     for contact_id, facts in customers:
         result.customers += 1
-        before = now.classify(facts, as_of).segment
-        after = then.classify(facts, as_of).segment
+        before = in_force.classify(facts, as_of).segment
+        after = proposed.classify(facts, as_of).segment
         result.before[before] += 1
         result.after[after] += 1
         if before == after:

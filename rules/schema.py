@@ -258,6 +258,16 @@ class Rules(SettingsModel):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @cached_property
+    def segment_names(self) -> tuple[str, ...]:
+        """The segments in priority order."""
+        return tuple(segment.name for segment in self.segments)
+
+    @cached_property
+    def frequency_names(self) -> tuple[str, ...]:
+        """Every purchase frequency a customer can have: the bands, then One-time and None."""
+        return tuple(band.name for band in self.purchase_frequency) + (ONE_ORDER_FREQUENCY, NO_ORDERS_FREQUENCY)
+
     @cached_property  # hashing the model costs ~50 µs; evaluation asks for it per transition
     def rules_version(self) -> str:
         """Content hash of everything that decides segments and campaigns (not secrets, URLs or schedule)."""
@@ -265,15 +275,6 @@ class Rules(SettingsModel):
             "version", "timezone", "segments", "no_orders_segment", "purchase_frequency", "campaigns", "rfm_groups"})
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def segment_names(rules: Rules) -> list[str]:
-    return [segment.name for segment in rules.segments]
-
-
-def frequency_names(rules: Rules) -> list[str]:
-    """Every purchase frequency a customer can have: the bands, then One-time and None."""
-    return [band.name for band in rules.purchase_frequency] + [ONE_ORDER_FREQUENCY, NO_ORDERS_FREQUENCY]
 
 
 def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> Rules:

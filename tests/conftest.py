@@ -4,6 +4,7 @@ moto server started once per session) for the suites every backend must pass."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import uuid
@@ -20,7 +21,9 @@ from werkzeug.test import TestResponse
 
 from rules import Rules
 from tests.factories import rules_text
+from tests.receiver import Receiver
 from worker.api import create_app
+from worker.delivery import Senders
 from worker.rules_file import RulesSource
 from worker.serialize import iso
 from worker.settings import Settings
@@ -28,6 +31,8 @@ from worker.store import open_store
 from worker.store.base import Store
 
 NOW = datetime(2026, 2, 21, 12, 0, tzinfo=timezone.utc)
+# Signs the events of the outbox suites (tests/outbox_helpers.py re-exports it as SECRET).
+OUTBOX_SECRET = "whsec_" + base64.b64encode(b"outbox-suite-secret-0123456789ab").decode()
 READ_KEY = "read-key-0123456789ab"
 ADMIN_KEY = "admin-key-0123456789"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -221,3 +226,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 that checks OUTBOX_SECRET's signatures."""
+    with Receiver(OUTBOX_SECRET) as running:
+        yield running
+
+
+@pytest.fixture
+def senders(receiver: Receiver) -> Iterator[Senders]:
+    # Depends on the receiver so its keep-alive connections close before the receiver stops.
+    built = Senders()
+    yield built
+    built.close()

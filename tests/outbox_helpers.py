@@ -3,7 +3,6 @@ receiver that comes back on the same port, and a clock that stands still."""
 
 from __future__ import annotations
 
-import base64
 import random
 import socket
 import threading
@@ -13,7 +12,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from rules import Rules, parse_rules
-from tests.conftest import FixedClock
+from tests.conftest import OUTBOX_SECRET, FixedClock
 from tests.factories import DEFAULT_SEGMENTS, FREQUENCY_BANDS
 from tests.receiver import Receiver, _handler_for
 from worker.delivery import DeliveryRun, Senders, deliver_due
@@ -25,7 +24,7 @@ from worker.store.base import IngestResult, Store
 UTC = timezone.utc
 # Segment logic never reads the clock: every evaluation in these suites happens at (or after) T0.
 T0 = datetime(2026, 2, 21, 12, 0, tzinfo=UTC)
-SECRET = "whsec_" + base64.b64encode(b"outbox-suite-secret-0123456789ab").decode()
+SECRET = OUTBOX_SECRET
 ENV = {"WEBHOOK_SECRET": SECRET}
 
 WELCOME_ONLY = """\

@@ -139,3 +139,41 @@ def test_orders_endpoint_only_accepts_post(client, admin_headers):
     assert response.status_code == 405
     assert "error" in response.get_json()
     assert "POST" in response.headers["Allow"]
+
+
+class CountingStore:
+    """The test's store, counting the reads an order request makes."""
+
+    def __init__(self, store):
+        self.store = store
+        self.customer_reads = 0
+        self.rfm_reads = 0
+
+    def customers_by_id(self, contact_ids):
+        self.customer_reads += 1
+        return self.store.customers_by_id(contact_ids)
+
+    def get_meta(self, key):
+        self.rfm_reads += key == "rfm"
+        return self.store.get_meta(key)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_an_order_request_reads_and_classifies_its_customers_once(settings, store, rules_source, clock,
+                                                                  admin_headers, make_orders):
+    from worker.api import create_app
+
+    counting = CountingStore(store)
+    client = create_app(settings, store=counting, rules_source=rules_source, clock=clock).test_client()
+    client.post("/api/orders", json=make_orders("C-0"), headers=admin_headers)  # warm: the classifier is compiled
+    counting.customer_reads = counting.rfm_reads = 0
+
+    answer = client.post("/api/orders", json=make_orders("C-1") + make_orders("C-2", total="6000.00"),
+                         headers=admin_headers).get_json()
+
+    assert [(c["contactID"], c["metrics"]["segment"]) for c in answer["customers"]] == [("C-1", "New"),
+                                                                                        ("C-2", "VIP")]
+    assert counting.customer_reads == 1, "the customers are read once, for the evaluation and the answer"
+    assert counting.rfm_reads == 1, "one classifier: the RFM boundaries are read once"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,20 +31,6 @@ from worker.delivery import DeliveryRun, Senders, deliver_due
 from worker.store.base import Store
 
 NOW = T0 + timedelta(minutes=1)  # when the delivery runs; events were queued at T0
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(SECRET) as running:
-        yield running
-
-
-@pytest.fixture
-def senders(receiver: Receiver) -> Iterator[Senders]:
-    # Depends on the receiver so its keep-alive connections close before the receiver stops.
-    built = Senders()
-    yield built
-    built.close()
 
 
 def test_retried_after_two_500s_and_delivered_on_the_third_attempt(store: Store, senders: Senders,

@@ -233,7 +233,7 @@ def test_customer_whose_classification_raises_is_counted_and_the_run_continues(s
 def test_customer_whose_classification_raises_in_an_api_evaluation_is_counted(store, backend):
     evaluate_due(store, BASELINE, T0)
     corrupt_spend(backend, "C-ACT")
-    result = evaluate_customers(store, BASELINE, ["C-ACT", "C-NEW"], T0 + DAY)
+    result = evaluate_customers(store, Classifier(BASELINE), ["C-ACT", "C-NEW"], T0 + DAY).run
     assert (result.customers, result.errors) == (1, 1)
 
 
@@ -251,7 +251,7 @@ def test_decide_raises_what_the_classifier_raises(store):
 # --- evaluating named customers (the API path) --------------------------------------------------------------
 
 def test_customers_evaluated_before_the_first_run_are_not_announced_under_baseline(store):
-    result = evaluate_customers(store, BASELINE, ["C-NEW"], T0)
+    result = evaluate_customers(store, Classifier(BASELINE), ["C-NEW"], T0).run
     assert counts(result) == (1, 0, 0, 0, 0) and result.baseline
     assert counts(evaluate_due(store, BASELINE, T0)) == (4, 0, 0, 0, 0)
 
@@ -259,9 +259,12 @@ def test_customers_evaluated_before_the_first_run_are_not_announced_under_baseli
 def test_customers_evaluated_after_the_first_run_are_announced(store):
     evaluate_due(store, BASELINE, T0)
     store.upsert_orders([order("C-API", "P-1", T0 + DAY)], T0 + DAY)
-    result = evaluate_customers(store, BASELINE, ["C-API", "C-API"], T0 + DAY)
-    assert counts(result) == (1, 1, 1, 0, 0)
+    evaluated = evaluate_customers(store, Classifier(BASELINE), ["C-API", "C-API"], T0 + DAY)
+    assert counts(evaluated.run) == (1, 1, 1, 0, 0)
     assert campaigns(store) == {"C-API": ["welcome"]}
+    [(record, current)] = evaluated.customers
+    assert (record.contact_id, current.segment, current.last_order_days_ago) == ("C-API", "New", 0), \
+        "each customer as read, with what the rules said of them: nothing to read or classify again"
 
 
 def test_decide_reports_the_state_to_store(store):

@@ -88,12 +88,6 @@ class Processes:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(SECRET) as running:
-        yield running
-
-
-@pytest.fixture
 def rules_file(tmp_path: Path, receiver: Receiver) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(rules_text(receiver.url, evaluate_every=1, deliver_every=0.2, campaigns=WELCOME_AS_QUEUED),

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from rules import Rules
-from tests.outbox_helpers import LIFECYCLE, SECRET, T0, UTC, ingest, make_rules, order_json
+from tests.outbox_helpers import LIFECYCLE, T0, UTC, ingest, make_rules, order_json
 from tests.receiver import ReceivedRequest, Receiver
 from worker.delivery import DeliveryRun, Senders, deliver_due
 from worker.evaluate import evaluate_due
@@ -20,20 +17,6 @@ from worker.store.base import Store
 BERLIN = ZoneInfo("Europe/Berlin")
 FIRST_ORDER_AT = datetime(2025, 1, 10, 10, 0, tzinfo=UTC)  # 11:00 in Berlin, 10 January
 BODY_KEYS = {"id", "type", "campaign", "occurredAt", "detectedAt", "transition", "customer", "rulesVersion"}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(SECRET) as running:
-        yield running
-
-
-@pytest.fixture
-def senders(receiver: Receiver) -> Iterator[Senders]:
-    # Depends on the receiver so its keep-alive connections close before the receiver stops.
-    built = Senders()
-    yield built
-    built.close()
 
 
 def berlin(day: int, hour: int = 12) -> datetime:

@@ -77,12 +77,6 @@ def rules_for(url: str, **options: Any) -> str:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(SECRET) as running:
-        yield running
-
-
-@pytest.fixture
 def served(tmp_path: Path, receiver: Receiver) -> Iterator[Served]:
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(rules_for(receiver.url), encoding="utf-8")

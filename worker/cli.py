@@ -16,7 +16,6 @@ import click
 from tqdm import tqdm
 
 from rules import Classifier, RulesError
-from rules.schema import frequency_names, segment_names
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
 from worker.evaluate import dry_run as plan_run
@@ -227,8 +226,8 @@ def customers_export(ctx: Context, segment: str | None, purchase_frequency: str 
     from worker.export import csv_chunks, export_rows
 
     rules = ctx.rules_source().current()
-    _check_choice(segment, segment_names(rules), "--segment", "a segment")
-    _check_choice(purchase_frequency, frequency_names(rules), "--frequency", "a purchase frequency")
+    _check_choice(segment, rules.segment_names, "--segment", "a segment")
+    _check_choice(purchase_frequency, rules.frequency_names, "--frequency", "a purchase frequency")
     classifier = Classifier(rules, load_cutoffs(ctx.store))
     rows = export_rows(ctx.store, classifier, _as_of(as_of), segment, purchase_frequency, use_stored=as_of is None)
     for chunk in csv_chunks(rows):
@@ -257,7 +256,7 @@ def rules_check(ctx: Context, file: Path | None) -> None:
     except RulesError as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(1) from None
-    segments = " > ".join(s.name for s in loaded.segments)
+    segments = " > ".join(loaded.segment_names)
     click.echo(f"{path}: ok ({loaded.rules_version})\nsegments: {segments}\n"
                f"campaigns: {', '.join(loaded.campaigns) or 'none'}\ntimezone: {loaded.timezone}")
 

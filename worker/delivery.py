@@ -70,8 +70,8 @@ class Recheck:
             if record is None:
                 undone.append(Superseded(event.id, "the customer is no longer in the store"))
                 continue
-            now = self.classifier.classify(record.facts, self.now)
-            reason = undone_because(self.rules, Announced.from_body(json.loads(event.body)), record.facts, now)
+            current = self.classifier.classify(record.facts, self.now)
+            reason = undone_because(self.rules, Announced.from_body(json.loads(event.body)), record.facts, current)
             if reason is not None:
                 undone.append(self._superseded(event, record, reason))
         return undone

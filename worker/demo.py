@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from worker.store.base import Order
 
@@ -49,12 +48,3 @@ def generate_orders(customers: int, as_of: datetime, seed: int = 7) -> Iterator[
             when = moment.replace(second=0, microsecond=0)
             yield Order(contact, f"ORD-{number:05d}-{index + 1:03d}", when, cents, status, email, name)
 
-
-def order_json(order: Order) -> dict[str, str]:
-    """The API/JSONL shape of an order (for writing sample files)."""
-    return {
-        "contactID": order.contact_id, "orderReference": order.order_ref,
-        "orderDate": order.order_at.isoformat().replace("+00:00", "Z"),
-        "total": str(Decimal(order.total_cents) / 100), "email": order.email or "", "name": order.name or "",
-        "status": order.status or "",
-    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -14,8 +13,9 @@ from functools import lru_cache
 
 from rules import Classification, Classifier, Rules, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
+from rules.ids import digest_id
 from worker.rfm import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
-from worker.serialize import customer_json, iso, parse_instant
+from worker.serialize import customer_json, event_body, iso, parse_instant
 from worker.store.base import CustomerRecord, Evaluation, NewEvent, Store, TransitionRecord
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ def check_as_of(store: Store, as_of: datetime, wall_clock: datetime) -> None:
             "in a store; use --dry-run to look at an earlier moment")
 
 
-def last_run_at(store: Store) -> datetime | None:
-    at = last_run(store).get("at")
+def last_run_at(store: Store, recorded: dict[str, object] | None = None) -> datetime | None:
+    """When the store's last evaluation run happened (from `recorded`, last_run's answer, if read already)."""
+    at = (last_run(store) if recorded is None else recorded).get("at")
     try:
         return parse_instant(at) if isinstance(at, str) and at else None
     except ValueError:
@@ -158,27 +159,42 @@ def _record_run(store: Store, result: RunResult, as_of: datetime) -> None:
     }))
 
 
-def evaluate_customers(store: Store, rules: Rules, contact_ids: Iterable[str], as_of: datetime) -> RunResult:
-    """Evaluate these customers now (after an order arrives through the API).
+@dataclass(frozen=True)
+class CustomersEvaluated:
+    """What evaluate_customers did, and each customer as read with what the rules say of them at `as_of`."""
+
+    run: RunResult
+    customers: list[tuple[CustomerRecord, Classification]]
+
+
+def evaluate_customers(store: Store, classifier: Classifier, contact_ids: Iterable[str],
+                       as_of: datetime) -> CustomersEvaluated:
+    """Evaluate these customers now (after an order arrives through the API), in contact_id order.
 
     Before the store's first run nothing is announced: that run decides, under `first_run`, what the base was.
     """
     started = time.perf_counter()
-    announce = store.get_meta(FIRST_RUN_KEY) is not None or rules.first_run == "emit"
+    announce = store.get_meta(FIRST_RUN_KEY) is not None or classifier.rules.first_run == "emit"
     ids = sorted(set(contact_ids))
     batches = (store.customers_by_id(ids[i:i + BATCH_SIZE]) for i in range(0, len(ids), BATCH_SIZE))
-    totals = _evaluate(store, Classifier(rules, load_cutoffs(store)), batches, as_of, announce)
-    return RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
+    decided: list[tuple[CustomerRecord, Classification]] = []
+    totals = _evaluate(store, classifier, batches, as_of, announce, decided)
+    return CustomersEvaluated(RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce),
+                              decided)
 
 
 def _evaluate(store: Store, classifier: Classifier, batches: Iterable[list[CustomerRecord]], as_of: datetime,
-              announce: bool) -> tuple[int, int, int, int, int]:
+              announce: bool, decided: list[tuple[CustomerRecord, Classification]] | None = None,
+              ) -> tuple[int, int, int, int, int]:
     customers = transitions = events = skipped = errors = 0
     for batch in batches:
         evaluations = []
         for record in batch:
             try:
-                evaluations.append(decide(record, classifier, as_of, announce))
+                current = classifier.classify(record.facts, as_of)
+                evaluations.append(decide(record, classifier, as_of, announce, current))
+                if decided is not None:
+                    decided.append((record, current))
             except Exception:  # one bad customer must not stop the run; it stays due and is retried
                 errors += 1
                 log.exception("could not evaluate customer %s", record.contact_id,
@@ -191,35 +207,37 @@ def _evaluate(store: Store, classifier: Classifier, batches: Iterable[list[Custo
     return customers, transitions, events, skipped, errors
 
 
-def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, announce: bool) -> Evaluation:
-    """What the rules say about one customer at `as_of`, and what that means for transitions and campaigns."""
+def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, announce: bool,
+           current: Classification | None = None) -> Evaluation:
+    """What the rules say about one customer at `as_of` (`current`, if already classified), and what that means
+    for transitions and campaigns."""
     rules = classifier.rules
-    now = classifier.classify(record.facts, as_of)
+    current = current or classifier.classify(record.facts, as_of)
     transition = None
     segment_since = None
     events: list[NewEvent] = []
-    if not announce and record.segment != now.segment:
-        segment_since = as_of  # recorded silently (the baseline): known to be in the segment from now on
-    if announce and record.segment != now.segment:
+    if not announce and record.segment != current.segment:
+        segment_since = as_of  # recorded silently (the baseline): known to be in the segment from current on
+    if announce and record.segment != current.segment:
         settled = None if record.changed else record.evaluated_at  # unchanged orders since: only rules moved it
-        occurred_at = dated(classifier.entered_at(record.facts, as_of, now), record.segment_since, as_of, settled)
+        occurred_at = dated(classifier.entered_at(record.facts, as_of, current), record.segment_since, as_of, settled)
         segment_since = occurred_at
         transition = TransitionRecord(
-            id=_transition_id(record.contact_id, record.segment, now.segment, occurred_at),
-            contact_id=record.contact_id, from_segment=record.segment, to_segment=now.segment,
+            id=_transition_id(record.contact_id, record.segment, current.segment, occurred_at),
+            contact_id=record.contact_id, from_segment=record.segment, to_segment=current.segment,
             occurred_at=occurred_at, detected_at=as_of, rules_version=rules.rules_version,
         )
         # Someone whose every order was cancelled is back to no orders: record it, announce nothing.
-        moves = campaigns_for_move(rules, record.segment, now.segment) if record.facts.order_count else []
+        moves = campaigns_for_move(rules, record.segment, current.segment) if record.facts.order_count else []
         for campaign, kind in moves:
-            events.append(_event(rules, record, now, Fired(campaign, kind, occurred_at), record.segment, as_of))
+            events.append(_event(rules, record, current, Fired(campaign, kind, occurred_at), record.segment, as_of))
     if announce:
-        for fired in milestones_reached(rules, record.facts, now.segment, record.evaluated_at, as_of):
-            events.append(_event(rules, record, now, fired, now.segment, as_of))
+        for fired in milestones_reached(rules, record.facts, current.segment, record.evaluated_at, as_of):
+            events.append(_event(rules, record, current, fired, current.segment, as_of))
     return Evaluation(
         contact_id=record.contact_id, seen_version=record.version, seen_segment=record.segment,
-        segment=now.segment, purchase_frequency=now.purchase_frequency,
-        next_check_at=classifier.next_check_at(record.facts, as_of, now), evaluated_at=as_of,
+        segment=current.segment, purchase_frequency=current.purchase_frequency,
+        next_check_at=classifier.next_check_at(record.facts, as_of, current), evaluated_at=as_of,
         transition=transition, events=tuple(events), segment_since=segment_since,
     )
 
@@ -237,31 +255,22 @@ def dated(true_moment: datetime, segment_since: datetime | None, as_of: datetime
     return max(as_of, floor)
 
 
-def _event(rules: Rules, record: CustomerRecord, now: Classification, fired: Fired, from_segment: str | None,
+def _event(rules: Rules, record: CustomerRecord, current: Classification, fired: Fired, from_segment: str | None,
            as_of: datetime) -> NewEvent:
     campaign = rules.campaigns[fired.campaign]
-    eid = event_id(record.contact_id, fired.campaign, fired.kind, from_segment, now.segment, fired.occurred_at)
-    body = {
-        "id": eid,
-        "type": fired.kind,
-        "campaign": fired.campaign,
-        "occurredAt": iso(fired.occurred_at),
-        "detectedAt": _iso_of_run(as_of),
-        "transition": {"from": from_segment, "to": now.segment},
-        "customer": customer_json(record, now),
-        "rulesVersion": rules.rules_version,
-    }
+    eid = event_id(record.contact_id, fired.campaign, fired.kind, from_segment, current.segment, fired.occurred_at)
+    milestone = None
     if campaign.on.reached is not None:
         metric, days = next(iter(campaign.on.reached.items()))
-        body["milestone"] = {"metric": metric, "days": int(days)}
+        milestone = (metric, int(days))
+    body = event_body(eid, fired.kind, fired.campaign, fired.occurred_at, _iso_of_run(as_of),
+                      (from_segment, current.segment), customer_json(record, current), rules.rules_version, milestone)
     return NewEvent(id=eid, contact_id=record.contact_id, campaign=fired.campaign, webhook=campaign.webhook,
-                    type=fired.kind, occurred_at=fired.occurred_at,
-                    body=json.dumps(body, separators=(",", ":"), ensure_ascii=False), ordered=campaign.ordered)
+                    type=fired.kind, occurred_at=fired.occurred_at, body=body, ordered=campaign.ordered)
 
 
 _iso_of_run = lru_cache(maxsize=4)(iso)  # every event of a run shares its detectedAt
 
 
 def _transition_id(contact_id: str, from_segment: str | None, to_segment: str, occurred_at: datetime) -> str:
-    key = "|".join((contact_id, from_segment or "", to_segment, occurred_at.isoformat()))
-    return "trn_" + hashlib.sha256(key.encode()).hexdigest()[:26]
+    return digest_id("trn", contact_id, from_segment or "", to_segment, occurred_at.isoformat())

@@ -237,7 +237,7 @@ def _store_in_batches(store: Store, path: Path, now: datetime, intake: Intake | 
 def _store_batch(store: Store, batch: list[Order], now: datetime, result: FileImport, checkpoint: ImportCheckpoint,
                  stored: int, through: int) -> None:
     try:
-        outcome = store.upsert_orders(batch, now)
+        outcome = ingest_orders(store, batch, now)  # the statuses were applied once, before the first batch
         checkpoint.save(store, through)
     except Exception as exc:  # whatever failed (a busy store, a full disk), the batches before it are kept
         raise ImportInterrupted(checkpoint.file, stored, exc) from exc

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-LOG_FORMATS = ("auto", "json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MASK = "***"
 # Environment variables whose values are secrets by their name; API_KEYS and ADMIN_API_KEYS hold several.

@@ -27,8 +27,7 @@ def preview_json(result: Preview, current: Rules, candidate: Rules, as_of: datet
                   for (f, t), n in result.moves.most_common()],
         "campaigns": dict(result.campaigns.most_common()),
         "segments": {name: {"before": result.before.get(name, 0), "after": result.after.get(name, 0)}
-                     for name in dict.fromkeys([s.name for s in current.segments] +
-                                               [s.name for s in candidate.segments])},
+                     for name in dict.fromkeys(current.segment_names + candidate.segment_names)},
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import Any
@@ -61,6 +63,30 @@ def customer_json(record: CustomerRecord, classification: Classification) -> dic
             "rfm": rfm_json(classification.rfm),
         },
     }
+
+
+def event_body(event_id: str, kind: str, campaign: str, occurred_at: datetime, detected_at: str,
+               transition: tuple[str | None, str], customer: dict[str, Any], rules_version: str,
+               milestone: tuple[str, int] | None = None) -> str:
+    """The JSON an event carries to n8n (`$json.body` there); `detected_at` comes formatted, shared by a run."""
+    body: dict[str, Any] = {
+        "id": event_id,
+        "type": kind,
+        "campaign": campaign,
+        "occurredAt": iso(occurred_at),
+        "detectedAt": detected_at,
+        "transition": {"from": transition[0], "to": transition[1]},
+        "customer": customer,
+        "rulesVersion": rules_version,
+    }
+    if milestone is not None:
+        body["milestone"] = {"metric": milestone[0], "days": milestone[1]}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def batch_body(bodies: Sequence[str]) -> str:
+    """Several events in one POST (a webhook's `batch_size`): `{"events": [...]}`, each body as it is."""
+    return '{"events":[' + ",".join(bodies) + "]}"
 
 
 def rfm_json(score: RfmScore | None) -> dict[str, Any] | None:

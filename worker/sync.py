@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from rules.schema import OrderRules
-from worker.ingest import FIELDS, REQUIRED, Intake, RecordError, parse_order
+from worker.ingest import FIELDS, REQUIRED, Intake, RecordError, ingest_orders, parse_order
 from worker.store.base import Store
 
 DEFAULT_SEGMENTS = 4
@@ -191,7 +191,7 @@ class _Run:
                                           self.intake))
             except RecordError as exc:
                 errors.append(str(exc))
-        ingested = self.store.upsert_orders(orders, self.now) if orders else None
+        ingested = ingest_orders(self.store, orders, self.now) if orders else None
         with self._lock:
             result = self.result
             result.items += len(items)

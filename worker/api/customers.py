@@ -11,7 +11,6 @@ from flask import Blueprint, Response, stream_with_context
 from werkzeug.exceptions import NotFound
 
 from rules import Classification
-from rules.schema import frequency_names, segment_names
 from worker.api.context import context
 from worker.api.params import as_of_param, choice_param, cursor_param, encode_cursor, limit_param
 from worker.export import csv_chunks, export_rows
@@ -25,8 +24,8 @@ bp = Blueprint("customers", __name__)
 def list_customers() -> dict[str, Any]:
     ctx = context()
     rules = ctx.rules()
-    segment = choice_param("segment", segment_names(rules))
-    frequency = choice_param("purchaseFrequency", frequency_names(rules))
+    segment = choice_param("segment", rules.segment_names)
+    frequency = choice_param("purchaseFrequency", rules.frequency_names)
     limit, after, as_of = limit_param(), cursor_param(), as_of_param()
     if as_of is None:
         data, last_key = _stored_page(segment, frequency, after, limit)
@@ -40,8 +39,8 @@ def export_customers() -> Response:
     """The list as CSV, streamed: constant memory at any size."""
     ctx = context()
     rules = ctx.rules()
-    segment = choice_param("segment", segment_names(rules))
-    frequency = choice_param("purchaseFrequency", frequency_names(rules))
+    segment = choice_param("segment", rules.segment_names)
+    frequency = choice_param("purchaseFrequency", rules.frequency_names)
     as_of = as_of_param()
     rows = export_rows(ctx.store, ctx.classifier(), as_of or ctx.clock(), segment, frequency,
                        use_stored=as_of is None)
@@ -71,7 +70,7 @@ def segments() -> dict[str, Any]:
     as_of = as_of_param()
     summary = ctx.store.segment_summary() if as_of is None else _evaluated_summary(as_of)
     by_name = {row.segment: row for row in summary}
-    rows = [by_name.get(name, SegmentSummary(name, 0, 0)) for name in segment_names(ctx.rules())]
+    rows = [by_name.get(name, SegmentSummary(name, 0, 0)) for name in ctx.rules().segment_names]
     total = sum(row.customers for row in rows)
     return {
         "data": [{"segment": row.segment, "customers": row.customers, "totalSpend": money(row.total_cents),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -17,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from worker.api.context import ApiContext, context
-from worker.evaluate import last_run
+from worker.evaluate import last_run, last_run_at
 from worker.serialize import iso
 from worker.store.base import EVENT_STATUSES
 
@@ -85,7 +84,7 @@ class _StoreCollector(Collector):
         customers = GaugeMetricFamily("segment_worker_customers", "Customers per stored segment",
                                       labels=["segment"])
         stored = {row.segment: row.customers for row in self.ctx.store.segment_summary()}
-        names = [segment.name for segment in self.ctx.rules().segments]
+        names = list(self.ctx.rules().segment_names)
         # Segments of earlier rules stay visible until the next evaluation moves their customers.
         for name in names + sorted(set(stored) - set(names)):
             customers.add_metric([name], stored.get(name, 0))
@@ -122,7 +121,7 @@ class _StoreCollector(Collector):
         yield CounterMetricFamily("segment_worker_evaluation_errors",
                                   "Customers whose evaluation failed (they stay due and are tried again)",
                                   value=float(recorded.get("errors", 0)))
-        at = parse_iso(recorded.get("at"))
+        at = last_run_at(self.ctx.store, recorded)
         if at is not None:
             yield GaugeMetricFamily("segment_worker_last_evaluation_timestamp_seconds",
                                     "When the last evaluation run happened (Unix time)", value=at.timestamp())
@@ -148,12 +147,3 @@ class _StoreCollector(Collector):
             yield from list(metrics())
         except NotImplementedError:
             return
-
-
-def parse_iso(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -8,7 +8,6 @@ from flask import Blueprint
 
 from rules import Rules
 from worker.api.context import context
-from worker.api.customers import frequency_names, segment_names
 from worker.api.events import STATUSES
 from worker.api.params import DEFAULT_LIMIT, EARLIEST_AS_OF, LATEST_AS_OF, MAX_LIMIT
 
@@ -148,9 +147,9 @@ def _error_responses() -> Schema:
 
 def _parameters(rules: Rules) -> Schema:
     return {
-        "segment": _query("segment", "Only customers in this segment.", {"enum": segment_names(rules)}),
+        "segment": _query("segment", "Only customers in this segment.", {"enum": list(rules.segment_names)}),
         "purchaseFrequency": _query("purchaseFrequency", "Only customers with this purchase frequency.",
-                                    {"enum": frequency_names(rules)}),
+                                    {"enum": list(rules.frequency_names)}),
         "limit": _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                                                 "default": DEFAULT_LIMIT}),
         "cursor": _query("cursor", "nextCursor from the previous page.", {"type": "string"}),

@@ -33,12 +33,10 @@ def post_orders() -> dict[str, Any] | tuple[dict[str, Any], int]:
         return {"error": f"{len(exc.errors)} of {len(items)} order(s) rejected; nothing was stored",
                 "errors": exc.errors}, 400
     ingested = ingest_orders(ctx.store, orders, now, classifier.rules.orders)
-    contact_ids = sorted(ingested.contact_ids)
-    run = evaluate_customers(ctx.store, classifier.rules, contact_ids, now)
-    records = sorted(ctx.store.customers_by_id(contact_ids), key=lambda record: record.contact_id)
-    customers = [customer_json(record, classifier.classify(record.facts, now)) for record in records]
+    evaluated = evaluate_customers(ctx.store, classifier, ingested.contact_ids, now)
     return {"imported": ingested.inserted, "updated": ingested.updated, "unchanged": ingested.unchanged,
-            "customers": customers, "transitions": run.transitions}
+            "customers": [customer_json(record, current) for record, current in evaluated.customers],
+            "transitions": evaluated.run.transitions}
 
 
 def _order_items() -> list[Any]:

@@ -12,7 +12,6 @@ from flask import Response, flash, g, redirect, render_template, request, url_fo
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 
 from worker.api.context import context
-from worker.api.customers import frequency_names, segment_names
 from worker.api.dashboard.banners import banners, event_counts
 from worker.api.dashboard.blueprint import bp
 from worker.api.dashboard.charts import colour_classes, horizontal_bars, transitions_chart
@@ -57,7 +56,7 @@ def overview() -> str:
         "dashboard/overview.html",
         now=now,
         segments=rows,
-        filterable=set(segment_names(ctx.rules())),
+        filterable=set(ctx.rules().segment_names),
         customers=customers,
         unevaluated=customers - sum(row.customers for row in rows),
         customer_bars=horizontal_bars([(r.segment, r.customers, number(r.customers), r.css) for r in rows]),
@@ -72,8 +71,8 @@ def overview() -> str:
 def customers() -> str:
     ctx = context()
     rules = ctx.rules()
-    segment = choice_param("segment", segment_names(rules), UNKNOWN_CHOICE)
-    frequency = choice_param("frequency", frequency_names(rules), UNKNOWN_CHOICE)
+    segment = choice_param("segment", rules.segment_names, UNKNOWN_CHOICE)
+    frequency = choice_param("frequency", rules.frequency_names, UNKNOWN_CHOICE)
     text = request.args.get("q", "").strip()
     if len(text) > SEARCH_MAX_CHARS:
         raise BadRequest(f"Search for at most {SEARCH_MAX_CHARS} characters.")
@@ -89,8 +88,8 @@ def customers() -> str:
         next_after = records[-1].contact_id if more else None
     return render_template(
         "dashboard/customers.html", records=records, q=text, segment=segment, frequency=frequency,
-        segments=segment_names(rules), frequencies=frequency_names(rules), more=more, next_after=next_after,
-        search_limit=SEARCH_LIMIT, search_max_chars=SEARCH_MAX_CHARS, colours=colour_classes(segment_names(rules)),
+        segments=rules.segment_names, frequencies=rules.frequency_names, more=more, next_after=next_after,
+        search_limit=SEARCH_LIMIT, search_max_chars=SEARCH_MAX_CHARS, colours=colour_classes(rules.segment_names),
     )
 
 
@@ -101,7 +100,7 @@ def customer(contact_id: str) -> str:
     if record is None:
         raise NotFound(f"No customer has the id '{contact_id}'.")
     now = ctx.clock()
-    names = segment_names(ctx.rules())
+    names = list(ctx.rules().segment_names)
     return render_template(
         "dashboard/customer.html", record=record, now=now, classification=ctx.classifier().classify(record.facts, now),
         transitions=ctx.store.transitions_for(contact_id), colours=colour_classes(names),
@@ -147,7 +146,7 @@ class SegmentRow:
 
 def _segment_order(stored: list[SegmentSummary]) -> dict[str, SegmentSummary]:
     """The rules' segments in priority order, then any segment of earlier rules still stored."""
-    names = segment_names(context().rules())
+    names = list(context().rules().segment_names)
     by_name = {row.segment: row for row in stored}
     ordered = names + sorted(set(by_name) - set(names))
     return {name: by_name.get(name, SegmentSummary(name, 0, 0)) for name in ordered}
