@@ -190,7 +190,3 @@ def _whole(value: Fraction) -> Fraction | int:
     """Whole thresholds as ints: comparing ints is several times cheaper than comparing Fractions."""
     return value.numerator if value.denominator == 1 else value
 
-
-def classify(facts: CustomerFacts, rules: Rules, as_of: datetime, rfm: RfmCutoffs | None = None) -> Classification:
-    """Convenience for one customer; runs over many customers should build one Classifier."""
-    return Classifier(rules, rfm).classify(facts, as_of)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from tests.conftest import new_dynamodb_url
 from tests.dynamo_server import REGION
 from tests.factories import T0, make_rules, new_store, order
-from worker.cli_dynamodb import init_db
+from worker.cli_store import init_db
 from worker.evaluate import evaluate_due
 from worker.store import open_store
 from worker.store.base import Order

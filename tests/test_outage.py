@@ -36,7 +36,7 @@ from worker.api import create_app
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import evaluate_due
 from worker.rules_file import RulesSource
-from worker.scheduler import Worker
+from worker.scheduler import Jobs
 from worker.settings import Settings
 from worker.store.base import Store
 
@@ -123,7 +123,7 @@ QUEUE = ("segment_worker_events_pending", "segment_worker_events_dead",
 def test_a_day_without_n8n_loses_nothing_and_drains_in_order(store: Store, rules_file: Path, port: int,
                                                              tmp_path: Path) -> None:
     clock = StillClock(T0)
-    worker = Worker(store, RulesSource(rules_file, ENV), clock=clock, holder="outage-worker")
+    worker = Jobs(store, RulesSource(rules_file, ENV), clock=clock, holder="outage-worker")
     worker.rng.seed(11)
     settings = Settings(database_url=f"sqlite:///{tmp_path}/segments.db", rules_file=str(rules_file),
                         api_keys=(READ_KEY,), env=ENV)

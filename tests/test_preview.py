@@ -13,7 +13,7 @@ from rules import parse_rules
 from tests.conftest import NOW, RULES_YAML
 from worker.cli import main
 from worker.evaluate import evaluate_due
-from worker.preview import preview_store
+from worker.rules_preview import preview_store
 
 AS_OF = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
 VIP_3000 = RULES_YAML.replace("totalSpend: {gt: 5000}", "totalSpend: {gt: 3000}")

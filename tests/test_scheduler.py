@@ -30,7 +30,7 @@ from tests.outbox_helpers import (
 from tests.receiver import ReceivedRequest, Receiver
 from worker.delivery import CLAIM_SECONDS, DeliveryRun
 from worker.rules_file import RulesSource
-from worker.scheduler import DELIVERY_BUDGET_SECONDS, Worker
+from worker.scheduler import DELIVERY_BUDGET_SECONDS, Jobs
 from worker.store import open_store
 from worker.store.base import Store
 
@@ -45,11 +45,11 @@ RESTART_LATER = """\
 import logging, sys
 from datetime import datetime, timedelta, timezone
 from worker.rules_file import RulesSource
-from worker.scheduler import Worker, run_forever
+from worker.scheduler import Jobs, run_forever
 from worker.store import open_store
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 ahead = timedelta(seconds=float(sys.argv[1]))
-worker = Worker(open_store(sys.argv[2]), RulesSource(sys.argv[3]),
+worker = Jobs(open_store(sys.argv[2]), RulesSource(sys.argv[3]),
                 clock=lambda: datetime.now(timezone.utc) + ahead)
 run_forever(worker)
 """
@@ -236,7 +236,7 @@ def test_sigterm_during_an_evaluation_run_exits_once_the_run_is_done(store: Stor
     assert store.get_customer(last).segment is not None  # the run in flight was finished, not abandoned
 
 
-# In-process: the Worker's jobs called directly, with a clock that stands still.
+# In-process: the Jobs's jobs called directly, with a clock that stands still.
 
 
 @pytest.fixture
@@ -258,7 +258,7 @@ def test_a_changed_rules_file_is_used_by_the_next_run_and_a_bad_one_is_refused(
     good = rules_text("http://127.0.0.1:9/hook", first_run="baseline", campaigns=campaigns)
     write_rules(path, good)
     source = RulesSource(path, ENV)
-    worker = Worker(store, source, clock=clock, holder="worker-a")
+    worker = Jobs(store, source, clock=clock, holder="worker-a")
     ingest(store, [order_json("C1", "C1-ORD-1", T0 - timedelta(days=10), "1000.00")])
     assert worker.evaluate_once().baseline
     assert store.get_customer("C1").segment == "New"
@@ -298,8 +298,8 @@ def test_a_second_worker_waits_for_the_lease_and_takes_over_when_it_expires(
     path = tmp_path / "worker-rules.yaml"
     write_rules(path, rules_text(receiver.url))
     store_a, store_b = open_store(database_url), open_store(database_url)
-    a = Worker(store_a, RulesSource(path, ENV), clock=clock, holder="worker-a")
-    b = Worker(store_b, RulesSource(path, ENV), clock=clock, holder="worker-b")
+    a = Jobs(store_a, RulesSource(path, ENV), clock=clock, holder="worker-a")
+    b = Jobs(store_b, RulesSource(path, ENV), clock=clock, holder="worker-b")
     try:
         queue_welcomes(store_a, a.rules_source.current(), 1)
 

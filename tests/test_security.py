@@ -26,7 +26,7 @@ from worker.api import create_app
 from worker.api.auth import key_matches
 from worker.logs import JsonFormatter, RedactingFilter, configure_logging, resolve_format, secret_values
 from worker.rules_file import RulesSource, load_rules_file
-from worker.scheduler import Worker
+from worker.scheduler import Jobs
 from worker.settings import Settings, SettingsError
 
 # --- keys ---------------------------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def test_no_secret_reaches_a_log_an_error_or_healthz_in_a_whole_story(tmp_path, 
     clock = FixedClock()
     source = RulesSource(rules_file, env)
     client = create_app(settings, store=store, rules_source=source, clock=clock).test_client()
-    worker = Worker(store, RulesSource(rules_file, env), clock=clock, holder="story")
+    worker = Jobs(store, RulesSource(rules_file, env), clock=clock, holder="story")
     admin, reader = {"Authorization": f"Bearer {ADMIN_KEY}"}, {"X-API-Key": READ_KEY}
     seen: list[str] = []
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from tests.conftest import Backend, new_dynamodb_url
 from tests.dynamo_server import REGION
 from tests.factories import T0
-from worker.cli_dynamodb import sync_orders as sync_orders_command
+from worker.cli_store import sync_orders as sync_orders_command
 from worker.serialize import iso
 from worker.store.base import Store
 from worker.store.dynamodb import SourceTable

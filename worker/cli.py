@@ -268,7 +268,7 @@ def rules_check(ctx: Context, file: Path | None) -> None:
 @pass_context
 def rules_preview(ctx: Context, candidate: Path, as_of: str | None, as_json: bool) -> None:
     """Who would move, and which campaigns would fire, if CANDIDATE replaced the rules in force. Writes nothing."""
-    from worker.preview import preview_json, preview_store
+    from worker.rules_preview import preview_json, preview_store
 
     try:
         proposed = load_rules_file(candidate, ctx.settings.env)
@@ -330,9 +330,9 @@ def events_replay(ctx: Context, event_id: str) -> None:
 @pass_context
 def scheduler(ctx: Context) -> None:
     """Run evaluation and delivery on the schedule in rules.yaml until SIGTERM (the Procfile's worker)."""
-    from worker.scheduler import Worker, run_forever
+    from worker.scheduler import Jobs, run_forever
 
-    run_forever(Worker(ctx.store, ctx.rules_source()))
+    run_forever(Jobs(ctx.store, ctx.rules_source()))
 
 
 @main.command()
@@ -398,6 +398,6 @@ def demo(ctx: Context, count: int, no_serve: bool) -> None:
         serve_api(settings, workers=1, with_scheduler=True)
 
 
-from worker.cli_dynamodb import init_db, sync_orders  # noqa: E402, I001
+from worker.cli_store import init_db, sync_orders  # noqa: E402, I001
 main.add_command(init_db)
 main.add_command(sync_orders)

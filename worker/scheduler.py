@@ -33,8 +33,8 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class Worker:
-    """The two jobs, usable without any scheduler (tests call `evaluate_once` / `deliver_once` directly)."""
+class Jobs:
+    """The scheduler's two jobs, usable without any scheduler (tests call `evaluate_once` / `deliver_once`)."""
 
     def __init__(self, store: Store, rules_source: RulesSource, clock: Callable[[], datetime] = utc_now,
                  holder: str | None = None):
@@ -96,7 +96,7 @@ class Worker:
         self.senders.close()
 
 
-def start_scheduler(worker: Worker) -> BackgroundScheduler:
+def start_scheduler(worker: Jobs) -> BackgroundScheduler:
     """Run both jobs on the rules' intervals in background threads; intervals follow rules.yaml changes."""
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     schedule = worker.rules_source.current().schedule
@@ -119,7 +119,7 @@ def start_scheduler(worker: Worker) -> BackgroundScheduler:
     return scheduler
 
 
-def run_forever(worker: Worker) -> None:
+def run_forever(worker: Jobs) -> None:
     """The `scheduler` command: run until SIGTERM/SIGINT, then finish the attempt in flight and exit."""
     scheduler = start_scheduler(worker)
     done = threading.Event()
@@ -147,7 +147,7 @@ def _guarded(name: str, job: Callable[[], object]) -> None:
         log.exception("%s run failed; retrying at the next tick", name)
 
 
-def _follow_schedule(scheduler: BackgroundScheduler, worker: Worker, intervals: dict[str, float]) -> None:
+def _follow_schedule(scheduler: BackgroundScheduler, worker: Jobs, intervals: dict[str, float]) -> None:
     # The scheduler's own lookups (get_job, reschedule_job) take the lock that shutdown(wait=True) holds while it
     # waits for this very job: call them only when an interval really changed, and never once stopping began.
     schedule = worker.rules_source.current().schedule

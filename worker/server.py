@@ -18,7 +18,7 @@ from worker.settings import Settings
 from worker.store import open_store
 
 if TYPE_CHECKING:
-    from worker.scheduler import Worker
+    from worker.scheduler import Jobs
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,15 @@ def _drain(server: BaseWSGIServer, channels: dict[int, Any], deadline: float) ->
     wasyncore.close_all(channels)
 
 
-def _start_scheduler(settings: Settings) -> tuple[Worker, Any]:
+def _start_scheduler(settings: Settings) -> tuple[Jobs, Any]:
     """The worker and its running scheduler, in the serving process itself: the jobs' threads share the API's
     process (and its /metrics)."""
-    from worker.scheduler import Worker, start_scheduler
+    from worker.scheduler import Jobs, start_scheduler
 
-    job_worker = Worker(open_store(settings.database_url), RulesSource(settings.rules_file, settings.env))
+    job_worker = Jobs(open_store(settings.database_url), RulesSource(settings.rules_file, settings.env))
     return job_worker, start_scheduler(job_worker)
 
 
-def _stop_scheduler(job_worker: Worker, scheduler: Any) -> None:
+def _stop_scheduler(job_worker: Jobs, scheduler: Any) -> None:
     scheduler.shutdown(wait=True)  # the job in flight finishes; a delivery run stops early once told to
     job_worker.close()

@@ -15,7 +15,7 @@ from worker.api.auth import write_access
 from worker.api.context import context
 from worker.api.params import as_of_param
 from worker.logs import masked_env
-from worker.preview import preview_json
+from worker.rules_preview import preview_json
 from worker.store.base import Store
 
 bp = Blueprint("rules", __name__)
@@ -57,7 +57,7 @@ def rules_preview() -> dict[str, Any] | tuple[dict[str, Any], int]:
 
 
 def _customers_until(store: Store, deadline: float) -> Iterator[tuple[str, CustomerFacts]]:
-    """Every customer's facts, as worker.preview reads them, raising _OutOfTime once `deadline` has passed."""
+    """Every customer's facts, as worker.rules_preview reads them, raising _OutOfTime once `deadline` has passed."""
     customers = 0
     for batch in store.iter_customers(batch_size=_BATCH):
         if time.monotonic() > deadline:

@@ -1,5 +1,5 @@
-"""The commands that scaling out brings: `init-db` (create the store's tables) and `sync-orders` (read another
-system's DynamoDB orders table). Standalone click commands; worker.cli registers them on `python -m worker`."""
+"""The commands about the store itself: `init-db` (create DynamoDB's tables; SQLite makes its own) and
+`sync-orders` (read another system's DynamoDB orders table). Click commands that worker.cli registers."""
 
 from __future__ import annotations
 
