@@ -1,6 +1,6 @@
-"""Shared fixtures: rules in tmp_path, a fresh SQLite store, a fixed clock, the Flask app and client, API keys,
-builders for order JSON as n8n sends it, and `backend`: each store backend in turn (SQLite, DynamoDB on a local
-moto server started once per session) for the suites every backend must pass."""
+"""Shared fixtures: rules in tmp_path, a fresh SQLite store, a fixed clock, the Flask app and client, a CLI
+`runner`, API keys, builders for order JSON as n8n sends it, and `backend`: each store backend in turn (SQLite,
+DynamoDB on a local moto server started once per session) for the suites every backend must pass."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -23,6 +24,7 @@ from rules import Rules
 from tests.factories import rules_text
 from tests.receiver import Receiver
 from worker.api import create_app
+from worker.cli import main
 from worker.delivery import Senders
 from worker.rules_file import RulesSource
 from worker.serialize import iso
@@ -117,6 +119,22 @@ def clock() -> FixedClock:
 def settings(database_url: str, rules_file: Path, env: dict[str, str]) -> Settings:
     return Settings(database_url=database_url, rules_file=str(rules_file), api_keys=(READ_KEY,),
                     admin_api_keys=(ADMIN_KEY,), env=env)
+
+
+class Runner:
+    """`python -m worker ...` through click's runner, with the test's database, rules and environment."""
+
+    def __init__(self, environment: dict[str, str]):
+        self.environment = environment
+        self._runner = CliRunner()
+
+    def invoke(self, *args: str) -> Result:
+        return self._runner.invoke(main, list(args), env=self.environment, catch_exceptions=False)
+
+
+@pytest.fixture
+def runner(rules_file: Path, database_url: str, env: dict[str, str]) -> Runner:
+    return Runner({**env, "DATABASE_URL": database_url, "RULES_FILE": str(rules_file)})
 
 
 @pytest.fixture

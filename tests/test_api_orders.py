@@ -153,9 +153,9 @@ class CountingStore:
         self.customer_reads += 1
         return self.store.customers_by_id(contact_ids)
 
-    def get_meta(self, key):
-        self.rfm_reads += key == "rfm"
-        return self.store.get_meta(key)
+    def rfm_cutoffs(self):
+        self.rfm_reads += 1
+        return self.store.rfm_cutoffs()
 
     def __getattr__(self, name):
         return getattr(self.store, name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import NOW
+from tests.conftest import NOW, Runner
 from worker.cli import main
 from worker.store import open_store
 
@@ -23,14 +23,8 @@ C-2,ORD-4,2025-06-02,10.00,,,cancelled
 
 
 @pytest.fixture
-def cli(rules_file: Path, database_url: str, env: dict[str, str]):
-    runner = CliRunner()
-    environment = {**env, "DATABASE_URL": database_url, "RULES_FILE": str(rules_file)}
-
-    def run(*args: str):
-        return runner.invoke(main, list(args), env=environment, catch_exceptions=False)
-
-    return run
+def cli(runner: Runner):
+    return runner.invoke
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

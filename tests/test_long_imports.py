@@ -27,6 +27,7 @@ from tests.factories import T0, order
 from tests.server_process import ROOT
 from worker.ingest import BATCH
 from worker.store import sqlite as sqlite_store
+from worker.store.base import StoreBusy
 
 ORDERS = 120_000  # several seconds of writing on a 2-core machine
 CUSTOMERS = 7_500
@@ -195,7 +196,7 @@ def test_a_busy_store_answers_503_with_retry_after_and_fails_fast(client, admin_
 def test_background_writes_outwait_a_holder_that_order_writes_give_up_on(store, database_url, monkeypatch):
     monkeypatch.setattr(sqlite_store, "ORDER_WRITE_WAIT_SECONDS", 0.2)
     with store_held(database_url, 0.6):
-        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        with pytest.raises(StoreBusy, match="database is locked"):
             store.upsert_orders([order("C-1", "ORD-1", T0, 100)], T0)
         store.set_meta("evaluation", "saved")  # what the scheduler writes waits on: it must not give up
     assert store.get_meta("evaluation") == "saved"

@@ -47,6 +47,8 @@ class Context:
                 self._store = open_store(self.settings.database_url)
             except ValueError as exc:
                 raise click.ClickException(str(exc)) from None
+            # The store lives as long as the command: its connections close when the command ends.
+            click.get_current_context().call_on_close(self._store.close)
         return self._store
 
     def rules_source(self) -> RulesSource:

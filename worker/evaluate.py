@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -15,14 +14,11 @@ from rules import Classification, Classifier, Rules, campaigns_for_move, event_i
 from rules.campaigns import Fired
 from rules.ids import digest_id
 from worker.rfm import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
-from worker.serialize import customer_json, event_body, iso, parse_instant
-from worker.store.base import CustomerRecord, Evaluation, NewEvent, Store, TransitionRecord
+from worker.serialize import customer_json, event_body, iso
+from worker.store.base import CustomerRecord, Evaluation, NewEvent, RunTotals, Store, TransitionRecord
 
 log = logging.getLogger(__name__)
 
-FIRST_RUN_KEY = "first_run_at"
-RULES_VERSION_KEY = "rules_version"
-LAST_RUN_KEY = "last_evaluation"  # JSON: when the last run happened and running totals, for /metrics
 BATCH_SIZE = 2000
 # How far `evaluate --as-of` may be ahead of the wall clock: two machines' clocks seldom agree to the second.
 CLOCK_SKEW = timedelta(minutes=1)
@@ -51,16 +47,16 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     """
     started = time.perf_counter()
     store.apply_excluded_statuses(rules.orders.excluded)
-    first_run = store.get_meta(FIRST_RUN_KEY) is None
+    first_run = not store.has_run()
     classifier = Classifier(rules, load_cutoffs(store))
     version = evaluation_version(rules, classifier.rfm_cutoffs)
-    everyone = first_run or store.get_meta(RULES_VERSION_KEY) != version
+    everyone = first_run or store.evaluated_version() != version
     announce = not (first_run and rules.first_run == "baseline")
     batches = store.customers_to_evaluate(as_of, everyone, batch_size)
     totals = _evaluate(store, classifier, batches, as_of, announce)
-    store.set_meta(RULES_VERSION_KEY, version)
+    store.save_evaluated_version(version)
     if first_run:
-        store.set_meta(FIRST_RUN_KEY, iso(as_of) or "")
+        store.mark_first_run(as_of)
     result = RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
     _record_run(store, result, as_of)
     return result
@@ -73,20 +69,12 @@ def check_as_of(store: Store, as_of: datetime, wall_clock: datetime) -> None:
         raise EvaluationRefused(
             f"{iso(as_of)} is later than the clock ({iso(wall_clock)}): a run ahead of time would record moves that "
             "have not happened and queue their campaigns; use --dry-run to see what it would do")
-    last = last_run_at(store)
+    recorded = store.last_run()
+    last = None if recorded is None else recorded.at
     if last is not None and as_of < last:
         raise EvaluationRefused(
             f"{iso(as_of)} is earlier than this store's last evaluation run ({iso(last)}): time only moves forward "
             "in a store; use --dry-run to look at an earlier moment")
-
-
-def last_run_at(store: Store, recorded: dict[str, object] | None = None) -> datetime | None:
-    """When the store's last evaluation run happened (from `recorded`, last_run's answer, if read already)."""
-    at = (last_run(store) if recorded is None else recorded).get("at")
-    try:
-        return parse_instant(at) if isinstance(at, str) and at else None
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -111,10 +99,10 @@ def dry_run(store: Store, rules: Rules, as_of: datetime, samples: int = 5,
     RFM boundaries a day old are recomputed in memory only.
     """
     started = time.perf_counter()
-    first_run = store.get_meta(FIRST_RUN_KEY) is None
+    first_run = not store.has_run()
     cutoffs = compute_rfm(store, rules, as_of) if rfm_is_stale(store, as_of) else load_cutoffs(store)
     classifier = Classifier(rules, cutoffs)
-    everyone = first_run or store.get_meta(RULES_VERSION_KEY) != evaluation_version(rules, cutoffs)
+    everyone = first_run or store.evaluated_version() != evaluation_version(rules, cutoffs)
     announce = not (first_run and rules.first_run == "baseline")
     result = DryRun(baseline=not announce, everyone=everyone,
                     recount_statuses=store.excluded_statuses() != rules.orders.excluded)
@@ -139,24 +127,11 @@ def dry_run(store: Store, rules: Rules, as_of: datetime, samples: int = 5,
     return result
 
 
-def last_run(store: Store) -> dict[str, object]:
-    """{"at": ISO time of the last run, "runs", "customers", "errors": totals over all runs}; {} before any run."""
-    try:
-        recorded = json.loads(store.get_meta(LAST_RUN_KEY) or "{}")
-    except ValueError:
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
-
-
 def _record_run(store: Store, result: RunResult, as_of: datetime) -> None:
     # Runs hold the evaluation lease, so this read-then-write is not raced by another scheduler.
-    totals = last_run(store)
-    store.set_meta(LAST_RUN_KEY, json.dumps({
-        "at": iso(as_of),
-        "runs": int(totals.get("runs", 0)) + 1,
-        "customers": int(totals.get("customers", 0)) + result.customers,
-        "errors": int(totals.get("errors", 0)) + result.errors,
-    }))
+    totals = store.last_run() or RunTotals(at=None)
+    store.record_run(RunTotals(at=as_of, runs=totals.runs + 1, customers=totals.customers + result.customers,
+                               errors=totals.errors + result.errors))
 
 
 @dataclass(frozen=True)
@@ -174,7 +149,7 @@ def evaluate_customers(store: Store, classifier: Classifier, contact_ids: Iterab
     Before the store's first run nothing is announced: that run decides, under `first_run`, what the base was.
     """
     started = time.perf_counter()
-    announce = store.get_meta(FIRST_RUN_KEY) is not None or classifier.rules.first_run == "emit"
+    announce = store.has_run() or classifier.rules.first_run == "emit"
     ids = sorted(set(contact_ids))
     batches = (store.customers_by_id(ids[i:i + BATCH_SIZE]) for i in range(0, len(ids), BATCH_SIZE))
     decided: list[tuple[CustomerRecord, Classification]] = []

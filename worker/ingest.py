@@ -25,7 +25,7 @@ MAX_TEXT = 256
 # 800k orders stored, and the API and the scheduler wait on an import for one batch at most. A transaction costs
 # ~65 us per order from 1,000 to 5,000 orders, so smaller batches cost an import nothing.
 BATCH = 2000
-CHECKPOINT_PREFIX = "order_import:"  # meta: + the sha256 of a file -> {"file", "records" stored, "complete"}
+CHECKPOINT_PREFIX = "order_import:"  # resume point: + the sha256 of a file -> {"file", "records" stored, "complete"}
 EARLIEST_ORDER_YEAR, LATEST_ORDER_YEAR = 1970, 2200  # outside: a typo, and day arithmetic could overflow
 MAX_TOTAL_CENTS = 10**12  # a billion per order: larger is a typo or an attack, not packaging
 _FIELD_SET = frozenset(FIELDS)
@@ -165,12 +165,12 @@ class ImportCheckpoint:
     def load(cls, store: Store, path: Path) -> ImportCheckpoint:
         with path.open("rb") as stream:
             key = CHECKPOINT_PREFIX + hashlib.file_digest(stream, "sha256").hexdigest()
-        saved = json.loads(store.get_meta(key) or "{}")
-        records = saved.get("records", 0) if isinstance(saved, dict) and saved.get("complete") is False else 0
+        saved = store.resume_point(key) or {}
+        records = saved.get("records", 0) if saved.get("complete") is False else 0
         return cls(key, path.name, records if isinstance(records, int) else 0)
 
     def save(self, store: Store, records: int, complete: bool = False) -> None:
-        store.set_meta(self.key, json.dumps({"file": self.file, "records": records, "complete": complete}))
+        store.save_resume_point(self.key, {"file": self.file, "records": records, "complete": complete})
 
 
 def import_order_file(store: Store, path: Path, now: datetime, skip_invalid: bool = False,
@@ -179,7 +179,7 @@ def import_order_file(store: Store, path: Path, now: datetime, skip_invalid: boo
     """Upsert every order of a CSV / JSONL file in batches; bad records are reported by file and line.
 
     Without `skip_invalid` a first pass validates the whole file and one bad record means nothing is stored. The
-    orders are then stored BATCH at a time, each batch its own short transaction, and the store's meta records how
+    orders are then stored BATCH at a time, each batch its own short transaction, and the store records how
     many of the file's records are stored (ImportCheckpoint): importing the same file again after an interruption
     resumes after them. `on_progress` hears how many records are done: those an earlier run stored, then each
     batch's.

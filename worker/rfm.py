@@ -1,4 +1,4 @@
-"""RFM quintile boundaries over the whole base: recomputed by the scheduler, kept in the store's meta."""
+"""RFM quintile boundaries over the whole base: recomputed by the scheduler, kept in the store."""
 
 from __future__ import annotations
 
@@ -10,21 +10,19 @@ from rules import Rules
 from rules.metrics import local_date
 from rules.rfm import RfmCutoffs, compute_cutoffs
 from rules.schema import RFM_METRICS
-from worker.serialize import iso, parse_instant
 from worker.store.base import Store
 
-RFM_KEY = "rfm"
 RECOMPUTE_EVERY = timedelta(hours=24)
 
 
 def load_cutoffs(store: Store) -> RfmCutoffs | None:
-    raw = store.get_meta(RFM_KEY)
-    return None if raw is None else RfmCutoffs.from_json(json.loads(raw)["cutoffs"])
+    saved = store.rfm_cutoffs()
+    return None if saved is None else saved.cutoffs
 
 
 def rfm_is_stale(store: Store, as_of: datetime) -> bool:
-    raw = store.get_meta(RFM_KEY)
-    return raw is None or parse_instant(json.loads(raw)["computedAt"]) + RECOMPUTE_EVERY <= as_of
+    saved = store.rfm_cutoffs()
+    return saved is None or saved.computed_at is None or saved.computed_at + RECOMPUTE_EVERY <= as_of
 
 
 def refresh_rfm(store: Store, rules: Rules, as_of: datetime) -> bool:
@@ -36,10 +34,9 @@ def refresh_rfm(store: Store, rules: Rules, as_of: datetime) -> bool:
 
 
 def recompute_rfm(store: Store, rules: Rules, as_of: datetime) -> RfmCutoffs:
-    """compute_rfm, stored in the meta for every process to use."""
+    """compute_rfm, stored for every process to use."""
     cutoffs, customers = _compute(store, rules, as_of)
-    store.set_meta(RFM_KEY, json.dumps({"computedAt": iso(as_of), "customers": customers,
-                                        "cutoffs": cutoffs.as_json()}))
+    store.save_rfm_cutoffs(cutoffs, as_of, customers)
     return cutoffs
 
 

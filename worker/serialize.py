@@ -11,13 +11,7 @@ from typing import Any
 from rules import Classification
 from rules.rfm import RfmScore
 from worker.store.base import CustomerRecord, EventRecord, TransitionRecord
-
-
-def iso(moment: datetime | None) -> str | None:
-    """UTC ISO 8601 with milliseconds and Z, like the original Lambda: 2025-10-15T08:30:00.000Z."""
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from worker.store.times import iso  # the store keeps instants in its meta in the same form
 
 
 def money(cents: int) -> str:

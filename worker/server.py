@@ -58,9 +58,10 @@ def serve_api(settings: Settings, workers: int, with_scheduler: bool, host: str 
     """
     from worker.api import create_app
 
+    store = None
     if app is None:
-        app = create_app(settings, store=open_store(settings.database_url),
-                         rules_source=RulesSource(settings.rules_file, settings.env))
+        store = open_store(settings.database_url)
+        app = create_app(settings, store=store, rules_source=RulesSource(settings.rules_file, settings.env))
     channels: dict[int, Any] = {}
     threads = THREADS_PER_WORKER * max(1, workers)
     server = create_server(app, map=channels, **_adjustments(settings, threads, host))
@@ -78,6 +79,8 @@ def serve_api(settings: Settings, workers: int, with_scheduler: bool, host: str 
         _drain(server, channels, time.monotonic() + GRACEFUL_SECONDS)
         if scheduled is not None:
             _stop_scheduler(*scheduled)
+        if store is not None:
+            store.close()  # every thread's connection, now that no request runs
 
 
 def _adjustments(settings: Settings, threads: int, host: str) -> dict[str, Any]:
@@ -145,3 +148,4 @@ def _start_scheduler(settings: Settings) -> tuple[Jobs, Any]:
 def _stop_scheduler(job_worker: Jobs, scheduler: Any) -> None:
     scheduler.shutdown(wait=True)  # the job in flight finishes; a delivery run stops early once told to
     job_worker.close()
+    job_worker.store.close()

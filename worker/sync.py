@@ -3,7 +3,6 @@ validate each item as an order and ingest it like any other order; resumable fro
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -88,7 +87,7 @@ class SyncResult:
 class _Checkpoint:
     """Where each scan segment stands: the key to continue after (None: from the start) and whether it is done.
 
-    Saved in the store's meta after every page, once that page's orders are stored: an interrupted sync
+    Saved in the store after every page, once that page's orders are stored: an interrupted sync
     re-reads at most one page per segment, and re-reading is harmless (orders are upserted by reference).
     """
 
@@ -98,11 +97,8 @@ class _Checkpoint:
 
     @classmethod
     def load(cls, store: Store, table: str) -> _Checkpoint | None:
-        raw = store.get_meta(CHECKPOINT_PREFIX + table)
-        if not raw:
-            return None
-        saved = json.loads(raw)
-        if saved.get("complete"):
+        saved = store.resume_point(CHECKPOINT_PREFIX + table)
+        if saved is None or saved.get("complete"):
             return None
         return cls(saved["segments"], {int(k): v for k, v in saved["positions"].items()}, set(saved["done"]))
 
@@ -111,9 +107,9 @@ class _Checkpoint:
         return cls(segments, dict.fromkeys(range(segments)), set())
 
     def save(self, store: Store, table: str, complete: bool = False) -> None:
-        store.set_meta(CHECKPOINT_PREFIX + table, json.dumps({
+        store.save_resume_point(CHECKPOINT_PREFIX + table, {
             "segments": self.segments, "complete": complete, "done": sorted(self.done),
-            "positions": {str(k): v for k, v in self.positions.items()}}))
+            "positions": {str(k): v for k, v in self.positions.items()}})
 
 
 def sync_orders(store: Store, source: OrderSource, attributes: Mapping[str, str], now: datetime,

@@ -1,6 +1,8 @@
 """Webhook HTTP policy: signing, the one HTTP session, each attempt's deadline, which answers are retried, and when.
 
 This is the only module that imports requests (and urllib3 beneath it); delivery decides what to send, this how.
+Over 500 lines because the whole-attempt deadline needs urllib3's pools and a watchdog beside the sending itself;
+both are HTTP policy and belong here, not in delivery.
 """
 
 from __future__ import annotations

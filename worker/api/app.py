@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -17,7 +17,7 @@ from worker.api.dashboard import install_dashboard_session
 from worker.rules_file import RulesSource
 from worker.settings import Settings, env_bool
 from worker.store import open_store
-from worker.store.base import Store
+from worker.store.base import Store, StoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,20 @@ def utc_now() -> datetime:
 
 def create_app(settings: Settings, store: Store | None = None, rules_source: RulesSource | None = None,
                clock: Callable[[], datetime] | None = None) -> Flask:
-    """The API for these settings; store, rules and clock can be passed in (tests), else built from settings."""
+    """The API for these settings; store, rules and clock can be passed in (tests), else built from settings.
+
+    A store the app opens itself is closed with the app (when it is collected, or at exit); a store passed in
+    stays its owner's to close. Never per request: a SQLite connection per request would slow every answer.
+    """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # keep the documented field order of the original API
+    if store is None:
+        store = open_store(settings.database_url)
+        weakref.finalize(app, store.close)
     ctx = ApiContext(
         settings=settings,
-        store=store if store is not None else open_store(settings.database_url),
+        store=store,
         rules_source=rules_source if rules_source is not None else RulesSource(settings.rules_file, settings.env),
         clock=clock or utc_now,
     )
@@ -87,13 +94,11 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
         log.exception("unhandled error answering a request")
         return jsonify(error="internal error; the server log has the details"), 500
 
-    @app.errorhandler(sqlite3.OperationalError)
-    def store_error(error: sqlite3.OperationalError) -> tuple[Response, int]:
-        # SQLite's "database is locked": another writer held the store past this request's wait. The write that
-        # failed stored nothing and every API write is safe to repeat (orders are upserts), so the client retries;
-        # a second is plenty, as no transaction holds the store for longer than a fraction of one.
-        if getattr(error, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:  # only SQLite sets the code
-            return unexpected(error)
+    @app.errorhandler(StoreBusy)
+    def store_busy(error: StoreBusy) -> tuple[Response, int]:
+        # Another writer held the store past this request's wait. The write that failed stored nothing and every
+        # API write is safe to repeat (orders are upserts), so the client retries; a second is plenty, as no
+        # transaction holds the store for longer than a fraction of one.
         log.warning("store busy answering %s %s: %s", request.method, request.path, error)
         response = jsonify(error="the store is busy; retry shortly")
         response.headers["Retry-After"] = "1"

@@ -9,10 +9,9 @@ from datetime import datetime
 from flask import current_app
 
 from rules import Classifier, Rules
-from worker.rfm import RFM_KEY, load_cutoffs
 from worker.rules_file import RulesSource
 from worker.settings import Settings
-from worker.store.base import Store
+from worker.store.base import SavedRfm, Store
 
 EXTENSION = "segment_worker"
 
@@ -23,7 +22,7 @@ class ApiContext:
     store: Store
     rules_source: RulesSource
     clock: Callable[[], datetime]
-    _compiled: tuple[Rules, str | None, Classifier] | None = field(default=None, init=False, repr=False)
+    _compiled: tuple[Rules, SavedRfm | None, Classifier] | None = field(default=None, init=False, repr=False)
 
     def rules(self) -> Rules:
         return self.rules_source.current()
@@ -31,10 +30,10 @@ class ApiContext:
     def classifier(self) -> Classifier:
         """A Classifier for the rules in force and the latest RFM boundaries, compiled again only on change."""
         rules = self.rules()
-        rfm_raw = self.store.get_meta(RFM_KEY)
+        rfm = self.store.rfm_cutoffs()
         compiled = self._compiled
-        if compiled is None or compiled[0] is not rules or compiled[1] != rfm_raw:
-            compiled = (rules, rfm_raw, Classifier(rules, load_cutoffs(self.store)))
+        if compiled is None or compiled[0] is not rules or compiled[1] != rfm:
+            compiled = (rules, rfm, Classifier(rules, None if rfm is None else rfm.cutoffs))
             self._compiled = compiled
         return compiled[2]
 

@@ -7,7 +7,7 @@ cannot send headers; it shows counts, never customer data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -16,17 +16,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from worker.api.context import ApiContext, context
-from worker.evaluate import last_run, last_run_at
 from worker.serialize import iso
-from worker.store.base import EVENT_STATUSES
+from worker.store.base import EVENT_STATUSES, RunTotals
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
 REGISTRY_EXTENSION = "prometheus_registry"
-# Any read proves the store answers; a key that is never written is the cheapest read there is.
-_PROBE_KEY = "healthz-probe"
 
 
 @bp.get("/healthz")
@@ -42,7 +39,7 @@ def healthz() -> tuple[dict[str, Any], int]:
         "database": "ok",
     }
     try:
-        ctx.store.get_meta(_PROBE_KEY)
+        ctx.store.ping()
     except Exception:
         log.exception("health check: the store does not answer")
         return {**body, "status": "unavailable", "database": "unavailable"}, 503
@@ -106,22 +103,22 @@ class _StoreCollector(Collector):
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
         yield from self._evaluations()
-        yield from self._optional(self._transitions)
-        yield from self._optional(self._attempts)
+        yield from self._transitions()
+        yield from self._attempts()
         yield GaugeMetricFamily("segment_worker_rules_refused",
                                 "1 while a changed rules file is refused and the last good rules stay in force",
                                 value=1 if self.ctx.rules_source.error else 0)
 
     def _evaluations(self) -> Iterator[Metric]:
-        recorded = last_run(self.ctx.store)
+        recorded = self.ctx.store.last_run() or RunTotals(at=None)
         yield CounterMetricFamily("segment_worker_evaluation_runs", "Evaluation runs (scheduled or `evaluate`)",
-                                  value=float(recorded.get("runs", 0)))
+                                  value=float(recorded.runs))
         yield CounterMetricFamily("segment_worker_customers_evaluated", "Customers evaluated by those runs",
-                                  value=float(recorded.get("customers", 0)))
+                                  value=float(recorded.customers))
         yield CounterMetricFamily("segment_worker_evaluation_errors",
                                   "Customers whose evaluation failed (they stay due and are tried again)",
-                                  value=float(recorded.get("errors", 0)))
-        at = last_run_at(self.ctx.store, recorded)
+                                  value=float(recorded.errors))
+        at = recorded.at
         if at is not None:
             yield GaugeMetricFamily("segment_worker_last_evaluation_timestamp_seconds",
                                     "When the last evaluation run happened (Unix time)", value=at.timestamp())
@@ -139,11 +136,3 @@ class _StoreCollector(Collector):
         for outcome, count in sorted(self.ctx.store.attempt_counts().items()):
             attempts.add_metric([outcome], count)
         yield attempts
-
-    @staticmethod
-    def _optional(metrics: Callable[[], Iterator[Metric]]) -> Iterator[Metric]:
-        # A store backend that cannot count these yet leaves them out rather than failing the whole scrape.
-        try:
-            yield from list(metrics())
-        except NotImplementedError:
-            return

@@ -4,18 +4,38 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterator, Sequence
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from rules import CustomerFacts
+from rules.rfm import RfmCutoffs
 from rules.schema import DEFAULT_EXCLUDED_STATUSES, status_key
+from worker.store.times import from_iso, iso
 
 # Event statuses. Pending events wait for delivery; the others are final until a replay.
 PENDING, DELIVERED, DEAD, SUPERSEDED, HELD_OUT = "pending", "delivered", "dead", "superseded", "held_out"
 EVENT_STATUSES = (PENDING, DELIVERED, DEAD, SUPERSEDED, HELD_OUT)
-EXCLUDED_STATUSES_KEY = "excluded_statuses"  # meta: the order statuses the stored aggregates leave out (JSON list)
 DEFAULT_EXCLUDED = frozenset(status_key(s) for s in DEFAULT_EXCLUDED_STATUSES)
+
+# Meta keys, as existing stores hold them: renaming one forgets what it kept.
+EXCLUDED_STATUSES_KEY = "excluded_statuses"  # the order statuses the stored aggregates leave out (JSON list)
+FIRST_RUN_KEY = "first_run_at"  # when the store's first evaluation run happened (ISO time)
+RULES_VERSION_KEY = "rules_version"  # what the stored evaluations were made with (evaluation_version)
+LAST_RUN_KEY = "last_evaluation"  # JSON: when the last run happened and running totals, for /metrics
+RFM_KEY = "rfm"  # JSON: the RFM boundaries, when they were computed and over how many customers
+SIGN_OUT_PREFIX = "dashboard_sign_out:"  # + a hash of an API key's fingerprint -> its current sign-out mark
+_PROBE_KEY = "healthz-probe"  # never written: the cheapest read there is
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (a value it cannot hold, a backend failure); nothing was written."""
+
+
+class StoreBusy(StoreError):
+    """Another writer held the store for longer than this write waits; the write stored nothing, so retry it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +166,25 @@ class SegmentSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTotals:
+    """Totals over every evaluation run of a store, and when the last one happened (None if unreadable)."""
+
+    at: datetime | None
+    runs: int = 0
+    customers: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRfm:
+    """The RFM boundaries every process uses, when they were computed (None if unreadable) and over how many."""
+
+    cutoffs: RfmCutoffs
+    computed_at: datetime | None
+    customers: int
+
+
+@dataclass(frozen=True, slots=True)
 class SaveResult:
     saved: int
     transitions: int
@@ -196,11 +235,85 @@ class Store(abc.ABC):
         """Store new state, transitions and outbox events in one transaction, each customer only if its
         version and stored segment are still the ones the evaluation saw."""
 
+    # the meta: two primitives each backend implements, and the typed records built on them once, here
     @abc.abstractmethod
     def get_meta(self, key: str) -> str | None: ...
 
     @abc.abstractmethod
     def set_meta(self, key: str, value: str) -> None: ...
+
+    def has_run(self) -> bool:
+        """True once the store's first evaluation run is recorded."""
+        return self.get_meta(FIRST_RUN_KEY) is not None
+
+    def mark_first_run(self, at: datetime) -> None:
+        self.set_meta(FIRST_RUN_KEY, iso(at) or "")
+
+    def evaluated_version(self) -> str | None:
+        """The evaluation_version the stored evaluations were made with; None before the first run."""
+        return self.get_meta(RULES_VERSION_KEY)
+
+    def save_evaluated_version(self, version: str) -> None:
+        self.set_meta(RULES_VERSION_KEY, version)
+
+    def last_run(self) -> RunTotals | None:
+        """Totals over all evaluation runs and when the last one happened; None before any run (or unreadable)."""
+        try:
+            recorded = json.loads(self.get_meta(LAST_RUN_KEY) or "{}")
+        except ValueError:
+            return None
+        if not isinstance(recorded, dict) or not recorded:
+            return None
+        at = recorded.get("at")
+        return RunTotals(at=from_iso(at) if isinstance(at, str) and at else None,
+                         runs=int(recorded.get("runs", 0)), customers=int(recorded.get("customers", 0)),
+                         errors=int(recorded.get("errors", 0)))
+
+    def record_run(self, totals: RunTotals) -> None:
+        """Keep `totals` as the running totals (the caller adds its run to last_run's)."""
+        self.set_meta(LAST_RUN_KEY, json.dumps({
+            "at": iso(totals.at) if totals.at is not None else None,
+            "runs": totals.runs,
+            "customers": totals.customers,
+            "errors": totals.errors,
+        }))
+
+    def rfm_cutoffs(self) -> SavedRfm | None:
+        """The RFM boundaries last saved; None before the first computation."""
+        raw = self.get_meta(RFM_KEY)
+        if raw is None:
+            return None
+        saved = json.loads(raw)
+        return SavedRfm(RfmCutoffs.from_json(saved["cutoffs"]), from_iso(saved["computedAt"]),
+                        int(saved.get("customers", 0)))
+
+    def save_rfm_cutoffs(self, cutoffs: RfmCutoffs, computed_at: datetime, customers: int) -> None:
+        self.set_meta(RFM_KEY, json.dumps({"computedAt": iso(computed_at), "customers": customers,
+                                           "cutoffs": cutoffs.as_json()}))
+
+    def resume_point(self, name: str) -> dict[str, Any] | None:
+        """Where the named resumable job (a sync, a file import) got to, as it saved it; None if never saved."""
+        raw = self.get_meta(name)
+        if not raw:
+            return None
+        saved = json.loads(raw)
+        return saved if isinstance(saved, dict) else None
+
+    def save_resume_point(self, name: str, progress: Mapping[str, Any]) -> None:
+        """Kept as JSON: `progress` holds plain values only."""
+        self.set_meta(name, json.dumps(dict(progress)))
+
+    def sign_out_mark(self, key: str) -> str:
+        """The current sign-out mark of the dashboard key `key` (a hash, never the key itself); '' until one."""
+        return self.get_meta(SIGN_OUT_PREFIX + key) or ""
+
+    def renew_sign_out_mark(self, key: str) -> None:
+        """A new sign-out mark for `key`: every session that holds the old one is over, in every process."""
+        self.set_meta(SIGN_OUT_PREFIX + key, secrets.token_urlsafe(18))
+
+    def ping(self) -> None:
+        """One cheap read; raises when the store does not answer."""
+        self.get_meta(_PROBE_KEY)
 
     # reads
     @abc.abstractmethod
@@ -223,16 +336,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def transitions_for(self, contact_id: str, limit: int = 100) -> list[TransitionRecord]: ...
 
-    # dashboard reads: not abstract, so a backend keeps working (without the dashboard) until it adds them
+    # dashboard reads
+    @abc.abstractmethod
     def transitions_per_day(self, since: datetime) -> list[tuple[str, str, int]]:
         """(day, to_segment, count) of transitions that occurred at or after `since`, by UTC calendar day
         ('2026-02-21'), ordered by day then segment; days without transitions are left out."""
-        raise NotImplementedError(f"{type(self).__name__} does not count transitions per day yet")
 
+    @abc.abstractmethod
     def search_customers(self, text: str, limit: int) -> list[CustomerRecord]:
         """Up to `limit` customers, ordered by contact_id, whose contact_id starts with `text` or whose email or
         name contains it, ignoring case; `text` is literal (no wildcards)."""
-        raise NotImplementedError(f"{type(self).__name__} does not search customers yet")
 
     # outbox
     @abc.abstractmethod
@@ -272,15 +385,15 @@ class Store(abc.ABC):
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts per status (every one of EVENT_STATUSES) and the age in seconds of the oldest pending event."""
 
-    # operations: running totals for /metrics; not abstract, so a backend works (without them) until it adds them
+    # operations: running totals for /metrics
+    @abc.abstractmethod
     def transition_count(self) -> int:
         """Transitions recorded since the store was created."""
-        raise NotImplementedError(f"{type(self).__name__} does not count transitions yet")
 
+    @abc.abstractmethod
     def attempt_counts(self) -> dict[str, int]:
         """Delivery attempts since the store was created, by outcome: 'delivered' (a 2xx answer), 'http_error'
         (any other answer) and 'network_error' (no answer: refused, timed out, unsendable)."""
-        raise NotImplementedError(f"{type(self).__name__} does not count delivery attempts yet")
 
     # leases
     @abc.abstractmethod
@@ -301,14 +414,13 @@ class Store(abc.ABC):
         """Keep `holder`'s claims on these pending events until `until` (a heartbeat while they are being sent);
         returns how many it still held."""
 
+    @abc.abstractmethod
     def release_claims(self, event_ids: Sequence[str], now: datetime) -> None:
-        """Hand claimed events back unsent, due now, their attempts untouched (backends override this; the
-        fallback replays them, which also restarts their retry schedule)."""
-        for event_id in event_ids:
-            self.replay_event(event_id, now)
+        """Hand claimed events back unsent, due now, their attempts untouched."""
 
     def checkpoint(self) -> None:  # noqa: B027 - only backends with a local log need it
         """Housekeeping the scheduler runs off the hot path (SQLite: fold the write-ahead log into the file)."""
 
-    def close(self) -> None:  # noqa: B027 - optional for backends without resources
-        """Release connections."""
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every connection and thread the store opened; the store is not used afterwards."""

@@ -22,6 +22,8 @@ from worker.store.base import (
     SaveResult,
     SegmentSummary,
     Store,
+    StoreBusy,
+    StoreError,
     Superseded,
     TransitionRecord,
 )
@@ -168,6 +170,9 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Every thread's connection, so that close() frees them all, not only the closing thread's.
+        self._opened: set[sqlite3.Connection] = set()
+        self._opened_lock = threading.Lock()
         self._migrate()
 
     # connections -------------------------------------------------------------------------------------------
@@ -177,13 +182,17 @@ class SQLiteStore(Store):
         # One connection per thread: sqlite3 connections must not be shared across threads mid-transaction.
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_WAIT_SECONDS, isolation_level=None)
+            # check_same_thread off only so that close() may close it from another thread; it is used by this one.
+            conn = sqlite3.connect(self.path, timeout=BUSY_WAIT_SECONDS, isolation_level=None,
+                                   check_same_thread=False)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA cache_size = -65536")
             # Checkpoints run from the scheduler's maintenance job (checkpoint()), not inside an evaluation's
             # COMMIT: at the default 1,000 pages a daily tick paid ~250 ms for one. This is only the ceiling.
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            with self._opened_lock:
+                self._opened.add(conn)
             self._local.conn = conn
         return conn
 
@@ -213,10 +222,13 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close every thread's connection (a later use opens a new one). A thread in the middle of a request gets
+        an error: close only when nothing else uses the store (at shutdown)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, set()
+        for conn in opened:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
 
     # ingest ------------------------------------------------------------------------------------------------
 
@@ -599,7 +611,8 @@ class SQLiteStore(Store):
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: a batch is stored whole or not at all.
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: a batch is stored whole or not at all. SQLite's errors
+    leave it as the store's: StoreBusy when the wait for the write lock is over, StoreError for any other.
 
     BEGIN waits up to `wait_seconds` for another writer, trying again every LOCK_RETRY_SECONDS. SQLite's own busy
     handler sleeps 100 ms between tries: it misses the short gaps between an import's batches, and a writer could
@@ -628,20 +641,27 @@ class _Transaction:
                     self.conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as exc:  # "database is locked" once the wait is over
-                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                        raise
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise StoreError(str(exc)) from exc
+                    if time.monotonic() >= deadline:
+                        raise StoreBusy(f"{exc} (waited {self.wait_seconds:g} s for another writer)") from exc
                 time.sleep(LOCK_RETRY_SECONDS)
         finally:
             # reads and COMMIT keep SQLite's handler: in WAL mode they are only ever busy for a moment
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_SECONDS * 1000}")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.nested:
-            if exc_type is not None:
-                self.conn.execute("ROLLBACK TO batch")
-            self.conn.execute("RELEASE batch")
-        else:
-            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            if self.nested:
+                if exc_type is not None:
+                    self.conn.execute("ROLLBACK TO batch")
+                self.conn.execute("RELEASE batch")
+            else:
+                self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.Error as failed:  # a COMMIT that cannot be written (a full disk, say)
+            raise StoreError(str(failed)) from failed
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(str(exc)) from exc
 
 
 def _customer(row: tuple) -> CustomerRecord:

@@ -1,4 +1,5 @@
-"""How both stores keep instants: integer milliseconds since the epoch (UTC), and back to aware datetimes."""
+"""How both stores keep instants: integer milliseconds since the epoch (UTC), and back to aware datetimes; UTC ISO
+text (the wire format, and the store's meta) both ways."""
 
 from __future__ import annotations
 
@@ -23,3 +24,24 @@ def from_ms(ms: int | None) -> datetime | None:
     if -_FLOAT_EXACT_MS < ms < _FLOAT_EXACT_MS:
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)  # the cheaper way, for the instants we meet
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """UTC ISO 8601 with milliseconds and Z, like the original Lambda: 2025-10-15T08:30:00.000Z."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_iso(text: str) -> datetime | None:
+    """An instant `iso` wrote (a time without offset means UTC); None for text that is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        return None

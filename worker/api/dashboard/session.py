@@ -35,7 +35,6 @@ _SESSION_SEEN = "seen"  # its latest page, likewise: moved on every page, so idl
 # under it: no lock and no list to prune, one meta row per key, one read per page and one write per sign-out.
 # The price: signing out ends every session of that key, in every browser.
 _SESSION_SIGN_OUT = "sign_out"  # its key's sign-out mark when it signed in
-_SIGN_OUT_META = "dashboard_sign_out:"  # + a hash of the key's fingerprint, never the fingerprint the cookie holds
 _PUBLIC_ENDPOINTS = ("dashboard.signin",)
 
 
@@ -134,11 +133,12 @@ def _session_over(key_fingerprint: str) -> str | None:
 
 def _sign_out_mark(key_fingerprint: str) -> str:
     """The key's current sign-out mark; '' until it first signs out."""
-    return context().store.get_meta(_sign_out_meta_key(key_fingerprint)) or ""
+    return context().store.sign_out_mark(_sign_out_key(key_fingerprint))
 
 
-def _sign_out_meta_key(key_fingerprint: str) -> str:
-    return _SIGN_OUT_META + hashlib.sha256(key_fingerprint.encode("utf-8")).hexdigest()[:32]
+def _sign_out_key(key_fingerprint: str) -> str:
+    # a hash, never the fingerprint the cookie holds
+    return hashlib.sha256(key_fingerprint.encode("utf-8")).hexdigest()[:32]
 
 
 def _seconds(moment: datetime) -> int:
@@ -199,7 +199,7 @@ def signin() -> Response | str | tuple[str, int] | tuple[str, int, dict[str, str
 @bp.post("/signout")
 def signout() -> Response:
     # A new mark refuses this cookie everywhere, kept or copied: clearing it here only tidies this browser.
-    context().store.set_meta(_sign_out_meta_key(session[_SESSION_KEY]), secrets.token_urlsafe(18))
+    context().store.renew_sign_out_mark(_sign_out_key(session[_SESSION_KEY]))
     session.clear()
     log.info("dashboard sign-out from %s: every session of that key has ended", request.remote_addr)
     flash("Signed out. Any other browser signed in with this key is signed out too.")

@@ -15,7 +15,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from rules import CustomerFacts
-from worker.store.base import CustomerRecord, EventRecord, Order, TransitionRecord
+from worker.store.base import CustomerRecord, EventRecord, Order, StoreError, TransitionRecord
 from worker.store.times import from_ms, to_ms
 
 # Partitions per sharded index: writes spread over several partition keys instead of one hot one (about 1,000
@@ -67,7 +67,7 @@ class _Totals:
         if not order["cancelled"]:
             total = self.total_cents + _int(order["total_cents"])
             if not -_INT64 <= total < _INT64:
-                raise OverflowError(f"customer {order['contact_id']}: total spend outside 64-bit integers")
+                raise StoreError(f"customer {order['contact_id']}: total spend outside 64-bit integers")
             changes.update(order_count=self.order_count + 1, total_cents=total,
                            first_order_at=at if self.first_order_at is None else min(self.first_order_at, at))
             if self.last_order_at is None or (at, ref) > (self.last_order_at, self.last_order_ref or ""):
