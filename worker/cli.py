@@ -9,13 +9,14 @@ import os
 import secrets
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
 from rules import Classifier, RulesError
+from worker.clock import utc_now
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
 from worker.evaluate import dry_run as plan_run
@@ -63,7 +64,7 @@ pass_context = click.make_pass_decorator(Context, ensure=True)
 
 def _as_of(value: str | None) -> datetime:
     if value is None:
-        return datetime.now(timezone.utc)
+        return utc_now()
     try:
         return parse_instant(value)
     except ValueError as exc:
@@ -98,7 +99,7 @@ def evaluate(ctx: Context, as_of: str | None, dry_run: bool) -> None:
         _print_dry_run(plan_run(ctx.store, rules, moment), moment)
         return
     try:
-        check_as_of(ctx.store, moment, datetime.now(timezone.utc))
+        check_as_of(ctx.store, moment, utc_now())
     except EvaluationRefused as exc:
         raise click.ClickException(f"--as-of {exc}") from None
     refresh_rfm(ctx.store, rules, moment)
@@ -138,7 +139,7 @@ def deliver(ctx: Context) -> None:
     total = None
     try:
         while True:
-            run = deliver_due(ctx.store, rules, senders, datetime.now(timezone.utc), f"cli:{os.getpid()}")
+            run = deliver_due(ctx.store, rules, senders, utc_now(), f"cli:{os.getpid()}")
             total = run if total is None else total + run
             if run.attempted == 0:
                 break
@@ -173,7 +174,7 @@ def import_orders(ctx: Context, file: Path, skip_invalid: bool) -> None:
         lines = sum(1 for _ in counting)
     try:
         with tqdm(total=lines, unit="orders", disable=None, file=sys.stderr) as bar:
-            result = import_order_file(ctx.store, file, datetime.now(timezone.utc), skip_invalid, bar.update,
+            result = import_order_file(ctx.store, file, utc_now(), skip_invalid, bar.update,
                                        order_rules=order_rules)
     except (ValueError, ImportInterrupted) as exc:  # each names the file (and line)
         raise click.ClickException(str(exc)) from None
@@ -319,7 +320,7 @@ def events_list(ctx: Context, status: str | None, limit: int) -> None:
 def events_replay(ctx: Context, event_id: str) -> None:
     """Queue an event (typically a dead one) for delivery again now."""
     event = ctx.store.get_event(event_id)
-    if event is None or not ctx.store.replay_event(event_id, datetime.now(timezone.utc)):
+    if event is None or not ctx.store.replay_event(event_id, utc_now()):
         raise click.ClickException(f"event '{event_id}' not found")
     how = ("it will be sent as it is, without the re-check that superseded it" if event.status == SUPERSEDED
            else "it is checked again just before it is sent")
@@ -380,7 +381,7 @@ def demo(ctx: Context, count: int, no_serve: bool) -> None:
         rules_source = RulesSource(settings.rules_file, settings.env)
     except RulesError as exc:
         raise click.ClickException(f"the rules were refused:\n{exc}") from None
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     orders = list(generate_orders(count, now))
     result = ingest_orders(store, orders, now, rules_source.current().orders)
     refresh_rfm(store, rules_source.current(), now)

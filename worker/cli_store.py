@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime, timezone
 
 import click
 from tqdm import tqdm
 
 from rules import RulesError
+from worker.clock import utc_now
 from worker.rules_file import load_order_rules
 from worker.settings import Settings, SettingsError
 from worker.store import open_store
@@ -88,7 +88,7 @@ def sync_orders(table: str, attributes: str, segments: int, page_size: int | Non
     started = time.perf_counter()
     try:
         with tqdm(total=total, unit="items", disable=None, file=sys.stderr) as bar:
-            result = run_sync(store, source, mapping, datetime.now(timezone.utc), segments, page_size, restart,
+            result = run_sync(store, source, mapping, utc_now(), segments, page_size, restart,
                                  on_page=bar.update, order_rules=order_rules)
     except SyncError as exc:
         raise click.ClickException(str(exc)) from None

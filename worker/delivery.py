@@ -11,11 +11,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from rules import Announced, Classifier, Rules, undone_because
 from rules.ids import digest_id
 from rules.schema import Webhook
+from worker.clock import utc_now
 from worker.rfm import load_cutoffs
 from worker.serialize import batch_body
 from worker.store.base import CustomerRecord, EventRecord, Store, Superseded
@@ -174,7 +175,7 @@ def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, hol
     renewed every HEARTBEAT_SECONDS, and `heartbeat` is called (the scheduler renews its lease there).
     """
     rng = rng or random.Random()
-    clock = clock or (lambda: datetime.now(timezone.utc))
+    clock = clock or utc_now
     events = store.claim_due_events(now, limit, holder, CLAIM_SECONDS)
     if not events:
         return DeliveryRun()

@@ -8,13 +8,14 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from rules import Rules, RulesError, parse_rules
 from rules.reader import MAX_RULES_BYTES, refuse_if_too_large
 from rules.schema import OrderRules, parse_order_rules
+from worker.clock import utc_now
 from worker.logs import redact, secret_values
 from worker.settings import SettingsError, allowed_hosts
 
@@ -107,7 +108,7 @@ class RulesSource:
         self._wait_until = 0.0
         self._rules = load_rules_file(self.path, env)  # the first load must succeed: nothing to fall back on
         self._stamp = self._file_stamp()
-        self.loaded_at = datetime.now(timezone.utc)
+        self.loaded_at = utc_now()
 
     def current(self) -> Rules:
         # The check runs in a thread, one at a time, and callers wait for it only until `wait_seconds` after it
@@ -155,7 +156,7 @@ class RulesSource:
         with self._lock:
             if rules is not None:
                 self._rules = rules
-                self.loaded_at = datetime.now(timezone.utc)
+                self.loaded_at = utc_now()
             self.error = error
 
     def _file_stamp(self) -> tuple[float, int] | None:

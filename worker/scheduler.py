@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from worker.clock import utc_now
 from worker.delivery import CLAIM_SECONDS, DeliveryRun, Senders, deliver_due
 from worker.evaluate import RunResult, evaluate_due
 from worker.rfm import refresh_rfm
@@ -27,10 +28,6 @@ DELIVERY_BUDGET_SECONDS = 20  # one delivery job drains at most this long, so sh
 # The delivery lease, renewed between runs and by each run's heartbeat: after a kill -9 another process (or the
 # restarted one) takes over within this long, and the dead one's claims lapse just as fast (CLAIM_SECONDS).
 DELIVERY_LEASE_SECONDS = CLAIM_SECONDS
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Jobs:

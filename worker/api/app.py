@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -14,6 +14,7 @@ from worker.api import customers, dashboard, events, health, openapi, orders, ru
 from worker.api.auth import install_auth
 from worker.api.context import EXTENSION, ApiContext
 from worker.api.dashboard import install_dashboard_session
+from worker.clock import utc_now
 from worker.rules_file import RulesSource
 from worker.settings import Settings, env_bool
 from worker.store import open_store
@@ -31,10 +32,6 @@ SECURITY_HEADERS = {
 CORS_ALLOWED_METHODS = "GET, POST"
 CORS_ALLOWED_HEADERS = "Authorization, X-API-Key, Content-Type"
 CORS_MAX_AGE_SECONDS = 600
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def create_app(settings: Settings, store: Store | None = None, rules_source: RulesSource | None = None,

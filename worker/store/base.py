@@ -103,16 +103,11 @@ class NewEvent:
     ordered: bool = True  # waits while an earlier event of the customer is retrying (campaign `ordered: false`)
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    id: str
-    contact_id: str
-    campaign: str
-    webhook: str
-    type: str
-    occurred_at: datetime
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRecord(NewEvent):
+    """An event in the outbox: what was queued, and where its delivery stands."""
+
     created_at: datetime
-    body: str
     status: str  # one of EVENT_STATUSES
     attempts: int
     next_attempt_at: datetime | None
@@ -121,7 +116,6 @@ class EventRecord:
     delivered_at: datetime | None
     superseded_by: str | None = None  # the transition that undid the move, when one was recorded
     recheck: bool = True  # False after a superseded event is replayed by hand: send it as it is
-    ordered: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,9 @@
 """DynamoDBStore: the Store contract on DynamoDB tables, with conditional writes so that several worker processes
-can share them; batching, retries and the thread pool for per-item requests live here too."""
+can share them; batching, retries and the thread pool for per-item requests live here too.
+
+Over 500 lines for the same reason as sqlite.py: one whole implementation of the contract; its table design,
+item codecs and the other system's table are in the package's other modules.
+"""
 
 from __future__ import annotations
 
