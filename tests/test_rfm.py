@@ -11,7 +11,7 @@ from rules.classify import Classifier
 from rules.rfm import RfmCutoffs, compute_cutoffs, quintile_cutoffs, rfm_group, rfm_score, score_high, score_recent
 from tests.conftest import NOW, RULES_YAML
 from worker.evaluate import evaluate_due
-from worker.rfm import evaluation_version, load_cutoffs, recompute_rfm, refresh_rfm
+from worker.rfm_boundaries import evaluation_version, load_cutoffs, recompute_rfm, refresh_rfm
 
 
 def test_quintile_cutoffs_of_ten_values_split_them_in_pairs():

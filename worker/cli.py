@@ -21,7 +21,7 @@ from worker.delivery import Senders, deliver_due
 from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
 from worker.evaluate import dry_run as plan_run
 from worker.ingest import ImportInterrupted, import_order_file, ingest_orders
-from worker.rfm import load_cutoffs, refresh_rfm
+from worker.rfm_boundaries import load_cutoffs, refresh_rfm
 from worker.rules_file import RulesSource, load_order_rules, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
 from worker.settings import Settings, SettingsError

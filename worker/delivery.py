@@ -17,7 +17,7 @@ from rules import Announced, Classifier, Rules, undone_because
 from rules.ids import digest_id
 from rules.schema import Webhook
 from worker.clock import utc_now
-from worker.rfm import load_cutoffs
+from worker.rfm_boundaries import load_cutoffs
 from worker.serialize import batch_body
 from worker.store.base import CustomerRecord, EventRecord, Store, Superseded
 from worker.transport import DeliveryError, SendResult, WebhookSender, next_attempt_at

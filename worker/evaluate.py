@@ -13,7 +13,7 @@ from functools import lru_cache
 from rules import Classification, Classifier, Rules, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
 from rules.ids import digest_id
-from worker.rfm import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
+from worker.rfm_boundaries import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
 from worker.serialize import customer_json, event_body, iso
 from worker.store.base import CustomerRecord, Evaluation, NewEvent, RunTotals, Store, TransitionRecord
 

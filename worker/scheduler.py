@@ -17,7 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from worker.clock import utc_now
 from worker.delivery import CLAIM_SECONDS, DeliveryRun, Senders, deliver_due
 from worker.evaluate import RunResult, evaluate_due
-from worker.rfm import refresh_rfm
+from worker.rfm_boundaries import refresh_rfm
 from worker.rules_file import RulesSource
 from worker.store.base import Store
 
