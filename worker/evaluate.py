@@ -13,6 +13,7 @@ from functools import lru_cache
 from rules import Classification, Classifier, Rules, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
 from rules.ids import digest_id
+from rules.rfm import RfmCutoffs
 from worker.rfm_boundaries import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
 from worker.serialize import customer_json, event_body, iso
 from worker.store.base import CustomerRecord, Evaluation, NewEvent, RunTotals, Store, TransitionRecord
@@ -47,19 +48,35 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     """
     started = time.perf_counter()
     store.apply_excluded_statuses(rules.orders.excluded)
-    first_run = not store.has_run()
-    classifier = Classifier(rules, load_cutoffs(store))
-    version = evaluation_version(rules, classifier.rfm_cutoffs)
-    everyone = first_run or store.evaluated_version() != version
-    announce = not (first_run and rules.first_run == "baseline")
-    batches = store.customers_to_evaluate(as_of, everyone, batch_size)
-    totals = _evaluate(store, classifier, batches, as_of, announce)
-    store.save_evaluated_version(version)
-    if first_run:
+    plan = _Plan.of(store, rules, load_cutoffs(store))
+    batches = store.customers_to_evaluate(as_of, plan.everyone, batch_size)
+    totals = _evaluate(store, plan.classifier, batches, as_of, plan.announce)
+    store.save_evaluated_version(plan.version)
+    if plan.first_run:
         store.mark_first_run(as_of)
-    result = RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce)
+    result = RunResult(*totals, seconds=time.perf_counter() - started, baseline=not plan.announce)
     _record_run(store, result, as_of)
     return result
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run is about to do: under which classifier, for whom (everyone on a first run or changed rules), and
+    whether its moves are announced (not on a first run with `first_run: baseline`)."""
+
+    classifier: Classifier
+    version: str
+    first_run: bool
+    everyone: bool
+    announce: bool
+
+    @classmethod
+    def of(cls, store: Store, rules: Rules, cutoffs: RfmCutoffs | None) -> _Plan:
+        first_run = not store.has_run()
+        version = evaluation_version(rules, cutoffs)
+        return cls(Classifier(rules, cutoffs), version, first_run,
+                   everyone=first_run or store.evaluated_version() != version,
+                   announce=not (first_run and rules.first_run == "baseline"))
 
 
 def check_as_of(store: Store, as_of: datetime, wall_clock: datetime) -> None:
@@ -99,22 +116,14 @@ def dry_run(store: Store, rules: Rules, as_of: datetime, samples: int = 5,
     RFM boundaries a day old are recomputed in memory only.
     """
     started = time.perf_counter()
-    first_run = not store.has_run()
     cutoffs = compute_rfm(store, rules, as_of) if rfm_is_stale(store, as_of) else load_cutoffs(store)
-    classifier = Classifier(rules, cutoffs)
-    everyone = first_run or store.evaluated_version() != evaluation_version(rules, cutoffs)
-    announce = not (first_run and rules.first_run == "baseline")
-    result = DryRun(baseline=not announce, everyone=everyone,
+    plan = _Plan.of(store, rules, cutoffs)
+    result = DryRun(baseline=not plan.announce, everyone=plan.everyone,
                     recount_statuses=store.excluded_statuses() != rules.orders.excluded)
-    for batch in store.customers_to_evaluate(as_of, everyone, batch_size):
-        for record in batch:
-            try:
-                evaluation = decide(record, classifier, as_of, announce)
-            except Exception:
-                result.errors += 1
-                log.exception("could not evaluate customer %s", record.contact_id,
-                              extra={"contact_id": record.contact_id})
-                continue
+    for batch in store.customers_to_evaluate(as_of, plan.everyone, batch_size):
+        decisions, errors = _decide_batch(batch, plan.classifier, as_of, plan.announce)
+        result.errors += errors
+        for record, _current, evaluation in decisions:
             result.customers += 1
             if evaluation.transition is not None:
                 move = (evaluation.transition.from_segment, evaluation.transition.to_segment)
@@ -163,23 +172,31 @@ def _evaluate(store: Store, classifier: Classifier, batches: Iterable[list[Custo
               ) -> tuple[int, int, int, int, int]:
     customers = transitions = events = skipped = errors = 0
     for batch in batches:
-        evaluations = []
-        for record in batch:
-            try:
-                current = classifier.classify(record.facts, as_of)
-                evaluations.append(decide(record, classifier, as_of, announce, current))
-                if decided is not None:
-                    decided.append((record, current))
-            except Exception:  # one bad customer must not stop the run; it stays due and is retried
-                errors += 1
-                log.exception("could not evaluate customer %s", record.contact_id,
-                              extra={"contact_id": record.contact_id})
-        saved = store.save_evaluations(evaluations)
+        decisions, failed = _decide_batch(batch, classifier, as_of, announce)
+        errors += failed
+        if decided is not None:
+            decided += [(record, current) for record, current, _ in decisions]
+        saved = store.save_evaluations([evaluation for _, _, evaluation in decisions])
         customers += saved.saved
         transitions += saved.transitions
         events += saved.events
         skipped += saved.skipped
     return customers, transitions, events, skipped, errors
+
+
+def _decide_batch(batch: list[CustomerRecord], classifier: Classifier, as_of: datetime, announce: bool,
+                  ) -> tuple[list[tuple[CustomerRecord, Classification, Evaluation]], int]:
+    """Each customer's classification and evaluation, and how many could not be evaluated: one bad customer must
+    not stop the run; it stays due and is tried again."""
+    decisions, errors = [], 0
+    for record in batch:
+        try:
+            current = classifier.classify(record.facts, as_of)
+            decisions.append((record, current, decide(record, classifier, as_of, announce, current)))
+        except Exception:
+            errors += 1
+            log.exception("could not evaluate customer %s", record.contact_id, extra={"contact_id": record.contact_id})
+    return decisions, errors
 
 
 def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, announce: bool,
