@@ -13,8 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from http.client import HTTPMessage, parse_headers
-from types import TracebackType
 from typing import BinaryIO
+
+from tests.receiver import Serving
 
 DEFAULT_PATH = "/webhook/segment-events"
 GIVE_UP_SECONDS = 10.0
@@ -151,7 +152,7 @@ def drip_tls_handshake() -> Behaviour:
     return play
 
 
-class HostileReceiver:
+class HostileReceiver(Serving):
     """A receiver on a free port playing queued behaviours; a context manager, or call start()/stop()."""
 
     def __init__(self, *, path: str = DEFAULT_PATH) -> None:
@@ -208,17 +209,6 @@ class HostileReceiver:
         assert self._thread is not None
         self._thread.join(timeout=5)
         self._server = None
-
-    def __enter__(self) -> HostileReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _next(self) -> Behaviour:
         with self._lock:

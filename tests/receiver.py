@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -43,7 +42,23 @@ class _Response:
     delay: float = 0.0
 
 
-class Receiver:
+class Serving:
+    """A test server used as a context manager: started on entry, stopped on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class Receiver(Serving):
     """Webhook endpoint on a free port; use as a context manager or call start()/stop()."""
 
     def __init__(self, secret: str | None = None, *, path: str = DEFAULT_PATH, default_status: int = 200) -> None:
@@ -88,16 +103,6 @@ class Receiver:
         self._thread.join(timeout=5)
         self._server = None
 
-    def __enter__(self) -> Receiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def respond_with(
         self,
