@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
-import secrets
 import sys
 import time
 from datetime import datetime
@@ -20,7 +18,7 @@ from worker.clock import utc_now
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
 from worker.evaluate import dry_run as plan_run
-from worker.ingest import ImportInterrupted, import_order_file, ingest_orders
+from worker.ingest import ImportInterrupted, import_order_file
 from worker.rfm_boundaries import load_cutoffs, refresh_rfm
 from worker.rules_file import RulesSource, load_order_rules, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
@@ -359,48 +357,9 @@ def serve(ctx: Context) -> None:
     serve_api(ctx.settings, workers=1, with_scheduler=True)
 
 
-@main.command()
-@click.option("--customers", "count", default=400, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--no-serve", is_flag=True, help="Load the sample and stop.")
-@pass_context
-def demo(ctx: Context, count: int, no_serve: bool) -> None:
-    """Load generated sample customers and orders, evaluate them, then serve."""
-    from worker.demo import generate_orders
+from worker.cli_demo import demo  # noqa: E402, I001
+from worker.cli_store import init_db, sync_orders  # noqa: E402
+from worker.cli_webhooks import webhooks  # noqa: E402
 
-    env = dict(ctx.settings.env)
-    if not env.get("API_KEYS"):
-        env["API_KEYS"] = "demo-" + secrets.token_urlsafe(12)
-    if not env.get("WEBHOOK_SECRET"):
-        env["WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    if "DATABASE_URL" not in ctx.settings.env:
-        env["DATABASE_URL"] = "sqlite:///data/demo.db"
-    os.environ.update({k: env[k] for k in ("API_KEYS", "WEBHOOK_SECRET", "DATABASE_URL")})
-    settings = Settings.from_env(env)
-    store = open_store(settings.database_url)
-    try:
-        rules_source = RulesSource(settings.rules_file, settings.env)
-    except RulesError as exc:
-        raise click.ClickException(f"the rules were refused:\n{exc}") from None
-    now = utc_now()
-    orders = list(generate_orders(count, now))
-    result = ingest_orders(store, orders, now, rules_source.current().orders)
-    refresh_rfm(store, rules_source.current(), now)
-    run = evaluate_due(store, rules_source.current(), now)
-    click.echo(f"sample: {count} customers, {len(orders)} orders ({result.inserted} new); "
-               f"evaluated {run.customers} customers in {run.seconds:.2f}s")
-    for summary in store.segment_summary():
-        click.echo(f"  {summary.segment:<8} {summary.customers:>5} customers")
-    key = settings.api_keys[0]
-    click.echo(f"\nAPI key: {key}\nTry:  curl -H 'Authorization: Bearer {key}' "
-               f"http://127.0.0.1:{settings.port}/api/segments\n"
-               f"      curl -H 'Authorization: Bearer {key}' "
-               f"'http://127.0.0.1:{settings.port}/api/customers?segment=VIP&limit=5'\n")
-    if not no_serve:
-        from worker.server import serve_api
-
-        serve_api(settings, workers=1, with_scheduler=True)
-
-
-from worker.cli_store import init_db, sync_orders  # noqa: E402, I001
-main.add_command(init_db)
-main.add_command(sync_orders)
+for command in (demo, init_db, sync_orders, webhooks):
+    main.add_command(command)
