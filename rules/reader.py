@@ -38,6 +38,15 @@ class ProblemAt(ValueError):
 
 
 @dataclass(frozen=True)
+class Unset:
+    """A `${VAR}` with no value and no default: where it is, and the problem it makes there."""
+
+    path: tuple
+    name: str
+    problem: str
+
+
+@dataclass(frozen=True)
 class Document:
     """A rules file read into plain data: its settings, the line of every path in them, and what reading found
     wrong (a key given twice, an unset environment variable)."""
@@ -46,6 +55,7 @@ class Document:
     data: dict[str, Any]
     lines: dict[tuple, int]
     problems: list[str]
+    unset: tuple[Unset, ...] = ()
 
     def problem(self, line: int | None, path: tuple, message: str) -> str:
         return _problem(self.source, line, path, message)
@@ -77,7 +87,7 @@ def read_document(text: str, source: str, env: Mapping[str, str] | None = None) 
     data = reader.read(root, ())
     if not isinstance(data, dict):
         raise RulesError([f"{source}:{root.start_mark.line + 1}: the top level must be a mapping of settings"])
-    return Document(source, data, reader.lines, reader.problems)
+    return Document(source, data, reader.lines, reader.problems, tuple(reader.unset))
 
 
 def refuse_if_too_large(size: int, source: str) -> None:
@@ -164,6 +174,7 @@ class _NodeReader:
         self.env = env
         self.lines: dict[tuple, int] = {}
         self.problems: list[str] = []
+        self.unset: list[Unset] = []
 
     def read(self, node: yaml.Node, path: tuple) -> Any:
         self.lines[path] = node.start_mark.line + 1
@@ -207,6 +218,7 @@ class _NodeReader:
             if default is not None:
                 return default
             self._problem(line, path, f"environment variable {name} is not set")
+            self.unset.append(Unset(path, name, self.problems[-1]))
             return ""
 
         return _ENV_REF.sub(substitute, raw)

@@ -11,13 +11,13 @@ from functools import cached_property
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from rules.model import SettingsModel
 from rules.reader import MAX_NESTING as MAX_NESTING  # the `X as X` imports: tests import these from here
 from rules.reader import MAX_RULES_BYTES as MAX_RULES_BYTES
 from rules.reader import MAX_RULES_VALUES as MAX_RULES_VALUES
-from rules.reader import Document, ProblemAt, RulesError, read_document
+from rules.reader import Document, ProblemAt, RulesError, Unset, read_document
 from rules.webhooks import MIN_INTERVAL_SECONDS as MIN_INTERVAL_SECONDS
 from rules.webhooks import Schedule, Webhook
 
@@ -194,6 +194,17 @@ class Rules(SettingsModel):
     rfm_groups: tuple[RfmGroupRule, ...] | None = None  # None: the usual RFM segment map
     first_run: Literal["baseline", "emit"] = "baseline"
     orders: OrderRules = Field(default_factory=OrderRules)
+    currency: str = "USD"  # how people see money (dashboard); amounts are stored and sent without it
+    # Webhooks whose `${VAR}`s are unset: name -> the variables. They are left out of `webhooks`, and nothing is
+    # delivered while any is (see `delivery_problem`); everything else works without delivery settings.
+    _undeliverable: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, code: str) -> str:
+        if not (len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()):
+            raise ValueError(f"'{code}' is not a currency code; use ISO 4217's three capital letters, e.g. USD or EUR")
+        return code
 
     @field_validator("timezone")
     @classmethod
@@ -254,6 +265,27 @@ class Rules(SettingsModel):
                     raise ProblemAt(("campaigns", key, *at), f"{at[-1]} names unknown segment '{value}'")
         return self
 
+    @property
+    def undeliverable(self) -> Mapping[str, tuple[str, ...]]:
+        """The webhooks that cannot deliver for want of environment variables: name -> the variables unset."""
+        return self._undeliverable
+
+    @property
+    def unset_variables(self) -> tuple[str, ...]:
+        return tuple(sorted({name for names in self._undeliverable.values() for name in names}))
+
+    @property
+    def delivery_problem(self) -> str | None:
+        """Why nothing is delivered, in one line, or None when every webhook has its settings."""
+        if not self._undeliverable:
+            return None
+        names = self.unset_variables
+        verb = "is" if len(names) == 1 else "are"
+        return (f"delivery is disabled: {', '.join(names)} {verb} not set (needed by webhook"
+                f"{'s' if len(self._undeliverable) > 1 else ''} {', '.join(self._undeliverable)}); set "
+                f"{'it' if len(names) == 1 else 'them'} in the environment and restart. Evaluation goes on, and "
+                "events wait in the outbox")
+
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -280,14 +312,55 @@ class Rules(SettingsModel):
 def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> Rules:
     """Parse and validate rules text; raises RulesError naming `source`, line and field of every problem."""
     document = read_document(text, source, env)
-    problems = document.problems + _condition_problems(document)
+    undeliverable = _unset_in_webhooks(document.unset)
+    unset_problems = {unset.problem for unset in document.unset if unset.path[:2] in _webhook_paths(undeliverable)}
+    problems = [p for p in document.problems if p not in unset_problems] + _condition_problems(document)
     try:
-        rules = Rules.model_validate(document.data)
+        rules = Rules.model_validate(_with_placeholders(document.data, document.unset, undeliverable))
     except ValidationError as exc:
         problems += document.describe_new(exc.errors(), problems)
     if problems:
         raise RulesError(problems)
+    if undeliverable:
+        rules = rules.model_copy(update={"webhooks": {name: webhook for name, webhook in rules.webhooks.items()
+                                                      if name not in undeliverable}})
+        rules._undeliverable = undeliverable
     return rules
+
+
+# What a webhook setting whose variable is unset is checked as, so the rest of that webhook is still checked.
+_PLACEHOLDERS = {"url": "https://unset.invalid/"}
+_PLACEHOLDER = "unset"
+
+
+def _unset_in_webhooks(unset: tuple[Unset, ...]) -> dict[str, tuple[str, ...]]:
+    """Webhook name -> the unset variables in its settings. Delivery needs them; checking and evaluating do not."""
+    found: dict[str, dict[str, None]] = {}
+    for item in unset:
+        if len(item.path) >= 3 and item.path[0] == "webhooks" and isinstance(item.path[1], str):
+            found.setdefault(item.path[1], {})[item.name] = None
+    return {name: tuple(names) for name, names in found.items()}
+
+
+def _webhook_paths(undeliverable: Mapping[str, tuple[str, ...]]) -> set[tuple]:
+    return {("webhooks", name) for name in undeliverable}
+
+
+def _with_placeholders(data: dict[str, Any], unset: tuple[Unset, ...],
+                       undeliverable: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    if not undeliverable:
+        return data
+    webhooks = {name: dict(settings) if isinstance(settings, dict) else settings
+                for name, settings in data["webhooks"].items()}
+    for item in unset:
+        if item.path[:2] not in _webhook_paths(undeliverable):
+            continue
+        settings, key = webhooks[item.path[1]], item.path[2]
+        if len(item.path) == 3:
+            settings[key] = _PLACEHOLDERS.get(key, _PLACEHOLDER)
+        elif isinstance(settings.get(key), dict):  # a header's value
+            settings[key] = {**settings[key], item.path[3]: _PLACEHOLDER}
+    return {**data, "webhooks": webhooks}
 
 
 def parse_order_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | None = None) -> OrderRules:

@@ -95,17 +95,39 @@ def test_interpolated_threshold_is_a_number(env, threshold):
     assert rules.segments[0].when == {"totalSpend": {"gt": threshold}}
 
 
-def test_unset_env_var_is_refused_naming_the_variable_and_no_secret_value():
-    problems = refusal(BASE, env={"WEBHOOK_SECRET": SECRET})
-    assert problems == [f"rules.yaml:{line_of(BASE, 'N8N_WEBHOOK_URL')} webhooks.n8n.url: "
-                        "environment variable N8N_WEBHOOK_URL is not set"]
-    assert SECRET not in "\n".join(problems)
+def test_unset_webhook_variables_leave_the_rules_usable_with_delivery_disabled():
+    rules = parse_rules(BASE, env={"WEBHOOK_SECRET": SECRET})
+    assert rules.webhooks == {} and dict(rules.undeliverable) == {"n8n": ("N8N_WEBHOOK_URL",)}
+    assert rules.campaigns  # the campaigns still decide what is queued
+    assert rules.delivery_problem.startswith("delivery is disabled: N8N_WEBHOOK_URL is not set (needed by webhook n8n)")
+    assert SECRET not in rules.delivery_problem
 
 
-def test_unset_secret_is_refused_naming_the_variable():
-    problems = refusal(BASE, env={"N8N_WEBHOOK_URL": "http://127.0.0.1/x"})
-    assert problems == [f"rules.yaml:{line_of(BASE, 'WEBHOOK_SECRET')} webhooks.n8n.secret: "
-                        "environment variable WEBHOOK_SECRET is not set"]
+def test_unset_secret_disables_delivery_naming_the_variable():
+    rules = parse_rules(BASE, env={"N8N_WEBHOOK_URL": "http://127.0.0.1/x"})
+    assert rules.unset_variables == ("WEBHOOK_SECRET",) and rules.webhooks == {}
+    assert parse_rules(BASE, env=ENV).delivery_problem is None
+
+
+def test_a_webhook_with_an_unset_variable_is_still_checked_in_its_other_settings():
+    text = BASE.replace("timeout_seconds: 10", "timeout_seconds: 500")
+    problems = refusal(text, env={"N8N_WEBHOOK_URL": "http://127.0.0.1/x"})
+    assert len(problems) == 1 and "webhooks.n8n.timeout_seconds" in problems[0]
+
+
+def test_unset_variables_outside_webhooks_are_still_refused():
+    block_style = ("  - name: VIP\n    when:\n      totalSpend:\n        gt: ${VIP_OVER}\n"
+                   "  - {name: Active}\n")
+    problems = refusal(rules_text(segments=block_style), env=ENV)
+    assert problems[0] == (f"rules.yaml:{line_of(rules_text(segments=block_style), 'VIP_OVER')} "
+                           "segments[0].when.totalSpend.gt: environment variable VIP_OVER is not set")
+
+
+def test_currency_is_a_three_letter_code():
+    assert parse_rules(BASE, env=ENV).currency == "USD"
+    assert parse_rules(BASE + "currency: EUR\n", env=ENV).currency == "EUR"
+    problems = refusal(BASE + "currency: euro\n", env=ENV)
+    assert len(problems) == 1 and "currency" in problems[0] and "ISO 4217" in problems[0]
 
 
 def test_refusal_of_a_bad_url_does_not_echo_the_secret_or_url():
@@ -256,7 +278,7 @@ def test_orders_settings_are_read_and_compared_without_case_or_spaces():
 
 def test_the_orders_settings_alone_need_no_webhook_secret():
     text = BASE + "orders:\n  exclude_statuses: [cancelled]\n"
-    assert refusal(text, env={})  # the whole file needs WEBHOOK_SECRET
+    assert parse_rules(text, env={}).delivery_problem  # the whole file loads, without delivery
     assert parse_order_rules(text, env={}).excluded == frozenset({"cancelled"})
     with pytest.raises(RulesError, match=r"rules.yaml:\d+ orders.max_future_days: must be at most 366"):
         parse_order_rules(BASE + "orders:\n  max_future_days: 400\n", env={})

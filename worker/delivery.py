@@ -174,6 +174,8 @@ def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, hol
     `stopping` is set: what is left goes back to the queue unsent. While sends are in flight the claims are
     renewed every HEARTBEAT_SECONDS, and `heartbeat` is called (the scheduler renews its lease there).
     """
+    if rules.delivery_problem is not None:  # a webhook lacks its settings: every event waits, in order
+        return DeliveryRun()
     rng = rng or random.Random()
     clock = clock or utc_now
     events = store.claim_due_events(now, limit, holder, CLAIM_SECONDS)

@@ -148,6 +148,13 @@ class RulesSource:
             self._finish_check(error=f"{self.path.name}: could not be checked ({type(exc).__name__}); see the log")
             log.exception("could not check changed rules file, keeping rules %s in force", self._rules.rules_version)
             return
+        if rules.delivery_problem is not None and self._rules.delivery_problem is None:
+            # The environment of a running process cannot change: the new file names a variable it lacks.
+            error = (f"{self.path.name}: refused, the rules in force go on delivering: "
+                     f"{rules.delivery_problem.removeprefix('delivery is disabled: ')}")
+            self._finish_check(error=error)
+            log.error("refused changed rules file, keeping rules %s in force: %s", self._rules.rules_version, error)
+            return
         if rules.rules_version != self._rules.rules_version:
             log.info("loaded rules %s from %s", rules.rules_version, self.path)
         self._finish_check(rules=rules)
