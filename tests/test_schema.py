@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rules import Rules, RulesError, parse_rules
+from rules.money import format_cents, format_money
 from rules.schema import Condition, parse_order_rules
 from tests.factories import ENV, SECRET, make_rules, rules_text
 
@@ -288,3 +289,12 @@ def test_campaigns_recheck_before_sending_unless_told_not_to():
     rules = make_rules(campaigns="  welcome: {on: {entered: New}, webhook: n8n}\n"
                                  "  vip: {on: {entered: VIP}, webhook: n8n, recheck: false}\n")
     assert (rules.campaigns["welcome"].recheck, rules.campaigns["vip"].recheck) == (True, False)
+
+
+@pytest.mark.parametrize(("amount", "currency", "cents", "shown"), [
+    (Decimal("5000"), "USD", False, "$5,000"), (Decimal("5000"), "USD", True, "$5,000.00"),
+    (Decimal("1250.5"), "EUR", False, "€1,250.50"), (Decimal("-12.5"), "GBP", True, "-£12.50"),
+    (Decimal("1250"), "CHF", True, "1,250.00 CHF"), (Decimal("98000"), "JPY", True, "¥98,000")])
+def test_money_is_shown_with_the_rules_currency(amount, currency, cents, shown):
+    assert format_money(amount, currency, cents=cents) == shown
+    assert format_cents(int(amount * 100), currency) == format_money(amount, currency)
