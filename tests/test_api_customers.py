@@ -221,10 +221,116 @@ def test_an_unexpected_failure_is_a_500_that_leaks_nothing(client, read_headers,
     def broken(*args, **kwargs):
         raise RuntimeError("database password is hunter2")
 
-    monkeypatch.setattr(store, "list_customers", broken)
+    monkeypatch.setattr(store, "list_customers_sorted", broken)
 
     response = client.get("/api/customers", headers=read_headers)
 
     assert response.status_code == 500
     assert response.get_json() == {"error": "internal error; the server log has the details"}
     assert "hunter2" not in response.get_data(as_text=True)
+
+
+# --- sorting and totals ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def spenders(post_orders, make_orders):
+    """Six customers, two pairs tied on spend (and on the last order): sorting must split ties by contactID."""
+    rows = [("s-a", "300.00", 3), ("s-b", "100.00", 10), ("s-c", "300.00", 3), ("s-d", "200.00", 40),
+            ("s-e", "100.00", 10), ("s-f", "50.00", 200)]
+    orders = [order for cid, total, days in rows for order in make_orders(cid, first=NOW - timedelta(days=days),
+                                                                          total=total)]
+    assert post_orders(orders).status_code == 200
+
+
+def page_all(client, headers, **query) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        body = client.get("/api/customers", query_string={**query, **({"cursor": cursor} if cursor else {})},
+                          headers=headers).get_json()
+        pages.append(ids_of(body))
+        cursor = body["nextCursor"]
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize("as_of", [None, NOW.isoformat()], ids=["stored", "asOf"])
+@pytest.mark.parametrize(("sort", "expected"), [
+    ("totalSpend", ["s-f", "s-b", "s-e", "s-d", "s-a", "s-c"]),
+    ("-totalSpend", ["s-c", "s-a", "s-d", "s-e", "s-b", "s-f"]),
+    ("lastOrderDate", ["s-f", "s-d", "s-b", "s-e", "s-a", "s-c"]),
+    ("-lastOrderDate", ["s-c", "s-a", "s-e", "s-b", "s-d", "s-f"]),  # fewest days since the last order first
+    ("-contactID", ["s-f", "s-e", "s-d", "s-c", "s-b", "s-a"]),
+])
+def test_sorted_pages_cover_everyone_once_ties_by_contact_id(client, read_headers, spenders, sort, expected, as_of):
+    pages = page_all(client, read_headers, sort=sort, limit=4, **({"asOf": as_of} if as_of else {}))
+
+    assert [c for page in pages for c in page] == expected
+    assert [len(page) for page in pages] == [4, 2]
+
+
+def test_a_cursor_belongs_to_its_sort(client, read_headers, spenders):
+    by_spend = client.get("/api/customers?sort=totalSpend&limit=2", headers=read_headers).get_json()["nextCursor"]
+    by_id = client.get("/api/customers?limit=2", headers=read_headers).get_json()["nextCursor"]
+
+    for sort, cursor in (("lastOrderDate", by_spend), ("-totalSpend", by_spend), ("totalSpend", by_id)):
+        response = client.get("/api/customers", query_string={"sort": sort, "cursor": cursor}, headers=read_headers)
+        assert response.status_code == 400, sort
+        assert response.get_json()["error"].startswith("cursor: not a cursor of a list sorted by")
+    assert base64.urlsafe_b64decode(by_id + "==").decode() == "s-b", "the default order keeps plain contactID cursors"
+
+
+@pytest.mark.parametrize("forged", ['["totalSpend", 99999999999999999999999, "x"]', '["totalSpend", "1", "x"]',
+                                    '["totalSpend", 1.5, "x"]', '{"a": 1}', '["totalSpend", 1]', '7'])
+def test_a_forged_sorted_cursor_is_a_400_not_a_500(client, read_headers, spenders, forged):
+    cursor = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
+
+    response = client.get("/api/customers", query_string={"sort": "totalSpend", "cursor": cursor},
+                          headers=read_headers)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith("cursor:")
+
+
+def test_an_unknown_sort_is_a_400_listing_the_choices(client, read_headers):
+    response = client.get("/api/customers?sort=spend", headers=read_headers)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == ("sort: unknown value 'spend'; valid values are contactID, -contactID, "
+                                            "totalSpend, -totalSpend, lastOrderDate, -lastOrderDate")
+
+
+@pytest.mark.parametrize(("query", "total"), [
+    ({}, 5), ({"segment": "Active"}, 2), ({"purchaseFrequency": "One-time"}, 2),
+    ({"segment": "Active", "purchaseFrequency": "Monthly"}, 1), ({"segment": "VIP", "limit": 1}, 1),
+    ({"segment": "Dormant", "asOf": "2026-05-15"}, 3)])
+def test_lists_say_how_many_customers_the_filter_has_on_every_page(client, read_headers, population, query, total):
+    first = client.get("/api/customers", query_string={**query, "limit": 1}, headers=read_headers).get_json()
+
+    assert first["total"] == total
+    if first["nextCursor"]:
+        second = client.get("/api/customers", query_string={**query, "limit": 1, "cursor": first["nextCursor"]},
+                            headers=read_headers).get_json()
+        assert second["total"] == total
+
+
+# --- a customer's events ---------------------------------------------------------------------------------------
+
+def test_a_customers_events_are_listed_oldest_first(client, read_headers, store, rules, clock, post_orders):
+    evaluate_due(store, rules, clock())  # the baseline: later customers are welcomed
+    post_orders(make_order("C-9", "ORD-1", NOW - timedelta(days=2), "100.00"))
+    post_orders(make_order("C-9", "ORD-2", NOW - timedelta(hours=1), "5000.00"))
+    post_orders(make_order("C-8", "ORD-3", NOW - timedelta(days=1), "10.00"))
+
+    body = client.get("/api/customers/C-9/events", headers=read_headers).get_json()
+
+    assert [(e["campaign"], e["status"], e["contactID"]) for e in body["data"]] == [
+        ("welcome", "pending", "C-9"), ("vip", "pending", "C-9")]
+    assert body["count"] == 2
+    assert ids_of(client.get("/api/customers/C-9/events?limit=1", headers=read_headers).get_json()) == ["C-9"]
+
+
+def test_events_of_an_unknown_customer_are_404(client, read_headers):
+    response = client.get("/api/customers/nobody/events", headers=read_headers)
+
+    assert response.status_code == 404
+    assert response.get_json() == {"error": "customer 'nobody' not found"}

@@ -105,3 +105,97 @@ def test_replay_needs_a_write_key(client, read_headers, store, welcomed):
 
     assert client.post(f"/api/events/{welcomed[0]}/replay", headers=read_headers).status_code == 403
     assert store.get_event(welcomed[0]).status == "dead"
+
+
+# --- bulk replay -----------------------------------------------------------------------------------------------
+
+def test_the_list_says_how_many_events_have_the_status(client, read_headers, store, welcomed):
+    kill(store, welcomed[1])
+
+    assert client.get("/api/events?limit=1", headers=read_headers).get_json()["total"] == 3
+    assert client.get("/api/events?status=dead", headers=read_headers).get_json()["total"] == 1
+    assert client.get("/api/events?status=pending&limit=1", headers=read_headers).get_json()["total"] == 2
+
+
+def kill_all(store) -> None:
+    claimed = [event.id for event in store.claim_due_events(NOW, 100, "test", 60)]
+    store.record_failed(claimed, NOW, 410, "HTTP 410 Gone", 12, None)
+
+
+@pytest.fixture
+def dead_campaigns(store, rules, clock, post_orders, make_orders) -> None:
+    """Dead: welcome for C-1, C-2 and C-3, and vip for C-3 (whose second order made it VIP)."""
+    evaluate_due(store, rules, clock())
+    for contact_id in ("C-1", "C-2"):
+        post_orders(make_orders(contact_id, first=NOW - timedelta(days=2)))
+    post_orders(make_orders("C-3", first=NOW - timedelta(days=2), total="6000.00"))
+    kill_all(store)
+
+
+def test_bulk_replay_queues_the_dead_events_of_a_campaign_and_says_how_many(client, admin_headers, store, clock,
+                                                                            dead_campaigns):
+    clock.advance(hours=1)
+
+    response = client.post("/api/events/replay", json={"status": "dead", "campaign": "welcome"},
+                           headers=admin_headers)
+
+    assert response.status_code == 202
+    assert response.get_json() == {"queued": 2, "remaining": 0, "status": "dead", "campaign": "welcome"}
+    events = {(e.contact_id, e.campaign): e for e in store.list_events(None, 10)}
+    assert {key: e.status for key, e in events.items()} == {("C-1", "welcome"): "pending",
+                                                            ("C-2", "welcome"): "pending", ("C-3", "vip"): "dead"}
+    assert events[("C-1", "welcome")].next_attempt_at == clock.now
+
+
+def test_bulk_replay_without_a_body_replays_every_dead_event(client, admin_headers, store, dead_campaigns):
+    response = client.post("/api/events/replay", headers=admin_headers)
+
+    assert response.get_json()["queued"] == 3
+    assert store.count_events("dead") == 0
+
+
+def test_bulk_replay_is_bounded_and_says_what_remains(client, admin_headers, store, dead_campaigns):
+    first = client.post("/api/events/replay", json={"limit": 2}, headers=admin_headers).get_json()
+    second = client.post("/api/events/replay", json={"limit": 2}, headers=admin_headers).get_json()
+
+    assert (first["queued"], first["remaining"]) == (2, 1)
+    assert (second["queued"], second["remaining"]) == (1, 0)
+
+
+def test_bulk_replay_needs_a_write_key(client, read_headers, store, dead_campaigns):
+    response = client.post("/api/events/replay", json={}, headers=read_headers)
+
+    assert response.status_code == 403
+    assert store.count_events("dead") == 3
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ({"status": "superseded"}, "status: a bulk replay takes dead events only"),
+    ({"status": "pending"}, "status: a bulk replay takes dead events only"),
+    ({"campaign": ""}, "campaign:"),
+    ({"campaign": 5}, "campaign:"),
+    ({"limit": 0}, "limit:"),
+    ({"limit": 1001}, "limit:"),
+    ({"limit": True}, "limit:"),
+    ({"limit": "10"}, "limit:"),
+    ({"campaigns": ["vip"]}, "unknown field(s) campaigns"),
+    (["dead"], "the body must be a JSON object"),
+    ("not json", "the body must be a JSON object"),
+])
+def test_bad_bulk_replays_are_400_and_replay_nothing(client, admin_headers, store, dead_campaigns, body, problem):
+    if isinstance(body, str):
+        response = client.post("/api/events/replay", data=body, headers=admin_headers)
+    else:
+        response = client.post("/api/events/replay", json=body, headers=admin_headers)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith(problem)
+    assert store.count_events("dead") == 3
+
+
+def test_a_bulk_replay_by_curl_without_a_json_content_type_is_read_as_json(client, admin_headers, store,
+                                                                            dead_campaigns):
+    response = client.post("/api/events/replay", data='{"campaign": "vip"}',
+                           content_type="application/x-www-form-urlencoded", headers=admin_headers)
+
+    assert response.get_json()["queued"] == 1

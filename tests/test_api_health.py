@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from tests.conftest import NOW, WEBHOOK_SECRET
 from worker.api import create_app
+from worker.rules_file import RulesSource
 
 
 def test_healthz_reports_the_rules_in_force(client, rules):
@@ -87,3 +88,31 @@ def test_each_app_counts_its_own_requests(client, read_headers, settings, store,
     text = other.get("/metrics", headers=read_headers).get_data(as_text=True)
 
     assert 'route="/api/customers"' not in text
+
+
+def delivery_disabled_client(settings, store, rules_file, clock):
+    """The app with rules whose webhook needs WEBHOOK_SECRET, which the environment lacks."""
+    source = RulesSource(rules_file, {"N8N_WEBHOOK_URL": "http://127.0.0.1:9/webhook"})
+    return create_app(settings, store=store, rules_source=source, clock=clock).test_client()
+
+
+def test_healthz_is_degraded_but_200_while_delivery_is_disabled_and_says_why(settings, store, rules_file, clock):
+    response = delivery_disabled_client(settings, store, rules_file, clock).get("/healthz")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["status"], body["delivery"], body["rulesError"]) == ("degraded", "disabled", None)
+    assert body["deliveryProblem"].startswith("delivery is disabled: WEBHOOK_SECRET is not set (needed by webhook n8n)")
+
+
+def test_healthz_says_delivery_is_ok_when_every_webhook_has_its_settings(client):
+    body = client.get("/healthz").get_json()
+
+    assert (body["status"], body["delivery"], body["deliveryProblem"]) == ("ok", "ok", None)
+
+
+def test_metrics_gauge_delivery_disabled(client, read_headers, settings, store, rules_file, clock):
+    disabled = delivery_disabled_client(settings, store, rules_file, clock)
+
+    assert "segment_worker_delivery_disabled 1.0" in disabled.get("/metrics", headers=read_headers).text
+    assert "segment_worker_delivery_disabled 0.0" in client.get("/metrics", headers=read_headers).text

@@ -84,6 +84,10 @@ def test_real_responses_match_the_documented_schemas(client, read_headers, admin
     check("GET", "/api/customers", client.get("/api/customers", headers=read_headers))
     check("GET", "/api/customers", client.get("/api/customers?limit=1&asOf=2026-06-01", headers=read_headers))
     check("GET", "/api/customers", client.get("/api/customers?limit=0", headers=read_headers))
+    check("GET", "/api/customers", client.get("/api/customers?sort=-totalSpend&limit=1", headers=read_headers))
+    check("GET", "/api/customers", client.get("/api/customers?sort=lastOrderDate&asOf=2026-06-01",
+                                              headers=read_headers))
+    check("GET", "/api/customers", client.get("/api/customers?sort=spend", headers=read_headers))
     check("GET", "/api/customers", client.get("/api/customers"))
     check("GET", "/api/customers.csv", client.get("/api/customers.csv?segment=VIP", headers=read_headers))
     check("GET", "/api/customers.csv", client.get("/api/customers.csv?segment=Gold", headers=read_headers))
@@ -91,6 +95,11 @@ def test_real_responses_match_the_documented_schemas(client, read_headers, admin
     check("GET", "/api/customers/{contactID}", client.get("/api/customers/nobody", headers=read_headers))
     check("GET", "/api/customers/{contactID}/transitions",
           client.get("/api/customers/C-2/transitions", headers=read_headers))
+    check("GET", "/api/customers/{contactID}/events", client.get("/api/customers/C-2/events", headers=read_headers))
+    check("GET", "/api/customers/{contactID}/events", client.get("/api/customers/nobody/events",
+                                                                 headers=read_headers))
+    check("GET", "/api/customers/{contactID}/events", client.get("/api/customers/C-2/events?limit=0",
+                                                                 headers=read_headers))
     check("GET", "/api/segments", client.get("/api/segments", headers=read_headers))
     check("GET", "/api/segments", client.get("/api/segments?asOf=2026-06-01", headers=read_headers))
     events = client.get("/api/events", headers=read_headers)
@@ -101,6 +110,12 @@ def test_real_responses_match_the_documented_schemas(client, read_headers, admin
     check("GET", "/api/events/{eventId}", client.get(f"/api/events/{event_id}", headers=read_headers))
     check("POST", "/api/events/{eventId}/replay", client.post(f"/api/events/{event_id}/replay", headers=admin_headers))
     check("POST", "/api/events/{eventId}/replay", client.post("/api/events/nope/replay", headers=admin_headers))
+    check("POST", "/api/events/replay", client.post("/api/events/replay", json={"campaign": "vip"},
+                                                    headers=admin_headers))
+    check("POST", "/api/events/replay", client.post("/api/events/replay", headers=admin_headers))
+    check("POST", "/api/events/replay", client.post("/api/events/replay", json={"status": "superseded"},
+                                                    headers=admin_headers))
+    check("POST", "/api/events/replay", client.post("/api/events/replay", json={}, headers=read_headers))
     candidate = RULES_YAML.replace("gt: 5000", "gt: 3000")
     check("POST", "/api/rules/preview", client.post("/api/rules/preview", data=candidate, headers=admin_headers))
     check("POST", "/api/rules/preview", client.post("/api/rules/preview", data="segments: [", headers=admin_headers))

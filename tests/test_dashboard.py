@@ -4,11 +4,16 @@ filters and search, replay guarded by a write key and a CSRF token, and the bann
 from __future__ import annotations
 
 import base64
+import csv
 import dataclasses
+import io
 import json
 import logging
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import zlib
 from datetime import date, datetime, timedelta, timezone
 
@@ -18,6 +23,7 @@ from markupsafe import escape
 from werkzeug.test import TestResponse
 
 from tests.conftest import ADMIN_KEY, NOW, READ_KEY, RULES_YAML
+from tests.server_process import ROOT
 from tests.test_store_dashboard import record_transition
 from worker.api import create_app
 from worker.api.dashboard import (
@@ -30,6 +36,8 @@ from worker.api.dashboard import (
     transitions_chart,
     views,
 )
+from worker.export import COLUMNS
+from worker.rfm_boundaries import recompute_rfm
 from worker.settings import Settings, SettingsError
 from worker.store.base import NewEvent, Store, Superseded
 
@@ -300,10 +308,10 @@ def test_overview_shows_customers_and_spend_per_segment(admin, shop):
     html = admin.get("/").text
 
     vip, new, active, dormant = (row(html, "data-segment", s) for s in ("VIP", "New", "Active", "Dormant"))
-    assert (cell(vip, "customers"), cell(vip, "share"), cell(vip, "spend")) == ("1", "25.0%", "6,000.00")
-    assert (cell(new, "customers"), cell(new, "spend")) == ("1", "240.00")
-    assert (cell(active, "customers"), cell(active, "spend")) == ("1", "900.00")
-    assert (cell(dormant, "customers"), cell(dormant, "spend")) == ("1", "100.00")
+    assert (cell(vip, "customers"), cell(vip, "share"), cell(vip, "spend")) == ("1", "25.0%", "$6,000.00")
+    assert (cell(new, "customers"), cell(new, "spend")) == ("1", "$240.00")
+    assert (cell(active, "customers"), cell(active, "spend")) == ("1", "$900.00")
+    assert (cell(dormant, "customers"), cell(dormant, "spend")) == ("1", "$100.00")
     assert re.search(r'id="customers-total">4<', html)
 
 
@@ -520,7 +528,7 @@ def test_the_customer_page_shows_metrics_and_transition_history(admin, shop, sto
     assert stat(html, "data-metric", "segment") == "VIP"
     assert stat(html, "data-metric", "purchaseFrequency") == "Monthly"
     assert stat(html, "data-metric", "orderCount") == "3"
-    assert stat(html, "data-metric", "totalSpend") == "6,000.00"
+    assert stat(html, "data-metric", "totalSpend") == "$6,000.00"
     assert stat(html, "data-metric", "lastOrderDaysAgo") == "20"
     history = re.search(r'<tr data-transition="[^"]+">(.*?)</tr>', html, re.S).group(1)
     assert "2026-02-01 12:00 UTC" in history and "VIP" in history
@@ -692,3 +700,309 @@ def test_the_stylesheet_styles_banners_and_the_quiet_statuses(client):
 
     for selector in (".banner", ".banner-error", ".banner-warning", ".status-superseded", ".status-held_out"):
         assert f"{selector} {{" in css, selector
+
+
+# --- money in the rules' currency ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rules_text", [RULES_YAML + "currency: EUR\n"])
+def test_money_is_shown_in_the_rules_currency_on_every_page(admin, shop):
+    overview, table, one = admin.get("/").text, admin.get("/customers").text, admin.get("/customers/C-VIP").text
+
+    assert cell(row(overview, "data-segment", "VIP"), "spend") == "€6,000.00"
+    assert ">€6,000.00</text>" in overview, "the spend chart's value label"
+    assert cell(row(table, "data-contact", "C-VIP"), "spend") == "€6,000.00"
+    assert stat(one, "data-metric", "totalSpend") == "€6,000.00"
+
+
+def test_the_api_keeps_plain_amounts(client, read_headers, shop):
+    assert client.get("/api/customers/C-VIP", headers=read_headers).get_json()["data"]["metrics"][
+        "totalSpend"] == "6000.00"
+
+
+# --- export ----------------------------------------------------------------------------------------------------
+
+def csv_rows(response: TestResponse) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+
+
+def test_the_export_button_carries_the_table_filters(admin, shop):
+    html = admin.get("/customers?segment=Active&frequency=Monthly&q=box").text
+
+    assert 'id="export" href="/customers.csv?q=box&amp;segment=Active&amp;frequency=Monthly" download' in html
+
+
+@pytest.mark.parametrize(("query", "expected", "filename"), [
+    ("", ["C-ACT", "C-NEW", "C-OLD", "C-VIP"], "customers-all.csv"),
+    ("segment=VIP", ["C-VIP"], "customers-vip.csv"),
+    ("frequency=Monthly", ["C-ACT", "C-VIP"], "customers-monthly.csv"),
+    ("segment=Active&frequency=Monthly", ["C-ACT"], "customers-active-monthly.csv"),
+    ("q=boxworks", ["C-ACT", "C-VIP"], "customers-all.csv"),
+    ("q=boxworks&segment=VIP", ["C-VIP"], "customers-vip.csv"),
+])
+def test_the_export_downloads_the_filtered_customers_as_csv(admin, shop, query, expected, filename):
+    response = admin.get(f"/customers.csv?{query}")
+
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{filename}"'
+    rows = csv_rows(response)
+    assert [r["contactID"] for r in rows] == expected
+    assert list(rows[0]) == list(COLUMNS)
+
+
+def test_the_export_is_the_apis_csv(admin, shop, client, read_headers):
+    dashboard = admin.get("/customers.csv?segment=VIP").get_data(as_text=True)
+    api = client.get("/api/customers.csv?segment=VIP", headers=read_headers).get_data(as_text=True)
+
+    assert dashboard == api
+
+
+def test_the_export_needs_a_session_and_the_api_export_still_needs_a_key(client, admin):
+    assert client.get("/api/customers.csv").status_code == 401, "the session opens no API route"
+    admin.post("/signout", data={"csrf_token": csrf_from(admin.get("/").text)})
+    response = admin.get("/customers.csv")
+    assert (response.status_code, response.headers["Location"]) == (302, "/signin")
+
+
+def test_an_export_with_a_bad_filter_is_a_400_page(admin):
+    response = admin.get("/customers.csv?segment=Gold")
+
+    assert response.status_code == 400 and "Unknown segment" in response.text
+
+
+# --- sorting, paging both ways, the total ----------------------------------------------------------------------
+
+@pytest.fixture
+def spenders(post_orders, make_orders) -> list[str]:
+    """55 customers, spend 10.00 apart except that every fifth ties with the one before; ids by spend, highest
+    first, ties by contactID descending (the whole order reversed)."""
+    cents = {f"S-{n:03d}": (n - (n % 5 == 0)) * 1000 for n in range(1, 56)}
+    post_orders([order for cid, c in cents.items() for order in make_orders(cid, 1, total=f"{c / 100:.2f}")])
+    return sorted(cents, key=lambda cid: (cents[cid], cid), reverse=True)
+
+
+def test_the_table_sorts_by_spend_both_ways(admin, spenders):
+    highest = listed(admin.get("/customers?sort=-totalSpend").text)
+    lowest = listed(admin.get("/customers?sort=totalSpend").text)
+
+    assert highest == spenders[:50]
+    assert lowest == spenders[::-1][:50]
+
+
+def test_next_then_previous_comes_back_to_the_same_page(admin, spenders):
+    first = admin.get("/customers?sort=-totalSpend").text
+    next_href = re.search(r'rel="next" id="next-page" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = admin.get(next_href).text
+    previous_href = re.search(r'rel="prev" id="previous-page" href="([^"]+)"', second).group(1).replace("&amp;", "&")
+    back = admin.get(previous_href).text
+
+    assert listed(second) == spenders[50:]
+    assert 'rel="next"' not in second
+    assert listed(back) == spenders[:50]
+    assert 'rel="prev"' not in back and 'rel="prev"' not in first
+    assert 'rel="next"' in back
+
+
+def test_column_headers_sort_and_say_how(admin, spenders):
+    html = admin.get("/customers?sort=-totalSpend").text
+
+    assert re.search(r'<th class="sortable num" aria-sort="descending"><a href="/customers\?sort=totalSpend"'
+                     r' data-sort="totalSpend">Spend ▼</a>', html)
+    assert 'aria-sort="none"><a href="/customers?sort=-lastOrderDate" data-sort="-lastOrderDate">Last order<' in html
+    assert 'aria-sort="none"><a href="/customers?sort=lastOrderDate" data-sort="lastOrderDate">Days since<' in html
+
+
+def test_days_since_the_last_order_sorts_as_the_last_order_reversed(admin, shop):
+    fewest_days_first = listed(admin.get("/customers?sort=-lastOrderDate").text)
+    html = admin.get("/customers?sort=-lastOrderDate").text
+
+    assert fewest_days_first == ["C-NEW", "C-VIP", "C-ACT", "C-OLD"]
+    assert [cell(row(html, "data-contact", c), "days-since") for c in fewest_days_first] == ["5", "20", "30", "140"]
+    assert ('aria-sort="ascending"><a href="/customers?sort=lastOrderDate" data-sort="lastOrderDate">'
+            'Days since ▲') in html
+
+
+def test_the_table_says_how_many_customers_the_filter_has(admin, shop):
+    assert re.search(r'id="customers-count">4</span> customers<', admin.get("/customers").text)
+    assert re.search(r'id="customers-count">2</span> customers buying Monthly', admin.get(
+        "/customers?frequency=Monthly").text)
+    assert re.search(r'id="customers-count">1</span> customer in VIP<', admin.get("/customers?segment=VIP").text)
+    assert re.search(r'id="customers-count">2</span> matches', admin.get("/customers?q=boxworks").text)
+
+
+def test_search_results_follow_the_sort(admin, shop):
+    assert listed(admin.get("/customers?q=example&sort=-totalSpend").text) == ["C-VIP", "C-ACT", "C-NEW", "C-OLD"]
+
+
+@pytest.mark.parametrize("query", ["sort=spend", "sort=-totalSpend&after=not-a-cursor", "sort=totalSpend&before=UC0w"])
+def test_a_bad_sort_or_page_is_a_400_page(admin, query):
+    response = admin.get(f"/customers?{query}")
+
+    assert response.status_code == 400
+    assert response.content_type.startswith("text/html")
+
+
+# --- a customer's RFM and events -------------------------------------------------------------------------------
+
+def test_the_customer_page_shows_rfm_scores_once_the_boundaries_exist(admin, shop, store, rules, read_headers):
+    assert "No RFM scores yet" in admin.get("/customers/C-VIP").text
+    recompute_rfm(store, rules, NOW)
+
+    for contact_id in ("C-VIP", "C-OLD"):
+        html = admin.get(f"/customers/{contact_id}").text
+        api = admin.get(f"/api/customers/{contact_id}", headers=read_headers).get_json()["data"]["metrics"]["rfm"]
+        assert [stat(html, "data-rfm", s) for s in ("group", "recency", "frequency", "monetary")] == [
+            api["group"], str(api["recency"]), str(api["frequency"]), str(api["monetary"])]
+    assert stat(admin.get("/customers/C-VIP").text, "data-rfm", "monetary") > stat(html, "data-rfm", "monetary"), \
+        "the biggest spender outscores the smallest"
+
+
+def test_the_customer_page_lists_its_events_newest_first_with_replay(admin, store):
+    dead = dead_event(store, "C-EV")
+    later = NewEvent("evt_c-ev-vip", "C-EV", "vip", "n8n", "segment.entered", NOW - timedelta(minutes=5), "{}")
+    record_transition(store, "C-EV", "VIP", NOW - timedelta(minutes=5), events=[later])
+
+    html = admin.get("/customers/C-EV").text
+
+    section = re.search(r'<section class="card" id="customer-events">(.*?)</section>', html, re.S).group(1)
+    assert re.findall(r'<tr data-event="([^"]+)"', section) == ["evt_c-ev-vip", dead]
+    dead_row = row(section, "data-event", dead)
+    assert cell(dead_row, "campaign") == "welcome" and cell(dead_row, "attempts") == "1"
+    assert "HTTP 410 Gone" in dead_row and cell(dead_row, "created") == "2026-02-21 10:00 UTC"
+    assert ">Replay</button>" in dead_row and "Replay" not in row(section, "data-event", "evt_c-ev-vip")
+
+
+def test_replay_from_the_customer_page_returns_to_that_customer(admin, store):
+    dead = dead_event(store, "C-EV")
+    token = csrf_from(admin.get("/customers/C-EV").text)
+
+    response = admin.post(f"/events/{dead}/replay", data={"csrf_token": token, "back": "customer"})
+
+    assert response.headers["Location"] == "/customers/C-EV"
+    assert store.get_event(dead).status == "pending"
+
+
+def test_a_read_key_sees_a_customers_events_without_replay(reader, store):
+    dead = dead_event(store, "C-EV")
+
+    html = reader.get("/customers/C-EV").text
+
+    assert dead in html and "Replay</button>" not in html
+
+
+# --- bulk replay -----------------------------------------------------------------------------------------------
+
+def dead_of(store: Store, contact_id: str, campaign: str) -> str:
+    event = NewEvent(id=f"evt_{contact_id.lower()}_{campaign}", contact_id=contact_id, campaign=campaign,
+                     webhook="n8n", type="segment.entered", occurred_at=NOW - timedelta(hours=2), body="{}")
+    record_transition(store, contact_id, "New", NOW - timedelta(hours=2), events=[event])
+    claimed = store.claim_due_events(NOW, 100, "test", 60)
+    store.release_claims([e.id for e in claimed if e.id != event.id], NOW)
+    store.record_failed([event.id], NOW - timedelta(hours=1), 410, "HTTP 410 Gone", 12, None)
+    return event.id
+
+
+@pytest.fixture
+def dead_mix(store) -> Store:
+    for contact_id, campaign in (("C-1", "vip"), ("C-2", "vip"), ("C-3", "welcome")):
+        dead_of(store, contact_id, campaign)
+    return store
+
+
+def test_the_events_page_offers_a_bulk_replay_by_campaign_to_a_write_key(admin, dead_mix):
+    html = admin.get("/events?status=dead").text
+
+    form = re.search(r'<form class="filters bulk-replay" method="get" action="/events/replay" id="bulk-replay">'
+                     r'(.*?)</form>', html, re.S).group(1)
+    assert re.findall(r'<option value="([^"]*)">', form) == ["", "welcome", "vip", "win-back"]
+
+
+def test_a_read_key_gets_no_bulk_replay(reader, dead_mix):
+    assert 'id="bulk-replay"' not in reader.get("/events?status=dead").text
+    assert reader.get("/events/replay?campaign=vip").status_code == 403
+    token = csrf_from(reader.get("/").text)
+    assert reader.post("/events/replay", data={"csrf_token": token}).status_code == 403
+    assert dead_mix.count_events("dead") == 3
+
+
+def test_the_bulk_replay_confirmation_says_how_many(admin, dead_mix):
+    vip = admin.get("/events/replay?campaign=vip").text
+    every = admin.get("/events/replay").text
+    none = admin.get("/events/replay?campaign=win-back").text
+
+    assert "2 dead events</strong> of campaign <code>vip</code> will be pending again" in vip
+    assert ">Replay 2 events</button>" in vip
+    assert "3 dead events</strong> of every campaign" in every
+    assert "No dead events of campaign <code>win-back</code>: nothing to replay." in none
+    assert dead_mix.count_events("dead") == 3, "confirming changes nothing"
+
+
+def test_confirming_a_bulk_replay_queues_the_campaigns_dead_events(admin, dead_mix, clock):
+    page = admin.get("/events/replay?campaign=vip").text
+
+    response = admin.post("/events/replay", data={"csrf_token": csrf_from(page), "campaign": "vip"})
+
+    assert response.headers["Location"] == "/events?status=dead"
+    assert {e.id: e.status for e in dead_mix.list_events(None, 10)} == {
+        "evt_c-1_vip": "pending", "evt_c-2_vip": "pending", "evt_c-3_welcome": "dead"}
+    assert dead_mix.get_event("evt_c-1_vip").next_attempt_at == clock.now
+    assert "2 dead events of campaign vip pending again" in admin.get("/events?status=dead").text
+
+
+@pytest.mark.parametrize("form", [{}, {"csrf_token": ""}, {"csrf_token": "forged-token"}])
+def test_a_bulk_replay_without_the_session_csrf_token_is_refused(admin, dead_mix, form):
+    response = admin.post("/events/replay", data={**form, "campaign": "vip"})
+
+    assert response.status_code == 400 and "expired" in response.text
+    assert dead_mix.count_events("dead") == 3
+
+
+# --- delivery disabled -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env", [{"N8N_WEBHOOK_URL": "http://127.0.0.1:9/webhook/segment-events"}])
+def test_delivery_disabled_shows_a_banner_with_the_reason_on_every_page(admin, shop):
+    problem = admin.get("/healthz").get_json()["deliveryProblem"]
+    assert "WEBHOOK_SECRET" in problem
+
+    for path in BANNER_PAGES:
+        html = admin.get(path).text
+        assert f'<pre class="banner-detail">{escape(problem)}</pre>' in html, path
+        assert "Webhook delivery is disabled." in banner(html, "delivery-disabled"), path
+
+
+def test_no_delivery_disabled_banner_while_delivery_has_its_settings(admin, shop):
+    for path in BANNER_PAGES:
+        assert banner(admin.get(path).text, "delivery-disabled") is None, path
+
+
+# --- narrow screens --------------------------------------------------------------------------------------------
+
+def test_every_table_sits_in_a_scrolling_box(admin, shop, store):
+    dead_event(store)
+    for path in ("/", "/customers", "/customers/C-VIP", "/events"):
+        html = admin.get(path).text
+        assert html.count("<table") == html.count('<div class="scroll">\n  <table') + html.count(
+            '<div class="scroll">\n<table') + html.count('<div class="scroll">\n    <table'), path
+
+
+# --- the browser suite never skips in CI -----------------------------------------------------------------------
+
+def run_browser_suite(environment: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, **environment, "SEGMENT_WORKER_CHROMIUM": "/nonexistent/chromium"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                           "tests/test_dashboard_browser.py", "-k", "overflow"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_without_chromium_the_browser_tests_skip_saying_how_to_get_it():
+    result = run_browser_suite({"CI": ""})
+
+    assert result.returncode == 0, result.stdout
+    assert "skipped" in result.stdout.lower() and "apt-get install chromium" in result.stdout
+
+
+def test_without_chromium_under_ci_the_browser_tests_fail_instead_of_skipping():
+    result = run_browser_suite({"CI": "true"})
+
+    assert result.returncode == 1, result.stdout
+    assert "error" in result.stdout.lower() and "skipped" not in result.stdout.lower()
+    assert "CI never skips the browser tests" in result.stdout

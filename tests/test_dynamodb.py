@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -20,9 +21,10 @@ from tests.factories import T0, make_rules, new_store, order
 from worker.cli_store import init_db
 from worker.evaluate import evaluate_due
 from worker.store import open_store
-from worker.store.base import Order
-from worker.store.dynamodb import DynamoConfig, DynamoDBStore, make_client
+from worker.store.base import CustomerOrder, Evaluation, NewEvent, Order, StoreUnavailable
+from worker.store.dynamodb import DynamoConfig, DynamoDBStore, create_tables, make_client
 from worker.store.dynamodb import store as dynamo
+from worker.store.dynamodb import tables as dynamo_tables
 
 DAY = timedelta(days=1)
 
@@ -91,6 +93,7 @@ def test_tables_are_on_demand_with_the_keys_and_indexes_the_queries_need(url):
             "due": (["shard", "claimable"], "INCLUDE"),
             "retrying_by_contact": (["retrying_contact", "seq"], "KEYS_ONLY"),
             "by_status": (["status_shard", "seq"], "INCLUDE"),
+            "by_contact": (["contact_id", "seq"], "KEYS_ONLY"),
         }),
         "attempts": (["event_id", "at"], {}),
         "leases": (["name"], {}),
@@ -99,8 +102,51 @@ def test_tables_are_on_demand_with_the_keys_and_indexes_the_queries_need(url):
 
 
 def test_opening_tables_that_were_never_made_says_to_run_init_db(dynamodb_endpoint):
-    with pytest.raises(RuntimeError, match="init-db"):
+    with pytest.raises(StoreUnavailable, match="init-db"):
         open_store(f"dynamodb://?region={REGION}&endpoint_url={dynamodb_endpoint}&table_prefix=nothing_here_")
+
+
+def test_tables_of_version_2_are_refused_until_init_db_adds_the_events_by_customer_index(dynamodb_endpoint):
+    config = DynamoConfig(REGION, dynamodb_endpoint, "v2tables_")
+    client = make_client(config.region, config.endpoint_url)
+    for design in dynamo.TABLES:  # what init-db of version 2 made: no by_contact index
+        design = replace(design, indexes=tuple(i for i in design.indexes if i.name != "by_contact"))
+        client.create_table(TableName=config.table(design.noun), BillingMode="PAY_PER_REQUEST",
+                            **dynamo_tables._table_definition(design))
+    old = DynamoDBStore(config)
+    old.set_meta("schema_version", "2")
+    old.upsert_orders([order("C-1", "ORD-1", T0)], T0)
+    record = old.get_customer("C-1")
+    old.save_evaluations([Evaluation("C-1", record.version, None, "New", "One-time", None, T0, events=(
+        NewEvent("evt_1", "C-1", "welcome", "n8n", "segment.entered", T0, "{}"),))])
+    url = f"dynamodb://?region={REGION}&endpoint_url={dynamodb_endpoint}&table_prefix=v2tables_"
+
+    with pytest.raises(StoreUnavailable, match="run `python -m worker init-db` to add the index"):
+        open_store(url)
+    assert [created for _, created in create_tables(config)] == [False] * len(dynamo.TABLES)
+
+    upgraded = open_store(url)
+    assert upgraded.get_meta("schema_version") == str(dynamo.SCHEMA_VERSION)
+    assert [e.id for e in upgraded.events_for("C-1")] == ["evt_1"], "the new index holds the events already there"
+    create_tables(config)  # again: nothing to do
+    assert upgraded.get_meta("schema_version") == str(dynamo.SCHEMA_VERSION)
+
+
+def test_a_sorted_page_reads_the_table_with_a_parallel_scan_and_a_count_reads_an_index(url):
+    config = DynamoConfig.from_url(url)
+    client = Recording(make_client(config.region, config.endpoint_url))
+    store = DynamoDBStore(config, client)
+    store.upsert_orders([order(f"C-{n}", f"ORD-{n}", T0 - n * DAY, 100 * n) for n in range(5)], T0)
+    client.calls.clear()
+
+    page = store.list_customers_sorted(None, None, CustomerOrder("total_spend", descending=True), None, 2)
+    scans = Counter(client.calls)
+    client.calls.clear()
+    counted = store.count_customers_where(None, None)
+
+    assert [r.contact_id for r in page] == ["C-4", "C-3"]
+    assert scans == {("scan", "customers"): dynamo.SCAN_SEGMENTS}
+    assert counted == 5 and {call for call in client.calls} == {("query", "customers:by_id")}
 
 
 @pytest.mark.parametrize(("url", "problem"), [

@@ -7,13 +7,14 @@ import io
 import tracemalloc
 from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
 
 from rules import Classifier
 from tests.conftest import NOW
 from worker.cli import main
 from worker.evaluate import evaluate_due
-from worker.export import COLUMNS, csv_chunks, export_rows
+from worker.export import COLUMNS, csv_chunks, export_filename, export_rows
 from worker.store.base import Order
 
 
@@ -107,3 +108,21 @@ def test_cli_export_refuses_an_unknown_segment(rules_file, database_url, env):
     result = CliRunner().invoke(main, ["customers", "export", "--segment", "Gold"],
                                 env={**env, "DATABASE_URL": database_url, "RULES_FILE": str(rules_file)})
     assert result.exit_code == 2 and "not a segment" in result.output
+
+
+def test_a_search_keeps_the_customers_the_store_search_finds(store, rules):
+    seed(store, rules, 30)
+    classifier = Classifier(rules)
+
+    rows = list(export_rows(store, classifier, NOW, search="CUSTOMER 1"))
+
+    assert [r["contactID"] for r in rows] == [r.contact_id for r in store.search_customers("CUSTOMER 1", 100)]
+    assert len(rows) == 11  # Customer 1 and Customer 10 ... Customer 19
+
+
+@pytest.mark.parametrize(("segment", "frequency", "name"), [
+    (None, None, "customers-all.csv"), ("VIP", None, "customers-vip.csv"),
+    ("Active", "One-time", "customers-active-one-time.csv"), ('Big "Spenders"\r\n', None, "customers-big-spenders.csv"),
+    ("Über", None, "customers-ber.csv"), ("!!!", None, "customers-x.csv")])
+def test_export_filenames_hold_only_letters_digits_and_dashes(segment, frequency, name):
+    assert export_filename(segment, frequency) == name

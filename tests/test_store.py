@@ -14,12 +14,14 @@ import pytest
 from tests.conftest import Backend
 from tests.factories import T0, new_store, order
 from worker.store.base import (
+    CustomerOrder,
     CustomerRecord,
     Evaluation,
     NewEvent,
     SaveResult,
     Store,
     StoreError,
+    StoreUnavailable,
     Superseded,
     TransitionRecord,
 )
@@ -77,7 +79,7 @@ def test_reopening_keeps_the_data(store, backend):
 
 def test_database_from_a_newer_program_is_refused(store, backend):
     store.set_meta("schema_version", str(SCHEMA_VERSION + 1))
-    with pytest.raises(RuntimeError, match="newer than this program"):
+    with pytest.raises(StoreUnavailable, match="newer than this program"):
         backend.open()
 
 
@@ -530,3 +532,24 @@ def test_a_claim_renewed_by_its_holder_outlives_its_first_expiry_and_no_one_else
     later = T0 + timedelta(seconds=30)
     assert [e.id for e in store.claim_due_events(later, 10, "B", 20)] == [second], "only the renewed one is held"
     assert store.claim_due_events(T0 + timedelta(seconds=61), 10, "C", 20)[0].id == first
+
+
+def test_a_version_2_database_gains_the_sorted_lists_column_and_indexes(tmp_path):
+    path = tmp_path / "segments.db"
+    opened = new_store(tmp_path)
+    opened.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=3), 500), order("C-2", "ORD-2", T0, 100)], T0)
+    opened.close()
+    with sqlite3.connect(path) as db:  # what a version 2 program left behind
+        for index in ("customers_by_last_order", "customers_by_segment_last_order", "events_by_contact"):
+            db.execute(f"DROP INDEX {index}")
+        db.execute("ALTER TABLE customers DROP COLUMN last_order_key")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+
+    upgraded = new_store(tmp_path)
+    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION)
+    newest_first = upgraded.list_customers_sorted(None, None, CustomerOrder("last_order", descending=True), None, 5)
+    assert [c.contact_id for c in newest_first] == ["C-2", "C-1"]
+    with sqlite3.connect(path) as db:
+        indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"customers_by_last_order", "customers_by_segment_last_order", "events_by_contact"} <= indexes
+    upgraded.close()

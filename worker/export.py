@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import datetime
 
 from rules import Classifier
 from worker.serialize import customer_json
-from worker.store.base import CustomerRecord, Store
+from worker.store.base import CustomerRecord, Store, search_matcher
 
 COLUMNS = ("contactID", "name", "email", "segment", "purchaseFrequency", "orderCount", "totalSpend",
            "firstOrderDate", "lastOrderDate", "lastOrderReference", "lastOrderDaysAgo",
@@ -19,13 +20,18 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_rows(store: Store, classifier: Classifier, as_of: datetime, segment: str | None = None,
-                purchase_frequency: str | None = None, use_stored: bool = True) -> Iterator[dict[str, object]]:
+                purchase_frequency: str | None = None, use_stored: bool = True,
+                search: str | None = None) -> Iterator[dict[str, object]]:
     """Customers as flat rows, classified at `as_of`, filtered on that classification, ordered by contactID.
 
     `use_stored` narrows the scan with the stored segment index (right for "now"); another moment scans all.
+    `search` keeps the customers the store's search_customers would find for it (every match, not its first page).
     """
     narrowed = (segment, purchase_frequency) if use_stored else (None, None)
+    matches = search_matcher(search) if search else None
     for record in _records(store, *narrowed):
+        if matches is not None and not matches(record.contact_id, record.email, record.name):
+            continue
         view = customer_json(record, classifier.classify(record.facts, as_of))
         metrics = view["metrics"]
         if (segment and metrics["segment"] != segment) or \
@@ -52,6 +58,14 @@ def csv_chunks(rows: Iterator[dict[str, object]]) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def export_filename(segment: str | None, purchase_frequency: str | None = None) -> str:
+    """customers-vip.csv, customers-active-monthly.csv, customers-all.csv: the filters in letters, digits and '-'
+    only, since segment names come from rules.yaml and a header value must not carry quotes or line breaks."""
+    parts = [re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "x"
+             for name in (segment, purchase_frequency) if name]
+    return f"customers-{'-'.join(parts) or 'all'}.csv"
 
 
 def _records(store: Store, segment: str | None, purchase_frequency: str | None) -> Iterator[CustomerRecord]:

@@ -1,4 +1,5 @@
-"""Read routes for customers: the list with filters and paging, one customer, segment totals and history."""
+"""Read routes for customers: the list with filters, sorting and paging, one customer, segment totals, history
+and the customer's events."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from werkzeug.exceptions import NotFound
 
 from rules import Classification
 from worker.api.context import context
-from worker.api.params import as_of_param, choice_param, cursor_param, encode_cursor, limit_param
-from worker.export import csv_chunks, export_rows
-from worker.serialize import customer_json, iso, money, transition_json
-from worker.store.base import CustomerRecord, SegmentSummary
+from worker.api.params import as_of_param, choice_param, encode_position, limit_param, position_param, sort_param
+from worker.export import csv_chunks, export_filename, export_rows
+from worker.serialize import customer_json, event_json, iso, money, transition_json
+from worker.store.base import CustomerOrder, CustomerRecord, SegmentSummary
 
 bp = Blueprint("customers", __name__)
 
@@ -26,12 +27,14 @@ def list_customers() -> dict[str, Any]:
     rules = ctx.rules()
     segment = choice_param("segment", rules.segment_names)
     frequency = choice_param("purchaseFrequency", rules.frequency_names)
-    limit, after, as_of = limit_param(), cursor_param(), as_of_param()
+    sort, order = sort_param()
+    limit, after, as_of = limit_param(), position_param(sort), as_of_param()
     if as_of is None:
-        data, last_key = _stored_page(segment, frequency, after, limit)
+        data, last, total = _stored_page(segment, frequency, order, after, limit)
     else:
-        data, last_key = _evaluated_page(segment, frequency, after, limit, as_of)
-    return {"data": data, "count": len(data), "nextCursor": encode_cursor(last_key) if last_key else None}
+        data, last, total = _evaluated_page(segment, frequency, order, after, limit, as_of)
+    return {"data": data, "count": len(data), "total": total,
+            "nextCursor": encode_position(sort, last) if last is not None else None}
 
 
 @bp.get("/customers.csv")
@@ -44,9 +47,8 @@ def export_customers() -> Response:
     as_of = as_of_param()
     rows = export_rows(ctx.store, ctx.classifier(), as_of or ctx.clock(), segment, frequency,
                        use_stored=as_of is None)
-    name = f"customers-{segment or 'all'}.csv".lower()
     return Response(stream_with_context(csv_chunks(rows)), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{export_filename(segment)}"'})
 
 
 @bp.get("/customers/<contact_id>")
@@ -62,6 +64,13 @@ def customer_transitions(contact_id: str) -> dict[str, Any]:
     _customer_or_404(contact_id)
     transitions = [transition_json(t) for t in context().store.transitions_for(contact_id)]
     return {"data": transitions, "count": len(transitions)}
+
+
+@bp.get("/customers/<contact_id>/events")
+def customer_events(contact_id: str) -> dict[str, Any]:
+    _customer_or_404(contact_id)
+    events = [event_json(e) for e in context().store.events_for(contact_id, limit_param())]
+    return {"data": events, "count": len(events)}
 
 
 @bp.get("/segments")
@@ -87,9 +96,13 @@ def _customer_or_404(contact_id: str) -> CustomerRecord:
     return record
 
 
-def _stored_page(segment: str | None, frequency: str | None, after: str | None,
-                 limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    """One page from the stored segment index, shown as classified right now.
+Page = tuple[list[dict[str, Any]], tuple[int, str] | None, int | None]  # rows, where the next page starts, total
+
+
+def _stored_page(segment: str | None, frequency: str | None, order: CustomerOrder, after: tuple[int, str] | None,
+                 limit: int) -> Page:
+    """One page from the stored segment index, shown as classified right now; the total counts stored segments
+    (None where the store cannot count it cheaply: DynamoDB with both filters).
 
     Right after a day threshold passes (e.g. midnight) a stored segment can be stale until the next evaluation;
     such rows are left out rather than shown under a filter they no longer match, and paging still continues
@@ -98,28 +111,39 @@ def _stored_page(segment: str | None, frequency: str | None, after: str | None,
     ctx = context()
     classifier = ctx.classifier()
     now = ctx.clock()
-    records = ctx.store.list_customers(segment, frequency, after, limit)
+    records = ctx.store.list_customers_sorted(segment, frequency, order, after, limit)
     data = []
     for record in records:
         classification = classifier.classify(record.facts, now)
         if _matches(classification, segment, frequency):
             data.append(customer_json(record, classification))
-    last_key = records[-1].contact_id if len(records) == limit else None
-    return data, last_key
+    last = order.position(records[-1]) if len(records) == limit else None
+    return data, last, ctx.store.count_customers_where(segment, frequency)
 
 
-def _evaluated_page(segment: str | None, frequency: str | None, after: str | None, limit: int,
-                    as_of: datetime) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of everyone classified at `as_of`; one extra match tells whether another page exists."""
-    matches = (
-        (record, classification)
-        for record, classification in _classified_at(as_of)
-        if (after is None or record.contact_id > after) and _matches(classification, segment, frequency)
-    )
-    page = heapq.nsmallest(limit + 1, matches, key=lambda match: match[0].contact_id)
+def _evaluated_page(segment: str | None, frequency: str | None, order: CustomerOrder, after: tuple[int, str] | None,
+                    limit: int, as_of: datetime) -> Page:
+    """One page of everyone classified at `as_of`; one extra match tells whether another page exists. Everyone is
+    classified anyway, so the total of matches comes with it."""
+    total = 0
+
+    def after_cursor() -> Iterator[tuple[CustomerRecord, Classification]]:
+        nonlocal total
+        for record, classification in _classified_at(as_of):
+            if _matches(classification, segment, frequency):
+                total += 1
+                if after is None or _beyond(order, order.position(record), after):
+                    yield record, classification
+
+    choose = heapq.nlargest if order.descending else heapq.nsmallest
+    page = choose(limit + 1, after_cursor(), key=lambda match: order.position(match[0]))
     more = len(page) > limit
     page = page[:limit]
-    return [customer_json(r, c) for r, c in page], page[-1][0].contact_id if more else None
+    return [customer_json(r, c) for r, c in page], order.position(page[-1][0]) if more else None, total
+
+
+def _beyond(order: CustomerOrder, position: tuple[int, str], after: tuple[int, str]) -> bool:
+    return position < after if order.descending else position > after
 
 
 def _evaluated_summary(as_of: datetime) -> list[SegmentSummary]:

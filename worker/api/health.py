@@ -31,12 +31,16 @@ def healthz() -> tuple[dict[str, Any], int]:
     ctx = context()
     rules = ctx.rules()  # first: it notices a changed file, which sets or clears the error read below
     source = ctx.rules_source
+    # Delivery off for want of a webhook's environment variable still answers 200: the API works, events wait.
+    problem = rules.delivery_problem
     body = {
-        "status": "degraded" if source.error else "ok",
+        "status": "degraded" if source.error or problem else "ok",
         "rulesVersion": rules.rules_version,
         "rulesError": source.error,
         "rulesLoadedAt": iso(source.loaded_at),
         "database": "ok",
+        "delivery": "disabled" if problem else "ok",
+        "deliveryProblem": problem,
     }
     try:
         ctx.store.ping()
@@ -108,6 +112,9 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily("segment_worker_rules_refused",
                                 "1 while a changed rules file is refused and the last good rules stay in force",
                                 value=1 if self.ctx.rules_source.error else 0)
+        yield GaugeMetricFamily("segment_worker_delivery_disabled",
+                                "1 while a webhook's environment variable is unset: nothing is delivered, events wait",
+                                value=1 if self.ctx.rules().delivery_problem else 0)
 
     def _evaluations(self) -> Iterator[Metric]:
         recorded = self.ctx.store.last_run() or RunTotals(at=None)

@@ -8,8 +8,9 @@ from flask import Blueprint
 
 from rules import Rules
 from worker.api.context import context
-from worker.api.events import STATUSES
-from worker.api.params import DEFAULT_LIMIT, EARLIEST_AS_OF, LATEST_AS_OF, MAX_LIMIT
+from worker.api.events import MAX_CAMPAIGN_CHARS, STATUSES
+from worker.api.params import DEFAULT_LIMIT, DEFAULT_SORT, EARLIEST_AS_OF, LATEST_AS_OF, MAX_LIMIT, SORTS
+from worker.store.base import BULK_REPLAY_LIMIT
 
 bp = Blueprint("openapi", __name__)
 
@@ -51,8 +52,11 @@ def _paths() -> Schema:
     read_errors = _errors(400, 401, 404)
     return {
         "/api/customers": {"get": _operation(
-            "List customers, optionally by segment and purchase frequency, in pages ordered by contactID.",
-            "CustomerList", ["segment", "purchaseFrequency", "limit", "cursor", "asOf"], _errors(400, 401))},
+            "List customers, optionally by segment and purchase frequency, in pages ordered by contactID or by "
+            "`sort`. `total` counts every customer of the filter: the stored segments (as of the last evaluation) "
+            "without asOf, the classification at asOf with it; it is null where the store cannot count it without "
+            "reading the whole segment (DynamoDB with both segment and purchaseFrequency).",
+            "CustomerList", ["segment", "purchaseFrequency", "sort", "limit", "cursor", "asOf"], _errors(400, 401))},
         "/api/customers.csv": {"get": {
             "summary": "The customer list as CSV, streamed (same filters as /api/customers, no paging).",
             "parameters": [{"$ref": f"#/components/parameters/{name}"}
@@ -66,6 +70,9 @@ def _paths() -> Schema:
             read_errors)},
         "/api/customers/{contactID}/transitions": {"get": _operation(
             "The customer's segment moves, oldest first.", "TransitionList", ["contactID"], _errors(401, 404))},
+        "/api/customers/{contactID}/events": {"get": _operation(
+            "The customer's latest `limit` webhook events, every status, oldest first.", "CustomerEvents",
+            ["contactID", "limit"], read_errors)},
         "/api/segments": {"get": _operation(
             "Customers and spend per segment, every segment of the rules included.", "SegmentsResponse",
             ["asOf"], _errors(400, 401))},
@@ -76,8 +83,18 @@ def _paths() -> Schema:
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OrdersRequest")}}},
         }},
         "/api/events": {"get": _operation(
-            "Webhook events in the outbox, oldest first.", "EventList", ["status", "limit", "cursor"],
-            _errors(400, 401))},
+            "Webhook events in the outbox, oldest first; `total` counts the events of the status (all of them "
+            "without one).", "EventList", ["status", "limit", "cursor"], _errors(400, 401))},
+        "/api/events/replay": {"post": {
+            **_operation(f"Replay dead events in bulk, oldest first: at most `limit` (up to {BULK_REPLAY_LIMIT}) a "
+                         "call are made pending again, due now, each checked once more before it is sent; "
+                         "`remaining` says how many matching dead events wait for another call. Only dead events: "
+                         "a superseded event is replayed one at a time (POST /api/events/{eventId}/replay), since "
+                         "it is then sent without its re-check. Needs a write key.", "BulkReplayResult", [],
+                         _errors(400, 401, 403, 413), status="202"),
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": _ref("BulkReplayRequest")}}},
+        }},
         "/api/events/{eventId}": {"get": _operation(
             "One event and its delivery attempts.", "EventDetail", ["eventId"], _errors(401, 404))},
         "/api/events/{eventId}/replay": {"post": _operation(
@@ -100,7 +117,8 @@ def _paths() -> Schema:
                 "schema": {"type": "object"}}}}, **_errors(401)},
         }},
         "/healthz": {"get": {
-            "summary": "Liveness and rules status; degraded while a refused rules file is being ignored.",
+            "summary": "Liveness, rules and delivery status: degraded (still 200) while a refused rules file is "
+                       "being ignored, or while delivery is disabled for want of a webhook's environment variable.",
             "security": [],
             "responses": {"200": _json("Healthy or degraded", "Health"),
                           "503": _json("The store does not answer", "Health")},
@@ -152,7 +170,13 @@ def _parameters(rules: Rules) -> Schema:
                                     {"enum": list(rules.frequency_names)}),
         "limit": _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                                                 "default": DEFAULT_LIMIT}),
-        "cursor": _query("cursor", "nextCursor from the previous page.", {"type": "string"}),
+        "cursor": _query("cursor", "nextCursor from the previous page (of the same filters and sort).",
+                         {"type": "string"}),
+        "sort": _query("sort", "Order of the list: a field, ascending, or with a leading '-' descending "
+                       "(-totalSpend: the biggest spenders first). Days since the last order is the last order "
+                       "date reversed: -lastOrderDate lists the fewest days first. Customers without a counted "
+                       "order have no last order and come first by lastOrderDate. Ties go by contactID, in the "
+                       f"same direction. Default {DEFAULT_SORT}.", {"enum": list(SORTS), "default": DEFAULT_SORT}),
         "asOf": _query("asOf", "Evaluate at this moment instead of now: an ISO 8601 date or datetime "
                        f"from {EARLIEST_AS_OF.date()} to before {LATEST_AS_OF.date()}.",
                        {"type": "string", "examples": ["2026-02-21", "2026-02-21T08:30:00Z"]}),
@@ -195,7 +219,10 @@ def _schemas() -> Schema:
             "metrics": _ref("CustomerMetrics"),
         }),
         "CustomerResponse": _object({"data": _ref("Customer")}),
-        "CustomerList": _page("Customer"),
+        "CustomerList": _page("Customer", total=_nullable_total(
+            "Customers of the filter (not only this page); null where the store cannot count them cheaply")),
+        "CustomerEvents": _object({"data": {"type": "array", "items": _ref("Event")},
+                                   "count": {"type": "integer", "minimum": 0}}),
         "SegmentSummary": _object({
             "segment": {"type": "string"},
             "customers": {"type": "integer", "minimum": 0},
@@ -244,7 +271,21 @@ def _schemas() -> Schema:
             "error": {"type": ["string", "null"]},
             "durationMs": {"type": "integer", "minimum": 0},
         }),
-        "EventList": _page("Event"),
+        "EventList": _page("Event", total={"type": "integer", "minimum": 0,
+                                           "description": "Events of the status (all events without one)"}),
+        "BulkReplayRequest": _object({
+            "status": {"enum": ["dead"], "default": "dead", "description": "Only dead events are replayed in bulk"},
+            "campaign": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_CAMPAIGN_CHARS,
+                         "description": "Only this campaign's events; absent or null: every campaign"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": BULK_REPLAY_LIMIT, "default": BULK_REPLAY_LIMIT},
+        }, required=[]),
+        "BulkReplayResult": _object({
+            "queued": {"type": "integer", "minimum": 0, "description": "Dead events made pending by this call"},
+            "remaining": {"type": "integer", "minimum": 0,
+                          "description": "Matching events still dead: call again to replay them"},
+            "status": {"enum": ["dead"]},
+            "campaign": {"type": ["string", "null"]},
+        }),
         "EventResponse": _object({"data": _ref("Event")}),
         "EventDetail": _object({"data": _ref("Event"), "attempts": {"type": "array", "items": _ref("Attempt")}}),
         "OrderInput": _object({
@@ -292,6 +333,9 @@ def _schemas() -> Schema:
             "rulesError": {"type": ["string", "null"]},
             "rulesLoadedAt": _nullable(_ref("Timestamp")),
             "database": {"enum": ["ok", "unavailable"]},
+            "delivery": {"enum": ["ok", "disabled"],
+                         "description": "disabled while a webhook's ${VAR} is unset: events wait in the outbox"},
+            "deliveryProblem": {"type": ["string", "null"], "description": "why delivery is disabled, in one line"},
         }),
     }
 
@@ -302,9 +346,13 @@ def _object(properties: Schema, required: list[str] | None = None) -> Schema:
             "required": list(properties) if required is None else required, "additionalProperties": False}
 
 
-def _page(item: str) -> Schema:
+def _page(item: str, total: Schema) -> Schema:
     return _object({"data": {"type": "array", "items": _ref(item)}, "count": {"type": "integer", "minimum": 0},
-                    "nextCursor": {"type": ["string", "null"]}})
+                    "total": total, "nextCursor": {"type": ["string", "null"]}})
+
+
+def _nullable_total(description: str) -> Schema:
+    return {"type": ["integer", "null"], "minimum": 0, "description": description}
 
 
 def _query(name: str, description: str, schema: Schema) -> Schema:

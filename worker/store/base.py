@@ -5,20 +5,30 @@ from __future__ import annotations
 import abc
 import json
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from rules import CustomerFacts
 from rules.rfm import RfmCutoffs
 from rules.schema import DEFAULT_EXCLUDED_STATUSES, status_key
-from worker.store.times import from_iso, iso
+from worker.store.times import from_iso, iso, to_ms
 
 # Event statuses. Pending events wait for delivery; the others are final until a replay.
 PENDING, DELIVERED, DEAD, SUPERSEDED, HELD_OUT = "pending", "delivered", "dead", "superseded", "held_out"
 EVENT_STATUSES = (PENDING, DELIVERED, DEAD, SUPERSEDED, HELD_OUT)
 DEFAULT_EXCLUDED = frozenset(status_key(s) for s in DEFAULT_EXCLUDED_STATUSES)
+
+# How customer lists can be ordered besides by contact_id (the default): ties always go by contact_id.
+CUSTOMER_SORT_KEYS = ("contact_id", "total_spend", "last_order")
+# A customer with no counted order has no last order: it sorts before every date (both backends use this number;
+# every real instant in milliseconds is far above it).
+NO_ORDER_MS = -(1 << 62)
+# Dead events a bulk replay makes pending again per call, at most: a bound on one request's work (the rest wait
+# for the next call, which continues with them since the replayed ones are dead no more).
+BULK_REPLAY_LIMIT = 1000
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 # Meta keys, as existing stores hold them: renaming one forgets what it kept.
 EXCLUDED_STATUSES_KEY = "excluded_statuses"  # the order statuses the stored aggregates leave out (JSON list)
@@ -32,6 +42,10 @@ _PROBE_KEY = "healthz-probe"  # never written: the cheapest read there is
 
 class StoreError(Exception):
     """The store could not do what was asked (a value it cannot hold, a backend failure); nothing was written."""
+
+
+class StoreUnavailable(ValueError):
+    """DATABASE_URL names a store that cannot be opened; the message names the setting and the fix."""
 
 
 class StoreBusy(StoreError):
@@ -150,6 +164,54 @@ class Evaluation:
     transition: TransitionRecord | None = None
     events: Sequence[NewEvent] = field(default_factory=tuple)
     segment_since: datetime | None = None  # set when the segment changes (with or without a transition)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerOrder:
+    """How a customer list is ordered: by `key` (one of CUSTOMER_SORT_KEYS), ties by contact_id, the whole order
+    ascending or descending. A page continues strictly after the `position` of the last row seen, so rows with equal
+    values are neither repeated nor skipped; the page before a row is the page after it in `reversed()` order."""
+
+    key: str = "contact_id"
+    descending: bool = False
+
+    def __post_init__(self) -> None:
+        if self.key not in CUSTOMER_SORT_KEYS:
+            raise ValueError(f"unknown sort key {self.key!r} (use one of: {', '.join(CUSTOMER_SORT_KEYS)})")
+
+    def reversed(self) -> CustomerOrder:
+        return replace(self, descending=not self.descending)
+
+    def position(self, record: CustomerRecord) -> tuple[int, str]:
+        """Where `record` stands in this order: (its sort value, its contact_id)."""
+        return sort_value(record, self.key), record.contact_id
+
+    def sorted(self, records: Sequence[CustomerRecord]) -> list[CustomerRecord]:
+        return sorted(records, key=self.position, reverse=self.descending)
+
+
+def sort_value(record: CustomerRecord, key: str) -> int:
+    """The integer a customer is ordered by under `key`: spend in cents, the last order in epoch milliseconds
+    (NO_ORDER_MS without one), 0 for contact_id order (the contact_id then decides alone)."""
+    if key == "total_spend":
+        return record.facts.total_cents
+    if key == "last_order":
+        last = record.facts.last_order_at
+        return NO_ORDER_MS if last is None else to_ms(last)
+    return 0
+
+
+def search_matcher(text: str) -> Callable[[str, str | None, str | None], bool]:
+    """search_customers' test as a function of (contact_id, email, name): the contact_id starts with `text`, or the
+    email or the name contains it, ignoring case: of ASCII letters only for ASCII text (as SQLite's LIKE), casefolded
+    for any other text."""
+    fold: Callable[[str], str] = (lambda value: value.translate(_ASCII_LOWER)) if text.isascii() else str.casefold
+    needle = fold(text)
+
+    def matches(contact_id: str, email: str | None, name: str | None) -> bool:
+        return fold(contact_id).startswith(needle) or any(needle in fold(value or "") for value in (email, name))
+
+    return matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +381,17 @@ class Store(abc.ABC):
         """Customers ordered by contact_id, after the cursor `after`, filtered by stored segment/frequency."""
 
     @abc.abstractmethod
+    def list_customers_sorted(self, segment: str | None, purchase_frequency: str | None, order: CustomerOrder,
+                              after: tuple[int, str] | None, limit: int) -> list[CustomerRecord]:
+        """Up to `limit` customers filtered by stored segment/frequency, in `order`, strictly after the position
+        `after` (CustomerOrder.position of the last row seen; None: from the start)."""
+
+    @abc.abstractmethod
+    def count_customers_where(self, segment: str | None, purchase_frequency: str | None) -> int | None:
+        """How many customers have this stored segment and/or frequency (all of them when both are None); None
+        when this backend cannot count it without reading every customer of the segment."""
+
+    @abc.abstractmethod
     def iter_customers(self, batch_size: int = 1000) -> Iterator[list[CustomerRecord]]: ...
 
     @abc.abstractmethod
@@ -374,6 +447,22 @@ class Store(abc.ABC):
         """Make a dead, delivered or superseded event pending again, due now, with its retry schedule restarted
         (`attempts` back to 0; the attempt history stays); False if unknown. A replayed superseded event is sent
         as it is (recheck off: a person decided); any other replay is checked again before it is sent."""
+
+    @abc.abstractmethod
+    def replay_dead_events(self, now: datetime, campaign: str | None = None,
+                           limit: int = BULK_REPLAY_LIMIT) -> int:
+        """Make up to `limit` dead events (of `campaign`, or of every campaign) pending again, oldest first, each as
+        replay_event does (due now, retry schedule restarted, checked again before it is sent); returns how many.
+        Only dead events: a superseded event replayed is sent without its re-check, which a person decides one
+        event at a time. Two calls at once never replay one event twice."""
+
+    @abc.abstractmethod
+    def count_events(self, status: str, campaign: str | None = None) -> int:
+        """Events with this status (and of this campaign, when given)."""
+
+    @abc.abstractmethod
+    def events_for(self, contact_id: str, limit: int = 100) -> list[EventRecord]:
+        """The customer's latest `limit` events (every status), oldest first."""
 
     @abc.abstractmethod
     def event_counts(self, now: datetime) -> dict[str, float]:

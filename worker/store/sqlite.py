@@ -16,8 +16,11 @@ from pathlib import Path
 from rules import CustomerFacts
 from rules.schema import status_key
 from worker.store.base import (
+    BULK_REPLAY_LIMIT,
     EVENT_STATUSES,
+    NO_ORDER_MS,
     Attempt,
+    CustomerOrder,
     CustomerRecord,
     Evaluation,
     EventRecord,
@@ -33,7 +36,9 @@ from worker.store.base import (
 )
 from worker.store.times import from_ms, to_ms
 
-SCHEMA_VERSION = 2  # 2: customers.segment_since, events.superseded_by, events.recheck and events.ordered
+# 2: customers.segment_since, events.superseded_by, events.recheck and events.ordered. 3: customers.last_order_key
+# and the indexes of the sorted customer lists and of a customer's events (_migrate adds them to older files).
+SCHEMA_VERSION = 3
 WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL at the most between checkpoints
 # How long a write waits for another writer's transaction to end. Background writes (evaluation, the outbox,
 # leases) wait long: giving up after a send means sending again. Order writes (POST /api/orders, an import's
@@ -80,6 +85,9 @@ CREATE INDEX IF NOT EXISTS customers_dirty ON customers (contact_id) WHERE dirty
 CREATE INDEX IF NOT EXISTS customers_due ON customers (next_check_at) WHERE next_check_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS customers_by_segment ON customers (segment, contact_id);
 CREATE INDEX IF NOT EXISTS customers_by_frequency ON customers (purchase_frequency, contact_id);
+CREATE INDEX IF NOT EXISTS customers_by_segment_frequency ON customers (segment, purchase_frequency);
+CREATE INDEX IF NOT EXISTS customers_by_spend ON customers (total_cents, contact_id);
+CREATE INDEX IF NOT EXISTS customers_by_segment_spend ON customers (segment, total_cents, contact_id);
 CREATE TABLE IF NOT EXISTS transitions (
     id TEXT PRIMARY KEY,
     contact_id TEXT NOT NULL,
@@ -116,6 +124,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
 CREATE INDEX IF NOT EXISTS events_pending_by_contact ON events (contact_id, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS events_by_contact ON events (contact_id, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     event_id TEXT NOT NULL,
     attempted_at INTEGER NOT NULL,
@@ -126,6 +135,17 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_by_event ON attempts (event_id, attempted_at);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);
 """
+# A customer without orders has no last order. Lists sorted by last order go by last_order_key instead: the last
+# order, or NO_ORDER_MS without one, so that both backends share one total order. It is a virtual column (computed
+# when read, stored only in its indexes) because SQLite seeks a row value such as (last_order_key, contact_id) > (?, ?)
+# in an index on columns, not in one on an expression. Added after the tables, for stores made before it.
+_LAST_ORDER_KEY = (f"ALTER TABLE customers ADD COLUMN last_order_key INTEGER GENERATED ALWAYS AS "
+                   f"(coalesce(last_order_at, {NO_ORDER_MS})) VIRTUAL")
+_LAST_ORDER_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS customers_by_last_order ON customers (last_order_key, contact_id)",
+    "CREATE INDEX IF NOT EXISTS customers_by_segment_last_order ON customers (segment, last_order_key, contact_id)",
+)
+_SORT_COLUMNS = {"total_spend": "total_cents", "last_order": "last_order_key"}
 
 _CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_order_at, last_order_at, "
                      "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at, "
@@ -208,17 +228,23 @@ class SQLiteStore(Store):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            if "last_order_key" not in {row[1] for row in db.execute("PRAGMA table_xinfo(customers)")}:
+                db.execute(_LAST_ORDER_KEY)
+            for statement in _LAST_ORDER_INDEXES:
+                db.execute(statement)
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema version {row[0]}, newer than this program "
                                    f"({SCHEMA_VERSION}); upgrade segment-worker")
-            elif int(row[0]) == 1:
-                first_run = db.execute("SELECT value FROM meta WHERE key = 'first_run_at'").fetchone()
-                first_run_ms = to_ms(datetime.fromisoformat(first_run[0])) if first_run and first_run[0] else None
-                for statement in _MIGRATE_TO_2:
-                    db.execute(statement, (first_run_ms,) if "?" in statement else ())
+            elif int(row[0]) < SCHEMA_VERSION:
+                if int(row[0]) == 1:
+                    first_run = db.execute("SELECT value FROM meta WHERE key = 'first_run_at'").fetchone()
+                    first_run_ms = to_ms(datetime.fromisoformat(first_run[0])) if first_run and first_run[0] else None
+                    for statement in _MIGRATE_TO_2:
+                        db.execute(statement, (first_run_ms,) if "?" in statement else ())
+                # version 3's column and indexes were added above, as for every store that lacks them
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def checkpoint(self) -> None:
@@ -378,11 +404,7 @@ class SQLiteStore(Store):
 
     def list_customers(self, segment: str | None, purchase_frequency: str | None, after: str | None,
                        limit: int) -> list[CustomerRecord]:
-        clauses, params = [], []
-        for column, value in (("segment", segment), ("purchase_frequency", purchase_frequency)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
+        clauses, params = self._filters(segment, purchase_frequency)
         if after is not None:
             clauses.append("contact_id > ?")
             params.append(after)
@@ -390,6 +412,46 @@ class SQLiteStore(Store):
         rows = self._db.execute(
             f"SELECT {_CUSTOMER_COLUMNS} FROM customers {where} ORDER BY contact_id LIMIT ?", (*params, limit))
         return [_customer(r) for r in rows]
+
+    def list_customers_sorted(self, segment: str | None, purchase_frequency: str | None, order: CustomerOrder,
+                              after: tuple[int, str] | None, limit: int) -> list[CustomerRecord]:
+        # Everyone or a segment: a range of one index, whatever the page. A frequency alone is read from its own
+        # index and sorted (O(customers of the band) a page): one index per band and sort would make every import
+        # and evaluation write more, for a filter rarer than the segment's.
+        clauses, params = self._filters(segment, purchase_frequency)
+        direction, beyond = ("DESC", "<") if order.descending else ("ASC", ">")
+        column = _SORT_COLUMNS.get(order.key)
+        if column is None:  # contact_id order
+            if after is not None:
+                clauses.append(f"contact_id {beyond} ?")
+                params.append(after[1])
+            order_by = f"contact_id {direction}"
+        else:
+            if after is not None:
+                # a row value: ties on the sort value go on by contact_id, in the index's own order
+                clauses.append(f"({column}, contact_id) {beyond} (?, ?)")
+                params += [after[0], after[1]]
+            order_by = f"{column} {direction}, contact_id {direction}"
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers {where} ORDER BY {order_by} LIMIT ?", (*params, limit))
+        return [_customer(r) for r in rows]
+
+    def count_customers_where(self, segment: str | None, purchase_frequency: str | None) -> int:
+        # Answered from an index alone: (segment, purchase_frequency), or the frequency or segment index.
+        clauses, params = self._filters(segment, purchase_frequency)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self._db.execute(f"SELECT count(*) FROM customers {where}", params).fetchone()[0]
+
+    @staticmethod
+    def _filters(segment: str | None, purchase_frequency: str | None) -> tuple[list[str], list[object]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (("segment", segment), ("purchase_frequency", purchase_frequency)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return clauses, params
 
     def iter_customers(self, batch_size: int = 1000) -> Iterator[list[CustomerRecord]]:
         after = ""
@@ -547,6 +609,25 @@ class SQLiteStore(Store):
                 "claimed_until = NULL, recheck = CASE WHEN status = 'superseded' THEN 0 ELSE 1 END "
                 "WHERE id = ?", (to_ms(now), event_id)).rowcount
         return changed == 1
+
+    def replay_dead_events(self, now: datetime, campaign: str | None = None, limit: int = BULK_REPLAY_LIMIT) -> int:
+        clause, params = ("AND campaign = ?", [campaign]) if campaign is not None else ("", [])
+        with self._write() as db:
+            # one statement in one transaction: a concurrent replay finds these rows pending, not dead
+            return db.execute(
+                "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?, claimed_by = NULL, "
+                "claimed_until = NULL, recheck = 1 WHERE id IN (SELECT id FROM events INDEXED BY events_by_status "
+                f"WHERE status = 'dead' {clause} ORDER BY seq LIMIT ?)", (to_ms(now), *params, limit)).rowcount
+
+    def count_events(self, status: str, campaign: str | None = None) -> int:
+        clause, params = ("AND campaign = ?", [campaign]) if campaign is not None else ("", [])
+        return self._db.execute(f"SELECT count(*) FROM events WHERE status = ? {clause}",
+                                (status, *params)).fetchone()[0]
+
+    def events_for(self, contact_id: str, limit: int = 100) -> list[EventRecord]:
+        rows = self._db.execute(f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_by_contact "
+                                "WHERE contact_id = ? ORDER BY seq DESC LIMIT ?", (contact_id, limit))
+        return [_event(r) for r in rows][::-1]
 
     def event_counts(self, now: datetime) -> dict[str, float]:
         counts: dict[str, float] = dict.fromkeys(EVENT_STATUSES, 0)

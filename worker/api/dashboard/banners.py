@@ -1,5 +1,5 @@
-"""The banners at the top of every signed-in page: the rules file is refused, or webhook delivery is failing or
-behind."""
+"""The banners at the top of every signed-in page: the rules file is refused, delivery is disabled (a webhook's
+environment variable is unset), or webhook delivery is failing or behind."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Banners:
     dead: int = 0
     waited_seconds: float | None = None  # the oldest pending event's age, once past DELIVERY_BEHIND_SECONDS
     behind_after_seconds: float = DELIVERY_BEHIND_SECONDS
+    delivery_problem: str | None = None  # rules.delivery_problem: why nothing is delivered, the same as /healthz's
 
 
 def banners() -> Banners:
@@ -40,17 +41,17 @@ def banners() -> Banners:
 
 def _current_banners() -> Banners:
     ctx = context()
-    ctx.rules()  # first: it notices a changed file, which sets or clears the error read below
+    rules = ctx.rules()  # first: it notices a changed file, which sets or clears the error read below
     source = ctx.rules_source
     try:
         counts = event_counts()
     except Exception:
         # The page still helps without its delivery banner; /healthz reports a store that does not answer.
         log.exception("dashboard: cannot read the event queue for the delivery banner")
-        return Banners(source.error, str(source.path))
+        return Banners(source.error, str(source.path), delivery_problem=rules.delivery_problem)
     oldest = float(counts.get("oldest_pending_age_seconds", 0.0))
     return Banners(source.error, str(source.path), int(counts.get("dead", 0)),
-                   oldest if oldest > DELIVERY_BEHIND_SECONDS else None)
+                   oldest if oldest > DELIVERY_BEHIND_SECONDS else None, delivery_problem=rules.delivery_problem)
 
 
 def event_counts() -> dict[str, float]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal
+
+from rules.money import format_cents
 
 
 def when(moment: datetime | None) -> str:
@@ -16,9 +17,9 @@ def day(moment: datetime | None) -> str:
     return "—" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d")
 
 
-def amount(cents: int) -> str:
-    """Money for people: 12,450.00 (the API keeps the plain '12450.00')."""
-    return f"{Decimal(cents) / 100:,.2f}"
+def amount(cents: int, currency: str) -> str:
+    """Money for people in the rules' currency: $12,450.00 (the API keeps the plain '12450.00')."""
+    return format_cents(cents, currency)
 
 
 def number(value: float) -> str:

@@ -1,5 +1,5 @@
-"""The dashboard's pages: the overview (segments, transitions per day, the event queue), customers with search,
-one customer, the events by status with replay, and the helpers every page's template gets."""
+"""The dashboard's pages: the overview (segments, transitions per day, the event queue), the events by status
+with replay one at a time or in bulk, and the helpers every page's template gets. Customers are in customers.py."""
 
 from __future__ import annotations
 
@@ -15,29 +15,29 @@ from worker.api.context import context
 from worker.api.dashboard.banners import banners, event_counts
 from worker.api.dashboard.blueprint import bp
 from worker.api.dashboard.charts import colour_classes, horizontal_bars, transitions_chart
+from worker.api.dashboard.customers import UNKNOWN_CHOICE
 from worker.api.dashboard.formats import age, amount, day, number, when
 from worker.api.dashboard.session import csrf_token
-from worker.api.events import STATUSES
+from worker.api.events import MAX_CAMPAIGN_CHARS, STATUSES
 from worker.api.params import choice_param
-from worker.store.base import SegmentSummary
+from worker.store.base import BULK_REPLAY_LIMIT, DEAD, SegmentSummary
 
 log = logging.getLogger(__name__)
 
 CHART_DAYS = 90
 PAGE_SIZE = 50
-SEARCH_LIMIT = 200
-SEARCH_MAX_CHARS = 200
 DEAD_ON_OVERVIEW = 10
-# Worded for people reading a page, unlike the API's "segment: unknown value ...".
-UNKNOWN_CHOICE = "Unknown {name} '{raw}'; choose one of {valid}."
-# Where a replay returns to: a fixed page, never a URL from the form, so it cannot redirect off-site.
+# Where a replay returns to: a fixed page, or the replayed event's own customer (read from the store), never a URL
+# from the form, so it cannot redirect off-site.
 _BACK_TO = {"overview": ("dashboard.overview", {}), "events": ("dashboard.events", {"status": "dead"})}
+_WRITE_KEY_NEEDED = "Replaying events needs a key from ADMIN_API_KEYS; this session signed in with a read key."
 
 
 @bp.context_processor
 def page_helpers() -> dict[str, Any]:
-    return {"access": g.get("access"), "csrf_token": csrf_token, "when": when, "day": day, "amount": amount,
-            "number": number, "age": age, "banners": banners()}
+    currency = context().rules().currency
+    return {"access": g.get("access"), "csrf_token": csrf_token, "when": when, "day": day,
+            "amount": lambda cents: amount(cents, currency), "number": number, "age": age, "banners": banners()}
 
 
 # --- pages ------------------------------------------------------------------------------------------------
@@ -60,50 +60,11 @@ def overview() -> str:
         customers=customers,
         unevaluated=customers - sum(row.customers for row in rows),
         customer_bars=horizontal_bars([(r.segment, r.customers, number(r.customers), r.css) for r in rows]),
-        spend_bars=horizontal_bars([(r.segment, r.total_cents, amount(r.total_cents), r.css) for r in rows]),
+        spend_bars=horizontal_bars([(r.segment, r.total_cents, amount(r.total_cents, ctx.rules().currency), r.css)
+                                    for r in rows]),
         chart=chart,
         queue=event_counts(),
         dead=ctx.store.list_events("dead", DEAD_ON_OVERVIEW),
-    )
-
-
-@bp.get("/customers")
-def customers() -> str:
-    ctx = context()
-    rules = ctx.rules()
-    segment = choice_param("segment", rules.segment_names, UNKNOWN_CHOICE)
-    frequency = choice_param("frequency", rules.frequency_names, UNKNOWN_CHOICE)
-    text = request.args.get("q", "").strip()
-    if len(text) > SEARCH_MAX_CHARS:
-        raise BadRequest(f"Search for at most {SEARCH_MAX_CHARS} characters.")
-    after = request.args.get("after") or None
-    if text:
-        found = ctx.store.search_customers(text, SEARCH_LIMIT)
-        records = [r for r in found if (segment is None or r.segment == segment)
-                   and (frequency is None or r.purchase_frequency == frequency)]
-        more, next_after = len(found) == SEARCH_LIMIT, None
-    else:
-        records = ctx.store.list_customers(segment, frequency, after, PAGE_SIZE)
-        more = len(records) == PAGE_SIZE
-        next_after = records[-1].contact_id if more else None
-    return render_template(
-        "dashboard/customers.html", records=records, q=text, segment=segment, frequency=frequency,
-        segments=rules.segment_names, frequencies=rules.frequency_names, more=more, next_after=next_after,
-        search_limit=SEARCH_LIMIT, search_max_chars=SEARCH_MAX_CHARS, colours=colour_classes(rules.segment_names),
-    )
-
-
-@bp.get("/customers/<path:contact_id>")
-def customer(contact_id: str) -> str:
-    ctx = context()
-    record = ctx.store.get_customer(contact_id)
-    if record is None:
-        raise NotFound(f"No customer has the id '{contact_id}'.")
-    now = ctx.clock()
-    names = list(ctx.rules().segment_names)
-    return render_template(
-        "dashboard/customer.html", record=record, now=now, classification=ctx.classifier().classify(record.facts, now),
-        transitions=ctx.store.transitions_for(contact_id), colours=colour_classes(names),
     )
 
 
@@ -115,7 +76,7 @@ def events() -> str:
     listed = ctx.store.list_events(status, PAGE_SIZE, after)
     return render_template(
         "dashboard/events.html", events=listed, status=status, statuses=STATUSES,
-        queue=event_counts(),
+        queue=event_counts(), campaigns=list(ctx.rules().campaigns),
         next_after=listed[-1].id if len(listed) == PAGE_SIZE else None,
     )
 
@@ -123,14 +84,56 @@ def events() -> str:
 @bp.post("/events/<event_id>/replay")
 def replay(event_id: str) -> Response:
     if g.access != "write":
-        raise Forbidden("Replaying events needs a key from ADMIN_API_KEYS; this session signed in with a read key.")
+        raise Forbidden(_WRITE_KEY_NEEDED)
     ctx = context()
     if not ctx.store.replay_event(event_id, ctx.clock()):
         raise NotFound(f"No event has the id '{event_id}'.")
     log.info("dashboard: event %s replayed", event_id)
     flash(f"Event {event_id} is pending again; the next delivery run sends it.")
+    if request.form.get("back") == "customer":
+        event = ctx.store.get_event(event_id)
+        if event is not None:
+            return redirect(url_for("dashboard.customer", contact_id=event.contact_id))
     endpoint, args = _BACK_TO.get(request.form.get("back", ""), _BACK_TO["overview"])
     return redirect(url_for(endpoint, **args))
+
+
+@bp.get("/events/replay")
+def confirm_bulk_replay() -> str:
+    """What a bulk replay would do, to confirm: how many dead events (of the campaign chosen) it makes pending."""
+    if g.access != "write":
+        raise Forbidden(_WRITE_KEY_NEEDED)
+    campaign = _campaign(request.args.get("campaign", ""))
+    count = context().store.count_events(DEAD, campaign)
+    return render_template("dashboard/events_replay.html", campaign=campaign, count=count,
+                           per_request=BULK_REPLAY_LIMIT)
+
+
+@bp.post("/events/replay")
+def bulk_replay() -> Response:
+    if g.access != "write":
+        raise Forbidden(_WRITE_KEY_NEEDED)
+    ctx = context()
+    campaign = _campaign(request.form.get("campaign", ""))
+    queued = ctx.store.replay_dead_events(ctx.clock(), campaign, BULK_REPLAY_LIMIT)
+    remaining = ctx.store.count_events(DEAD, campaign)
+    log.info("dashboard: bulk replay of %d dead event(s) of %s", queued,
+             f"campaign {campaign}" if campaign else "every campaign")
+    which = f" of campaign {campaign}" if campaign else ""
+    message = f"{number(queued)} dead event{'' if queued == 1 else 's'}{which} pending again; the next delivery " \
+              "runs send them."
+    if remaining:
+        message += f" {number(remaining)} still dead (at most {number(BULK_REPLAY_LIMIT)} a replay): replay again."
+    flash(message)
+    return redirect(url_for("dashboard.events", status=DEAD))
+
+
+def _campaign(raw: str) -> str | None:
+    """A campaign name from a form or query ('' for every campaign)."""
+    name = raw.strip()
+    if len(name) > MAX_CAMPAIGN_CHARS:
+        raise BadRequest(f"A campaign name has at most {MAX_CAMPAIGN_CHARS} characters.")
+    return name or None
 
 
 # --- segments -------------------------------------------------------------------------------------------------

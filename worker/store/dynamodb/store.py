@@ -19,13 +19,16 @@ from functools import reduce
 from itertools import islice
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from rules.schema import status_key
 from worker.store.base import (
+    BULK_REPLAY_LIMIT,
+    DEAD,
     EVENT_STATUSES,
     SUPERSEDED,
     Attempt,
+    CustomerOrder,
     CustomerRecord,
     Evaluation,
     EventRecord,
@@ -35,8 +38,10 @@ from worker.store.base import (
     SaveResult,
     SegmentSummary,
     Store,
+    StoreUnavailable,
     Superseded,
     TransitionRecord,
+    search_matcher,
 )
 from worker.store.dynamodb.items import (
     _CUSTOMER_FIELDS,
@@ -76,10 +81,37 @@ BACKOFF_CAP_SECONDS = 2.0
 CLAIM_PAGES = 5  # pages of due candidates looked at per claim, when others take or hold back the first ones
 ATTEMPT_COUNTER_KEY = "counter:attempts"  # a meta item, so no table just for three numbers
 ATTEMPT_OUTCOMES = ("delivered", "http_error", "network_error")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# Parallel scan segments for the reads that have no index (customer lists sorted by spend or last order).
+SCAN_SEGMENTS = 8
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def open_dynamodb(database_url: str) -> DynamoDBStore:
+    """The store DATABASE_URL names, or StoreUnavailable saying what is missing (credentials, region, tables)."""
+    config = DynamoConfig.from_url(database_url)  # a malformed URL: ValueError naming DATABASE_URL
+    where = f" at {config.endpoint_url}" if config.endpoint_url else ""
+    try:
+        return DynamoDBStore.open(config)
+    except NoCredentialsError:
+        raise StoreUnavailable("DATABASE_URL is DynamoDB but no AWS credentials were found: set AWS_ACCESS_KEY_ID "
+                               "and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run with an IAM role") from None
+    except NoRegionError:
+        raise StoreUnavailable("DATABASE_URL is DynamoDB without a region: add ?region=eu-west-1 (say) to it, or set "
+                               "AWS_REGION") from None
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise StoreUnavailable(f"DynamoDB{where} refused the connection check: {error.get('Code', 'error')}: "
+                               f"{error.get('Message', '')} (check the credentials and DATABASE_URL)") from None
+    except BotoCoreError as exc:  # the endpoint cannot be reached, and the like
+        raise StoreUnavailable(f"cannot reach DynamoDB{where}: {exc} (check DATABASE_URL and the network)") from None
+    except _NoTables as exc:
+        raise StoreUnavailable(str(exc)) from None
+
+
+class _NoTables(RuntimeError):
+    """The tables are missing or belong to a newer program."""
 
 
 class DynamoDBStore(Store):
@@ -105,16 +137,18 @@ class DynamoDBStore(Store):
                 raise
             version = None
         if version is None:
-            raise RuntimeError(f"no segment-worker tables with prefix {config.table_prefix!r} in DynamoDB"
+            raise _NoTables(f"no segment-worker tables with prefix {config.table_prefix!r} in DynamoDB"
                                f"{' at ' + config.endpoint_url if config.endpoint_url else ''}: "
                                "run `python -m worker init-db` first")
         if int(version) > SCHEMA_VERSION:
-            raise RuntimeError(f"the DynamoDB tables {config.table_prefix}* have schema version {version}, newer "
+            raise _NoTables(f"the DynamoDB tables {config.table_prefix}* have schema version {version}, newer "
                                f"than this program ({SCHEMA_VERSION}); upgrade segment-worker")
         if int(version) < SCHEMA_VERSION:
-            # Version 2 only adds optional attributes, so the tables need nothing but the new number, which stops
-            # an older program (that knows no superseded events) from sharing them.
-            store.set_meta("schema_version", str(SCHEMA_VERSION))
+            # Version 3 reads a customer's events from an index older tables lack; `init-db` adds it (DynamoDB fills
+            # it from the events already there) and only then records version 3.
+            raise _NoTables(f"the DynamoDB tables {config.table_prefix}* were made by an older version (schema "
+                            f"version {version}, this one needs {SCHEMA_VERSION}): run `python -m worker init-db` "
+                            "to add the index of events by customer, then start again")
         return store
 
     def close(self) -> None:
@@ -349,6 +383,59 @@ class DynamoDBStore(Store):
 
     def list_customers(self, segment: str | None, purchase_frequency: str | None, after: str | None,
                        limit: int) -> list[CustomerRecord]:
+        return self._page_by_id(segment, purchase_frequency, after, limit, descending=False)
+
+    def list_customers_sorted(self, segment: str | None, purchase_frequency: str | None, order: CustomerOrder,
+                              after: tuple[int, str] | None, limit: int) -> list[CustomerRecord]:
+        if order.key == "contact_id":
+            return self._page_by_id(segment, purchase_frequency, None if after is None else after[1], limit,
+                                    order.descending)
+        return self._page_by_scan(segment, purchase_frequency, order, after, limit)
+
+    def _page_by_scan(self, segment: str | None, purchase_frequency: str | None, order: CustomerOrder,
+                      after: tuple[int, str] | None, limit: int) -> list[CustomerRecord]:
+        """No index keeps customers by spend or last order (each would be rewritten by every order that arrives, on
+        top of the customer's own write), so such a page reads the whole table: a parallel Scan, strongly
+        consistent, projected to the record's fields, filtered by segment/frequency, keeping only the best `limit`
+        rows in memory. O(customers) read units per page: see docs/dynamodb.md for what that costs."""
+        conditions, values = [], {}
+        for name, value in (("segment", segment), ("purchase_frequency", purchase_frequency)):
+            if value is not None:
+                conditions.append(f"#{name} = :{name}")
+                values[f":{name}"] = value
+        filters = _expression(values, FilterExpression=" AND ".join(conditions)) if conditions else {}
+        choose = heapq.nlargest if order.descending else heapq.nsmallest
+
+        def best(items: Iterator[dict[str, Any]]) -> list[CustomerRecord]:
+            records = (_customer(item) for item in items)
+            if after is not None:
+                records = (r for r in records if (order.position(r) < after if order.descending
+                                                  else order.position(r) > after))
+            return choose(limit, records, key=order.position)
+
+        # each segment keeps its best `limit` as it reads: memory stays O(limit), not O(customers)
+        found = [r for rows in self._parallel_scan("customers", _CUSTOMER_FIELDS, filters, best) for r in rows]
+        return choose(limit, found, key=order.position)
+
+    def count_customers_where(self, segment: str | None, purchase_frequency: str | None) -> int | None:
+        """Counted on a keys-only index (about 50 bytes a customer, not the whole item); with both filters there is
+        no index to count on, so None."""
+        if segment is not None and purchase_frequency is not None:
+            return None
+        if segment is not None:
+            index, partitions = "by_segment", [f"{segment}#{s}" for s in range(CUSTOMER_SHARDS)]
+        elif purchase_frequency is not None:
+            index, partitions = "by_frequency", [f"{purchase_frequency}#{s}" for s in range(CUSTOMER_SHARDS)]
+        else:
+            index, partitions = "by_id", list(range(CUSTOMER_SHARDS))
+        design = next(i for d in TABLES if d.noun == "customers" for i in d.indexes if i.name == index)
+        key = design.hash_key[0]
+        return sum(self._in_parallel(lambda partition: self._count(
+            TableName=self._tables["customers"], IndexName=index,
+            **_expression({":p": partition}, KeyConditionExpression=f"#{key} = :p")), partitions))
+
+    def _page_by_id(self, segment: str | None, purchase_frequency: str | None, after: str | None, limit: int,
+                    descending: bool) -> list[CustomerRecord]:
         """Pages of a sharded index in contact_id order; rows are read from the table itself (consistent), and a
         row whose stored segment moved on since the index saw it is left out, the page refilled."""
         if segment is not None:
@@ -358,13 +445,16 @@ class DynamoDBStore(Store):
         else:
             index, partitions = "by_id", list(range(CUSTOMER_SHARDS))
         found: list[CustomerRecord] = []
+        beyond = "<" if descending else ">"
         while len(found) < limit:
             want = limit - len(found)
-            condition, values = ("#contact_id > :after", {":after": after}) if after is not None else ("", {})
-            keys = self._query_partitions("customers", index, partitions, condition, values, want)
-            found += [r for r in self.customers_by_id([k["contact_id"] for k in keys])
-                      if (segment is None or r.segment == segment)
-                      and (purchase_frequency is None or r.purchase_frequency == purchase_frequency)]
+            condition, values = (f"#contact_id {beyond} :after", {":after": after}) if after is not None else ("", {})
+            keys = self._query_partitions("customers", index, partitions, condition, values, want,
+                                          descending=descending)
+            page = [r for r in self.customers_by_id([k["contact_id"] for k in keys])
+                    if (segment is None or r.segment == segment)
+                    and (purchase_frequency is None or r.purchase_frequency == purchase_frequency)]
+            found += page[::-1] if descending else page
             if len(keys) < want:
                 break
             after = keys[-1]["contact_id"]
@@ -405,11 +495,9 @@ class DynamoDBStore(Store):
     def search_customers(self, text: str, limit: int) -> list[CustomerRecord]:
         """A scan (DynamoDB has no case-blind 'contains'): O(customers) per search, as SQLite's is for non-ASCII
         text. ASCII text ignores case of ASCII letters only and other text compares casefolded, as SQLite's."""
-        fold = (lambda value: value.translate(_ASCII_LOWER)) if text.isascii() else str.casefold
-        needle = fold(text)
+        matches = search_matcher(text)
         found = sorted(item["contact_id"] for item in self._scan("customers", ("contact_id", "email", "name"))
-                       if fold(item["contact_id"]).startswith(needle)
-                       or any(needle in fold(item.get(name) or "") for name in ("email", "name")))
+                       if matches(item["contact_id"], item.get("email"), item.get("name")))
         return self.customers_by_id(found[:limit])
 
     def transitions_for(self, contact_id: str, limit: int = 100) -> list[TransitionRecord]:
@@ -613,6 +701,56 @@ class DynamoDBStore(Store):
                               **_expression({**values, ":pending": "pending"}, UpdateExpression=update,
                                             ConditionExpression="#status = :pending"))
 
+    def replay_dead_events(self, now: datetime, campaign: str | None = None, limit: int = BULK_REPLAY_LIMIT) -> int:
+        """Dead events oldest first from the status index, read from the table (the index may trail; the campaign
+        is only there), each replayed by an update conditional on it still being dead: one replay wins each event.
+        Reads O(dead events up to the last one replayed): dead events of other campaigns are read and passed over."""
+        at, replayed, after = to_ms(now), 0, None
+        partitions = [f"{DEAD}#{shard}" for shard in range(EVENT_SHARDS)]
+        while replayed < limit:
+            want = limit - replayed
+            condition, values = ("#seq > :after", {":after": after}) if after is not None else ("", {})
+            keys = self._query_partitions("events", "by_status", partitions, condition, values, want)
+            items = self._get_items("events", [{"id": k["id"]} for k in keys], ("id", "seq", "status", "campaign"))
+            chosen = sorted((i for i in items if i.get("status") == DEAD
+                             and (campaign is None or i.get("campaign") == campaign)), key=lambda i: _int(i["seq"]))
+            replayed += sum(self._in_parallel(lambda item: self._replay_dead(item, at), chosen[:want]))
+            if len(keys) < want:
+                break
+            after = _int(keys[-1]["seq"])
+        return replayed
+
+    def _replay_dead(self, item: dict[str, Any], at: int) -> bool:
+        event_id = item["id"]
+        update, values = _set_or_remove({
+            "status": "pending", "status_shard": f"pending#{_shard(event_id, EVENT_SHARDS)}", "next_attempt_at": at,
+            "claimable": _claim_key(at, _int(item["seq"])), "attempts": 0, "claimed_by": None, "claimed_until": None,
+            "retrying_contact": None, "recheck": None,
+        })
+        return self._conditional(self._client.update_item, TableName=self._tables["events"],
+                                 Key=_to_item({"id": event_id}),
+                                 **_expression({**values, ":dead": DEAD}, UpdateExpression=update,
+                                               ConditionExpression="#status = :dead"))
+
+    def count_events(self, status: str, campaign: str | None = None) -> int:
+        """Keys counted on the status index; for one campaign, the events of that status read from the table too
+        (the index does not hold the campaign): O(events of that status)."""
+        partitions = [f"{status}#{shard}" for shard in range(EVENT_SHARDS)]
+        if campaign is None:
+            return sum(self._count(TableName=self._tables["events"], IndexName="by_status",
+                                   **_expression({":p": p}, KeyConditionExpression="#status_shard = :p"))
+                       for p in partitions)
+        keys = self._query_partitions("events", "by_status", partitions, "", {})
+        items = self._get_items("events", [{"id": k["id"]} for k in keys], ("id", "status", "campaign"))
+        return sum(item.get("status") == status and item.get("campaign") == campaign for item in items)
+
+    def events_for(self, contact_id: str, limit: int = 100) -> list[EventRecord]:
+        keys = list(islice(self._query(
+            TableName=self._tables["events"], IndexName="by_contact", ScanIndexForward=False, Limit=limit,
+            **_expression({":c": contact_id}, KeyConditionExpression="#contact_id = :c")), limit))
+        items = sorted(self._get_items("events", [{"id": k["id"]} for k in keys]), key=lambda item: _int(item["seq"]))
+        return [_event(item) for item in items if item["contact_id"] == contact_id]
+
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts from the status index (keys only, so cheap per event; still O(events) per call)."""
         pending = [item for shard in range(EVENT_SHARDS) for item in self._query(
@@ -734,9 +872,25 @@ class DynamoDBStore(Store):
         return _read(self._client.scan, {"TableName": self._tables[noun], "ConsistentRead": True,
                                          **(_expression(ProjectionExpression=_projection(fields)) if fields else {})})
 
+    def _parallel_scan(self, noun: str, fields: Sequence[str], request: dict[str, Any],
+                       reduce_segment: Callable[[Iterator[dict[str, Any]]], R]) -> list[R]:
+        """Every item (strongly consistent) read by SCAN_SEGMENTS segments at once, each segment's items handed to
+        `reduce_segment` as they arrive; `request` adds a filter."""
+        projection = _expression(ProjectionExpression=_projection(fields))
+        names = {**projection.pop("ExpressionAttributeNames"), **request.get("ExpressionAttributeNames", {})}
+
+        def segment(number: int) -> R:
+            return reduce_segment(_read(self._client.scan, {
+                "TableName": self._tables[noun], "ConsistentRead": True, **projection, **request,
+                "ExpressionAttributeNames": names, "Segment": number, "TotalSegments": SCAN_SEGMENTS}))
+
+        return self._in_parallel(segment, list(range(SCAN_SEGMENTS)))
+
     def _query_partitions(self, noun: str, index: str, partitions: Iterable[Any], condition: str,
-                          values: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
-        """The first `limit` entries, in the index's sort order, across several partitions of a sharded index."""
+                          values: dict[str, Any], limit: int | None = None,
+                          descending: bool = False) -> list[dict[str, Any]]:
+        """The first `limit` entries, in the index's sort order (or its reverse), across several partitions of a
+        sharded index."""
         design = next(i for d in TABLES if d.noun == noun for i in d.indexes if i.name == index)
         hash_name, sort_name = design.hash_key[0], design.range_key[0]
         key_condition = f"#{hash_name} = :partition" + (f" AND {condition}" if condition else "")
@@ -746,6 +900,8 @@ class DynamoDBStore(Store):
                        **_expression({**values, ":partition": partition}, KeyConditionExpression=key_condition)}
             if limit is not None:
                 request["Limit"] = limit
+            if descending:
+                request["ScanIndexForward"] = False
             rows = []
             for item in self._query(**request):
                 rows.append(item)
@@ -753,7 +909,8 @@ class DynamoDBStore(Store):
                     break
             return rows
 
-        merged = heapq.merge(*self._in_parallel(one, list(partitions)), key=lambda item: item[sort_name])
+        merged = heapq.merge(*self._in_parallel(one, list(partitions)), key=lambda item: item[sort_name],
+                             reverse=descending)
         return list(merged if limit is None else islice(merged, limit))
 
     def _in_parallel(self, work: Callable[[T], R], items: Sequence[T]) -> list[R]:

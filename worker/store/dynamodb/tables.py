@@ -3,8 +3,10 @@ with `init-db`'s create_tables, and make_client, the boto3 client every request 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,9 +17,14 @@ from botocore.exceptions import ClientError
 
 from worker.store.dynamodb.items import _code, _expression, _to_item
 
-SCHEMA_VERSION = 2  # 2: optional attributes segment_since, superseded_by, recheck; the superseded status
+log = logging.getLogger(__name__)
+
+# 2: optional attributes segment_since, superseded_by, recheck; the superseded status. 3: the events index
+# by_contact (a customer's events), which `init-db` adds to tables made before it.
+SCHEMA_VERSION = 3
 DEFAULT_TABLE_PREFIX = "segment_worker_"
 WORKERS = 8  # concurrent requests for per-item writes (conditional updates cannot be batched)
+INDEX_WAIT_SECONDS = 3600  # how long init-db waits for DynamoDB to fill an index it added to a table with data
 _URL_OPTIONS = ("region", "endpoint_url", "table_prefix")
 
 
@@ -81,6 +88,7 @@ TABLES = (
         Index("due", ("shard", "N"), ("claimable", "S"), include=("contact_id",)),  # pending, by when takeable
         Index("retrying_by_contact", ("retrying_contact", "S"), ("seq", "N")),  # failed, waiting for a retry
         Index("by_status", ("status_shard", "S"), ("seq", "N"), include=("created_at",)),
+        Index("by_contact", ("contact_id", "S"), ("seq", "N")),  # a customer's events, newest first
     )),
     TableDesign("attempts", ("event_id", "S"), ("at", "S")),
     TableDesign("leases", ("name", "S")),
@@ -89,9 +97,11 @@ TABLES = (
 
 
 def create_tables(config: DynamoConfig, client: Any = None) -> list[tuple[str, bool]]:
-    """Create the missing tables (on-demand billing) and record the schema version; (table, created) pairs.
+    """Create the missing tables (on-demand billing), add the indexes that tables made by an older version lack,
+    and record the schema version; (table, created) pairs.
 
-    Idempotent: existing tables are left alone, so running `init-db` again is harmless.
+    Idempotent: existing tables keep their data, so running `init-db` again is harmless. The schema version moves
+    up only once every index is in place, which is what lets this version's processes open the tables.
     """
     client = client or make_client(config.region, config.endpoint_url)
     existing = set()
@@ -102,20 +112,58 @@ def create_tables(config: DynamoConfig, client: Any = None) -> list[tuple[str, b
         name = config.table(design.noun)
         report.append((name, name not in existing))
         if name in existing:
+            _add_missing_indexes(client, name, design)
             continue
         answer = client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **_table_definition(design))
         if answer["TableDescription"].get("TableStatus") != "ACTIVE":
             creating.append(name)
     for name in creating:
         client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    try:
-        client.put_item(TableName=config.table("meta"),
-                        Item=_to_item({"key": "schema_version", "value": str(SCHEMA_VERSION)}),
-                        **_expression(ConditionExpression="attribute_not_exists(#key)"))
+    _record_schema_version(client, config.table("meta"))
+    return report
+
+
+def _add_missing_indexes(client: Any, table: str, design: TableDesign) -> None:
+    """One UpdateTable per missing index (DynamoDB creates one at a time), each waited for: DynamoDB fills a new
+    index from the items already in the table, which can take minutes on a large one."""
+    present = {index["IndexName"] for index in client.describe_table(TableName=table)["Table"].get(
+        "GlobalSecondaryIndexes", [])}
+    for index in design.indexes:
+        if index.name in present:
+            continue
+        log.warning("adding index %s to table %s; DynamoDB fills it from the existing items", index.name, table)
+        client.update_table(TableName=table, AttributeDefinitions=[
+            {"AttributeName": name, "AttributeType": kind} for name, kind in (index.hash_key, index.range_key)],
+            GlobalSecondaryIndexUpdates=[{"Create": _index_definition(index)}])
+        _wait_for_index(client, table, index.name)
+
+
+def _wait_for_index(client: Any, table: str, name: str) -> None:
+    deadline = time.monotonic() + INDEX_WAIT_SECONDS
+    while True:
+        indexes = client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+        if any(index["IndexName"] == name and index.get("IndexStatus", "ACTIVE") == "ACTIVE" for index in indexes):
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"index {name} of {table} is still being built after {INDEX_WAIT_SECONDS} s; run "
+                               "`python -m worker init-db` again once DynamoDB shows it ACTIVE")
+        time.sleep(5)
+
+
+def _record_schema_version(client: Any, meta: str) -> None:
+    """This version's number on fresh tables and on tables of an older version; a newer one is left alone (the
+    store then refuses to open them)."""
+    found = client.get_item(TableName=meta, Key=_to_item({"key": "schema_version"}), ConsistentRead=True).get("Item")
+    seen = found["value"]["S"] if found else None
+    if seen is not None and int(seen) >= SCHEMA_VERSION:
+        return
+    condition = ("attribute_not_exists(#key)", {}) if seen is None else ("#value = :seen", {":seen": seen})
+    try:  # conditional on what was read: two init-db at once write it once
+        client.put_item(TableName=meta, Item=_to_item({"key": "schema_version", "value": str(SCHEMA_VERSION)}),
+                        **_expression(condition[1], ConditionExpression=condition[0]))
     except ClientError as exc:
         if _code(exc) != "ConditionalCheckFailedException":
             raise
-    return report
 
 
 def _table_definition(design: TableDesign) -> dict[str, Any]:
@@ -127,12 +175,7 @@ def _table_definition(design: TableDesign) -> dict[str, Any]:
     indexes = []
     for index in design.indexes:
         attributes.update(dict((index.hash_key, index.range_key)))
-        projection: dict[str, Any] = {"ProjectionType": "INCLUDE" if index.include else "KEYS_ONLY"}
-        if index.include:
-            projection["NonKeyAttributes"] = list(index.include)
-        indexes.append({"IndexName": index.name, "Projection": projection, "KeySchema": [
-            {"AttributeName": index.hash_key[0], "KeyType": "HASH"},
-            {"AttributeName": index.range_key[0], "KeyType": "RANGE"}]})
+        indexes.append(_index_definition(index))
     definition: dict[str, Any] = {
         "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in sorted(attributes.items())],
         "KeySchema": schema,
@@ -140,6 +183,15 @@ def _table_definition(design: TableDesign) -> dict[str, Any]:
     if indexes:
         definition["GlobalSecondaryIndexes"] = indexes
     return definition
+
+
+def _index_definition(index: Index) -> dict[str, Any]:
+    projection: dict[str, Any] = {"ProjectionType": "INCLUDE" if index.include else "KEYS_ONLY"}
+    if index.include:
+        projection["NonKeyAttributes"] = list(index.include)
+    return {"IndexName": index.name, "Projection": projection, "KeySchema": [
+        {"AttributeName": index.hash_key[0], "KeyType": "HASH"},
+        {"AttributeName": index.range_key[0], "KeyType": "RANGE"}]}
 
 
 _SESSION: list[Any] = []
