@@ -75,6 +75,7 @@ class DeliveryError(Exception):
 class SendResult:
     status: int
     duration_ms: int
+    excerpt: str = ""  # the start of the answer's body, secrets redacted (what `webhooks test` shows)
 
 
 def sign_headers(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
@@ -150,7 +151,7 @@ class WebhookSender:
         if failure is not None:
             raise DeliveryError(self._network_message(failure), permanent=False, duration_ms=duration_ms)
         if 200 <= answer.status < 300:
-            return SendResult(status=answer.status, duration_ms=duration_ms)
+            return SendResult(status=answer.status, duration_ms=duration_ms, excerpt=self._excerpt(answer))
         raise self._status_error(answer, duration_ms)
 
     def close(self) -> None:
@@ -203,16 +204,19 @@ class WebhookSender:
             message += " (is the n8n workflow active?)"
         if 300 <= status < 400:
             message += " (redirects are not followed; set the webhook url to the final address)"
-        words = self._redact(answer.text()).split()
-        if answer.cut:
-            # The last word may be the start of a secret cut off at the cap, which redaction cannot recognise.
-            words = words[:-1]
-        excerpt = " ".join(words)[:BODY_EXCERPT_CHARS]
+        excerpt = self._excerpt(answer)
         if excerpt:
             message += f": {excerpt}"
         return DeliveryError(
             message, permanent=not retryable, status=status, retry_after=retry_after, duration_ms=duration_ms
         )
+
+    def _excerpt(self, answer: _Answer) -> str:
+        words = self._redact(answer.text()).split()
+        if answer.cut:
+            # The last word may be the start of a secret cut off at the cap, which redaction cannot recognise.
+            words = words[:-1]
+        return " ".join(words)[:BODY_EXCERPT_CHARS]
 
     def _timeout_message(self) -> str:
         return f"no complete answer from {self.name} within {self._timeout:g}s"
