@@ -46,10 +46,11 @@ def procfile_command(process: str) -> list[str]:
 
 
 @contextmanager
-def running_server(command: list[str], env: Mapping[str, str], log_path: Path, port: int) -> Iterator[str]:
-    """Start `command`, wait until /healthz answers, yield its base URL, and always stop it."""
+def running_server(command: list[str], env: Mapping[str, str], log_path: Path, port: int,
+                   cwd: Path = ROOT) -> Iterator[str]:
+    """Start `command` in `cwd`, wait until /healthz answers, yield its base URL, and always stop it."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(base, process, log_path)

@@ -99,7 +99,7 @@ def test_evaluate_prints_what_it_did_and_show_prints_the_api_json(cli, tmp_path)
     assert shown["data"]["metrics"]["lastOrderDaysAgo"] == 11
 
 
-def test_show_unknown_customer_fails(cli):
+def test_show_unknown_customer_fails(cli, store):
     result = cli("customers", "show", "nobody")
     assert result.exit_code == 1 and "customer 'nobody' not found" in result.output
 
@@ -131,6 +131,28 @@ def test_events_list_and_replay(cli, tmp_path, database_url):
     assert cli("events", "replay", event_id).exit_code == 0
     assert store.get_event(event_id).status == "pending"
     assert cli("events", "replay", "evt_nope").exit_code == 1
+
+
+def test_events_replay_dead_requeues_every_dead_event_of_a_campaign(cli, tmp_path, database_url):
+    csv = "contactID,orderReference,orderDate,total\n" + "".join(
+        f"N-{n},ORD-N{n},2026-02-20T09:00:00Z,50.00\nV-{n},ORD-V{n},2025-12-01,6000.00\n" for n in range(3))
+    cli("evaluate", "--as-of", AS_OF)
+    cli("import-orders", str(write(tmp_path, "orders.csv", csv)))
+    cli("evaluate", "--as-of", AS_OF)  # three welcome and three vip events
+    store = open_store(database_url)
+    claimed = store.claim_due_events(NOW, 10, "test", 60)
+    store.record_failed([e.id for e in claimed], NOW, 410, "HTTP 410", 5, None)
+    assert len(store.list_events("dead", 10)) == 6
+
+    assert cli("events", "replay", "--dead", "--campaign", "vipp").exit_code == 2  # not a campaign: usage error
+    assert cli("events", "replay").exit_code == 2
+    result = cli("events", "replay", "--dead", "--campaign", "vip")
+
+    assert result.exit_code == 0 and "3 dead event(s) of campaign vip queued" in result.output
+    assert sorted(e.campaign for e in store.list_events("pending", 10)) == ["vip"] * 3
+    assert "3 dead event(s) queued" in cli("events", "replay", "--dead").output
+    assert store.list_events("dead", 10) == []
+    store.close()
 
 
 def test_demo_loads_a_realistic_sample_without_serving(tmp_path, rules_file, monkeypatch):

@@ -28,6 +28,7 @@ from tests.outbox_helpers import (
 from tests.receiver import Receiver
 from worker.cli import main
 from worker.delivery import DeliveryRun, Senders, deliver_due
+from worker.store import open_store
 from worker.store.base import Store
 
 NOW = T0 + timedelta(minutes=1)  # when the delivery runs; events were queued at T0
@@ -102,6 +103,7 @@ def test_replaying_an_unknown_event_fails_in_the_cli(database_url: str, tmp_path
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(rules_text("http://127.0.0.1:9/hook"), encoding="utf-8")
     env = {"DATABASE_URL": database_url, "RULES_FILE": str(rules_file), "WEBHOOK_SECRET": SECRET}
+    open_store(database_url).close()  # an existing store, without that event
     result = CliRunner().invoke(main, ["events", "replay", "evt_nope"], env=env)
     assert result.exit_code == 1
     assert "evt_nope" in result.output and "not found" in result.output

@@ -14,19 +14,26 @@ import click
 from tqdm import tqdm
 
 from rules import Classifier, RulesError
+from worker import __version__
 from worker.clock import utc_now
 from worker.delivery import Senders, deliver_due
 from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
 from worker.evaluate import dry_run as plan_run
 from worker.ingest import ImportInterrupted, import_order_file
 from worker.rfm_boundaries import load_cutoffs, refresh_rfm
-from worker.rules_file import RulesSource, load_order_rules, load_rules_file
+from worker.rules_file import SHIPPED_RULES, RulesSource, load_order_rules, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
 from worker.settings import Settings, SettingsError
 from worker.store import open_store
 from worker.store.base import EVENT_STATUSES, SUPERSEDED, Store
 
 SHOWN_ERRORS = 20
+
+
+class ConfigurationError(click.ClickException):
+    """A setting, the rules or the store is not usable: one line naming it and the fix, exit code 2."""
+
+    exit_code = 2
 
 
 class Context:
@@ -36,16 +43,25 @@ class Context:
         try:
             self.settings = Settings.from_env()
         except SettingsError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise ConfigurationError(str(exc)) from None
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
+        """The store, which must exist already: reading an unset or mistyped DATABASE_URL creates nothing."""
+        return self._open_store(create=False)
+
+    @property
+    def writable_store(self) -> Store:
+        """The store, created if it is a SQLite file that does not exist yet (importing, serving)."""
+        return self._open_store(create=True)
+
+    def _open_store(self, create: bool) -> Store:
         if self._store is None:
             try:
-                self._store = open_store(self.settings.database_url)
-            except ValueError as exc:
-                raise click.ClickException(str(exc)) from None
+                self._store = open_store(self.settings.database_url, create=create)
+            except ValueError as exc:  # StoreUnavailable and malformed URLs, each naming DATABASE_URL
+                raise ConfigurationError(str(exc)) from None
             # The store lives as long as the command: its connections close when the command ends.
             click.get_current_context().call_on_close(self._store.close)
         return self._store
@@ -54,7 +70,18 @@ class Context:
         try:
             return RulesSource(self.settings.rules_file, self.settings.env)
         except RulesError as exc:
-            raise click.ClickException(f"the rules were refused:\n{exc}") from None
+            raise ConfigurationError(f"the rules were refused:\n{exc}") from None
+
+    def ready_to_serve(self) -> RulesSource:
+        """Check the rules and the store before a server binds its port or a scheduler starts: a problem is one
+        line and exit code 2, never a traceback from inside a running server. Delivery settings are not needed."""
+        source = self.rules_source()
+        store = self.writable_store
+        try:
+            store.ping()
+        except Exception as exc:  # whatever the backend raises, said in one line
+            raise ConfigurationError(f"DATABASE_URL: the store does not answer: {exc}") from None
+        return source
 
 
 pass_context = click.make_pass_decorator(Context, ensure=True)
@@ -70,6 +97,7 @@ def _as_of(value: str | None) -> datetime:
 
 
 @click.group()
+@click.version_option(__version__, "--version", "-V", prog_name="segment-worker", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """segment-worker: lifecycle segments, transitions and n8n campaign events for every customer."""
@@ -80,6 +108,7 @@ def main(ctx: click.Context) -> None:
     configure_logging(settings.log_level, settings.log_format, settings.env)
     # APScheduler logs every job run at INFO; our jobs log what they did themselves.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("botocore").setLevel(max(logging.WARNING, logging.getLogger().level))  # "Found credentials"
 
 
 # evaluation and delivery -----------------------------------------------------------------------------------
@@ -97,11 +126,11 @@ def evaluate(ctx: Context, as_of: str | None, dry_run: bool) -> None:
         _print_dry_run(plan_run(ctx.store, rules, moment), moment)
         return
     try:
-        check_as_of(ctx.store, moment, utc_now())
+        check_as_of(ctx.writable_store, moment, utc_now())
     except EvaluationRefused as exc:
         raise click.ClickException(f"--as-of {exc}") from None
-    refresh_rfm(ctx.store, rules, moment)
-    result = evaluate_due(ctx.store, rules, moment)
+    refresh_rfm(ctx.writable_store, rules, moment)
+    result = evaluate_due(ctx.writable_store, rules, moment)
     mode = " (first run: baseline recorded silently)" if result.baseline else ""
     click.echo(f"customers evaluated: {result.customers}\ntransitions: {result.transitions}\n"
                f"events queued: {result.events}\nskipped (changed meanwhile): {result.skipped}\n"
@@ -133,6 +162,8 @@ def _print_dry_run(plan: DryRun, moment: datetime) -> None:
 def deliver(ctx: Context) -> None:
     """Deliver the events that are due, once."""
     rules = ctx.rules_source().current()
+    if rules.delivery_problem is not None:
+        raise click.ClickException(rules.delivery_problem)
     senders = Senders()
     total = None
     try:
@@ -172,7 +203,7 @@ def import_orders(ctx: Context, file: Path, skip_invalid: bool) -> None:
         lines = sum(1 for _ in counting)
     try:
         with tqdm(total=lines, unit="orders", disable=None, file=sys.stderr) as bar:
-            result = import_order_file(ctx.store, file, utc_now(), skip_invalid, bar.update,
+            result = import_order_file(ctx.writable_store, file, utc_now(), skip_invalid, bar.update,
                                        order_rules=order_rules)
     except (ValueError, ImportInterrupted) as exc:  # each names the file (and line)
         raise click.ClickException(str(exc)) from None
@@ -260,6 +291,24 @@ def rules_check(ctx: Context, file: Path | None) -> None:
     segments = " > ".join(loaded.segment_names)
     click.echo(f"{path}: ok ({loaded.rules_version})\nsegments: {segments}\n"
                f"campaigns: {', '.join(loaded.campaigns) or 'none'}\ntimezone: {loaded.timezone}")
+    if loaded.unset_variables:
+        names = ", ".join(loaded.unset_variables)
+        click.echo(f"warning: {names} {'is' if len(loaded.unset_variables) == 1 else 'are'} not set: webhooks "
+                   f"{', '.join(loaded.undeliverable)} cannot deliver until then (checking, evaluating and the API "
+                   "work without)", err=True)
+
+
+@rules.command("init")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+@pass_context
+def rules_init(ctx: Context, file: Path | None, force: bool) -> None:
+    """Write the shipped rules (four segments, four campaigns, commented) to FILE (default: RULES_FILE)."""
+    path = file or Path(ctx.settings.rules_file)
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists already; edit it, or pass --force to replace it")
+    path.write_bytes(SHIPPED_RULES.read_bytes())
+    click.echo(f"wrote {path}: edit the thresholds and campaigns, then `segment-worker rules check {path}`")
 
 
 @rules.command("preview")
@@ -313,10 +362,25 @@ def events_list(ctx: Context, status: str | None, limit: int) -> None:
 
 
 @events.command("replay")
-@click.argument("event_id")
+@click.argument("event_id", required=False)
+@click.option("--dead", "all_dead", is_flag=True, help="Every dead event (of --campaign, if given), oldest first.")
+@click.option("--campaign", help="With --dead: only this campaign's dead events.")
 @pass_context
-def events_replay(ctx: Context, event_id: str) -> None:
-    """Queue an event (typically a dead one) for delivery again now."""
+def events_replay(ctx: Context, event_id: str | None, all_dead: bool, campaign: str | None) -> None:
+    """Queue an event (typically a dead one) for delivery again now; or every dead event with --dead."""
+    if all_dead == (event_id is not None):
+        raise click.UsageError("give one EVENT_ID, or --dead (with --campaign C for one campaign's)")
+    if campaign is not None and not all_dead:
+        raise click.UsageError("--campaign goes with --dead")
+    if all_dead:
+        _check_choice(campaign, list(ctx.rules_source().current().campaigns), "--campaign", "a campaign")
+        dead, total = ctx.store.count_events("dead", campaign), 0
+        # Bounded by the count at the start: a delivery that kills them again as fast cannot keep this going.
+        while total < dead and (replayed := ctx.store.replay_dead_events(utc_now(), campaign)):
+            total += replayed
+        which = f" of campaign {campaign}" if campaign else ""
+        click.echo(f"{total} dead event(s){which} queued for delivery; each is checked again just before it is sent")
+        return
     event = ctx.store.get_event(event_id)
     if event is None or not ctx.store.replay_event(event_id, utc_now()):
         raise click.ClickException(f"event '{event_id}' not found")
@@ -333,28 +397,46 @@ def scheduler(ctx: Context) -> None:
     """Run evaluation and delivery on the schedule in rules.yaml until SIGTERM (the Procfile's worker)."""
     from worker.scheduler import Jobs, run_forever
 
-    run_forever(Jobs(ctx.store, ctx.rules_source()))
+    source = ctx.ready_to_serve()
+    run_forever(Jobs(ctx.writable_store, source))
+
+
+HOST_OPTION = click.option("--host", envvar="HOST", default="0.0.0.0", show_default=True,
+                           help="Address to listen on (HOST); 127.0.0.1 keeps it to this machine.")
 
 
 @main.command()
-@click.option("--workers", default=None, type=int,
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
               help="Request threads, in eights (default WEB_CONCURRENCY or 2: 16 threads).")
+@HOST_OPTION
 @pass_context
-def api(ctx: Context, workers: int | None) -> None:
+def api(ctx: Context, workers: int | None, host: str) -> None:
     """Serve the customer API alone (the Procfile's web), on waitress: slow clients hold no thread."""
-    from worker.server import serve_api
-
-    serve_api(ctx.settings, workers=workers or int(os.environ.get("WEB_CONCURRENCY", "2")), with_scheduler=False)
+    try:
+        workers = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
+    except ValueError:
+        raise ConfigurationError(f"WEB_CONCURRENCY must be a whole number, got {os.environ['WEB_CONCURRENCY']!r}") \
+            from None
+    _serve(ctx, workers=workers, with_scheduler=False, host=host)
 
 
 @main.command()
+@HOST_OPTION
 @pass_context
-def serve(ctx: Context) -> None:
+def serve(ctx: Context, host: str) -> None:
     """Serve the API and run the scheduler in one process (the embedded default)."""
-    from worker.server import serve_api
+    _serve(ctx, workers=1, with_scheduler=True, host=host)
 
-    ctx.rules_source()  # refuse bad rules before binding the port
-    serve_api(ctx.settings, workers=1, with_scheduler=True)
+
+def _serve(ctx: Context, workers: int, with_scheduler: bool, host: str) -> None:
+    from worker.server import CannotListen, serve_api
+
+    source = ctx.ready_to_serve()
+    try:
+        serve_api(ctx.settings, workers=workers, with_scheduler=with_scheduler, host=host, store=ctx.writable_store,
+                  rules_source=source)
+    except CannotListen as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 from worker.cli_demo import demo  # noqa: E402, I001

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # in force for that request; a file the limits allow but that takes seconds to check (up to 1 MiB) goes on being
 # checked in the background while every request is answered at once.
 RELOAD_WAIT_SECONDS = 0.25
+# The shipped rules (the repository's rules.yaml), installed with the package for `rules init` and the demo.
+SHIPPED_RULES = Path(__file__).with_name("default_rules.yaml")
 
 
 def load_rules_file(path: str | Path, env: Mapping[str, str] | None = None) -> Rules:
@@ -62,6 +64,9 @@ def _read_text(path: Path) -> str:
         with path.open("rb") as file:
             refuse_if_too_large(os.fstat(file.fileno()).st_size, path.name)  # before reading any of it
             raw = file.read(MAX_RULES_BYTES + 1)  # it may have grown since, or be a pipe
+    except FileNotFoundError:
+        raise RulesError([f"{path}: no such file (set RULES_FILE to your rules file, or write the shipped one here "
+                          "with `segment-worker rules init`)"]) from None
     except OSError as exc:
         raise RulesError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     refuse_if_too_large(len(raw), path.name)

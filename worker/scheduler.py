@@ -44,6 +44,7 @@ class Jobs:
         self.rng = random.Random()
         self.last_evaluation: RunResult | None = None
         self.last_delivery_at: datetime | None = None
+        self.delivery_problem: str | None = None  # said once in the log when it appears, once when it goes
 
     def evaluate_once(self) -> RunResult | None:
         """One evaluation run if this process holds the evaluation lease; None if another process does."""
@@ -67,6 +68,14 @@ class Jobs:
     def deliver_once(self, budget_seconds: float = DELIVERY_BUDGET_SECONDS) -> DeliveryRun | None:
         """Deliver due events until none is left, the budget is spent or shutdown begins."""
         rules = self.rules_source.current()
+        if rules.delivery_problem != self.delivery_problem:
+            if rules.delivery_problem is not None:
+                log.warning("%s", rules.delivery_problem)
+            else:
+                log.info("delivery is enabled again: every webhook has its settings")
+            self.delivery_problem = rules.delivery_problem
+        if rules.delivery_problem is not None:
+            return None  # the events wait in the outbox, in order, until the settings are there
         started = self.clock()
         if not self.store.acquire_lease("deliver", self.holder, started, DELIVERY_LEASE_SECONDS):
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
 import signal
@@ -15,7 +16,7 @@ from waitress.server import BaseWSGIServer, create_server
 
 from worker.rules_file import RulesSource
 from worker.settings import Settings
-from worker.store import open_store
+from worker.store import Store, open_store
 
 if TYPE_CHECKING:
     from worker.scheduler import Jobs
@@ -50,21 +51,34 @@ GRACEFUL_SECONDS = 10  # as gunicorn's graceful_timeout was: requests in flight 
 LOOP_SECONDS = 0.5  # how long one poll waits, so how soon a stop request is seen
 
 
+class CannotListen(OSError):
+    """The address cannot be listened on (in use, not this machine's, not allowed); the message says which."""
+
+
 def serve_api(settings: Settings, workers: int, with_scheduler: bool, host: str = "0.0.0.0",
-              app: Callable[..., Any] | None = None) -> None:
+              app: Callable[..., Any] | None = None, store: Store | None = None,
+              rules_source: RulesSource | None = None) -> None:
     """Serve the API on host:PORT until SIGTERM or SIGINT, then finish the requests in flight and return.
 
-    `app` replaces the API (the bench serves a bare WSGI app on exactly this server as its baseline).
+    `app` replaces the API (the bench serves a bare WSGI app on exactly this server as its baseline). `store` and
+    `rules_source`, when given (already checked by the command line), serve the API; the server closes the store.
+    Raises CannotListen before serving anything when the port cannot be had.
     """
     from worker.api import create_app
 
-    store = None
     if app is None:
-        store = open_store(settings.database_url)
-        app = create_app(settings, store=store, rules_source=RulesSource(settings.rules_file, settings.env))
+        store = store or open_store(settings.database_url)
+        rules_source = rules_source or RulesSource(settings.rules_file, settings.env)
+        app = create_app(settings, store=store, rules_source=rules_source)
     channels: dict[int, Any] = {}
     threads = THREADS_PER_WORKER * max(1, workers)
-    server = create_server(app, map=channels, **_adjustments(settings, threads, host))
+    try:
+        server = create_server(app, map=channels, **_adjustments(settings, threads, host))
+    except OSError as exc:
+        if store is not None:
+            store.close()
+        hint = "stop what uses it or set PORT" if exc.errno == errno.EADDRINUSE else "check HOST and PORT"
+        raise CannotListen(f"cannot listen on {host}:{settings.port}: {exc.strerror or exc}; {hint}") from None
     stopping = _stop_requested()
     scheduled = _start_scheduler(settings) if with_scheduler else None
     log.info("serving on http://%s:%d with %d threads%s", host, settings.port, threads,
