@@ -20,8 +20,8 @@ from rules import RulesError, parse_rules
 from rules.reader import MAX_RULES_BYTES
 from tests.conftest import ADMIN_KEY, NOW, READ_KEY, RULES_YAML
 from tests.test_dashboard import csrf_from, sign_in
+from worker import rules_preview
 from worker.api import create_app
-from worker.api import rules as rules_api
 from worker.api.dashboard import CONTENT_SECURITY_POLICY
 from worker.logs import masked_env
 from worker.rules_file import RulesSource
@@ -427,7 +427,7 @@ def test_a_file_that_is_not_utf8_names_its_line(admin):
 
 
 def test_a_preview_out_of_time_says_so_and_points_to_the_command_line(admin, shop, monkeypatch):
-    monkeypatch.setattr(rules_api, "PREVIEW_SECONDS", 0)
+    monkeypatch.setattr(rules_preview, "WEB_PREVIEW_SECONDS", 0)
 
     response = upload(admin, VIP_800)
 

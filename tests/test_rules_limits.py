@@ -16,7 +16,7 @@ import pytest
 from rules import RulesError, parse_rules
 from rules.schema import MAX_NESTING, MAX_RULES_BYTES, MAX_RULES_VALUES, MIN_INTERVAL_SECONDS
 from tests.factories import DEFAULT_SEGMENTS, ENV, rules_text
-from worker.api import rules as rules_api
+from worker import rules_preview
 from worker.rules_file import RELOAD_WAIT_SECONDS, RulesSource, load_rules_file
 
 BASE = rules_text()
@@ -252,7 +252,7 @@ def test_preview_refuses_a_deeply_nested_candidate_with_400_quickly(client, admi
 def test_preview_stops_with_503_when_it_runs_out_of_time(client, admin_headers, post_orders, make_orders,
                                                          monkeypatch):
     assert post_orders(make_orders("C1")).status_code == 200
-    monkeypatch.setattr(rules_api, "PREVIEW_SECONDS", 0)
+    monkeypatch.setattr(rules_preview, "WEB_PREVIEW_SECONDS", 0)
 
     response = client.post("/api/rules/preview", data=rules_text(vip="3000"),
                            headers={**admin_headers, "Content-Type": "application/yaml"})

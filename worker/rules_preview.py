@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -11,9 +12,25 @@ from rules.preview import Preview, preview
 from worker.serialize import iso
 from worker.store.base import Store
 
+# A web request that holds a server thread longer than this is one a proxy has likely given up on; the CLI's
+# `rules preview` has no such limit. Parsing is not interrupted, but the size and nesting limits of parse_rules
+# keep it to a few seconds; reading the customers is stopped between batches.
+WEB_PREVIEW_SECONDS = 10.0
+_BATCH = 5000
 
-def preview_store(store: Store, current: Rules, candidate: Rules, as_of: datetime) -> Preview:
-    return preview(_facts(store), current, candidate, as_of)
+
+class PreviewOutOfTime(Exception):
+    """The deadline passed while the customers were read; `customers` had been compared."""
+
+    def __init__(self, customers: int):
+        self.customers = customers
+        super().__init__(f"stopped after {customers} customers")
+
+
+def preview_store(store: Store, current: Rules, candidate: Rules, as_of: datetime,
+                  deadline: float | None = None) -> Preview:
+    """Compare every customer under both rules; past `deadline` (time.monotonic()) raise PreviewOutOfTime."""
+    return preview(_facts(store, deadline), current, candidate, as_of)
 
 
 def preview_json(result: Preview, current: Rules, candidate: Rules, as_of: datetime) -> dict[str, Any]:
@@ -31,7 +48,11 @@ def preview_json(result: Preview, current: Rules, candidate: Rules, as_of: datet
     }
 
 
-def _facts(store: Store) -> Iterator[tuple[str, CustomerFacts]]:
-    for batch in store.iter_customers(batch_size=5000):
+def _facts(store: Store, deadline: float | None) -> Iterator[tuple[str, CustomerFacts]]:
+    customers = 0
+    for batch in store.iter_customers(batch_size=_BATCH):
+        if deadline is not None and time.monotonic() > deadline:
+            raise PreviewOutOfTime(customers)
         for record in batch:
             yield record.contact_id, record.facts
+        customers += len(batch)

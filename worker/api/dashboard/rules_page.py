@@ -15,14 +15,15 @@ from werkzeug.exceptions import Forbidden, RequestEntityTooLarge
 
 from rules import Rules, RulesError, parse_rules
 from rules.describe import SectionChanges, compare, describe_rules
-from rules.preview import Preview, preview
+from rules.preview import Preview
 from rules.reader import MAX_RULES_BYTES, refuse_if_too_large
 from rules.schema import RFM_METRICS
-from worker.api import rules as rules_api
+from worker import rules_preview as previews
 from worker.api.context import context
 from worker.api.dashboard.blueprint import bp, error_page
 from worker.logs import masked_env
 from worker.rules_file import check_webhook_hosts
+from worker.rules_preview import PreviewOutOfTime, preview_store
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,12 @@ def _preview(text: str, name: str) -> CandidatePreview:
     current = ctx.rules()
     as_of = ctx.clock()
     # The API's time limit and customer reader, so that a page holds a server thread no longer than the API does.
-    deadline = time.monotonic() + rules_api.PREVIEW_SECONDS
+    deadline = time.monotonic() + previews.WEB_PREVIEW_SECONDS
     try:
-        result = preview(rules_api._customers_until(ctx.store, deadline), current, candidate, as_of)
-    except rules_api._OutOfTime as exc:
+        result = preview_store(ctx.store, current, candidate, as_of, deadline)
+    except PreviewOutOfTime as exc:
         return CandidatePreview(name, out_of_time=(
-            f"The preview was stopped after {rules_api.PREVIEW_SECONDS:g} seconds ({exc.customers:,} customers "
+            f"The preview was stopped after {previews.WEB_PREVIEW_SECONDS:g} seconds ({exc.customers:,} customers "
             f"compared); run python -m worker rules preview {name} on the server, which has no time limit."))
     log.info("dashboard: previewed %s: %d of %d customers would move", name, result.moved, result.customers)
     return CandidatePreview(name, result=result, matrix=_matrix(result, current, candidate), candidate=candidate,
