@@ -379,14 +379,30 @@ def predict(bgnbd: BgNbdParams, gamma_gamma: GammaGammaParams, inputs: ModelInpu
     order_value = expected_order_value(gamma_gamma, x, m)
     keys, inverse = _distinct_x_T(x, T)
     orders_if_alive = _purchases_if_alive(bgnbd, np.float64(horizon), keys.real, keys.imag)[inverse]
-    value_if_alive = _discounted_purchases_if_alive(bgnbd, keys, months, monthly_discount_rate, WEEKS_PER_MONTH)
-    return Predictions(
+    with np.errstate(invalid="ignore", over="ignore"):  # a failure shows as a non-finite figure, refused below
+        value_if_alive = _discounted_purchases_if_alive(bgnbd, keys, months, monthly_discount_rate, WEEKS_PER_MONTH)
+    predictions = Predictions(
         p_alive=alive,
         expected_orders=alive * orders_if_alive,
         churn_risk=1 - alive * _buys_if_alive(bgnbd, horizon, x, T),
         expected_order_value=order_value,
         predicted_value=alive * value_if_alive[inverse] * order_value,
     )
+    _refuse_non_finite(predictions, bgnbd)
+    return predictions
+
+
+def _refuse_non_finite(predictions: Predictions, bgnbd: BgNbdParams) -> None:
+    """No figure is published that is not a number: the hypergeometric function behind E[X(t)] fails in corners of
+    the parameter space (a + b + x - 1 near 0, a and b in the thousands), where saying so beats a NaN in a segment
+    condition."""
+    for name in ("p_alive", "expected_orders", "churn_risk", "expected_order_value", "predicted_value"):
+        values = getattr(predictions, name)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise PredictionError(f"{name} is not a finite number for {int(bad.sum())} customer(s) with the fitted "
+                                  f"parameters r={bgnbd.r:.4g}, alpha={bgnbd.alpha:.4g}, a={bgnbd.a:.4g}, "
+                                  f"b={bgnbd.b:.4g}; no prediction is made with them")
 
 
 def _distinct_x_T(x: Array, T: Array) -> tuple[NDArray[np.complex128], NDArray[np.intp]]:

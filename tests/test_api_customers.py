@@ -280,7 +280,8 @@ def test_a_cursor_belongs_to_its_sort(client, read_headers, spenders):
 
 
 @pytest.mark.parametrize("forged", ['["totalSpend", 99999999999999999999999, "x"]', '["totalSpend", "1", "x"]',
-                                    '["totalSpend", 1.5, "x"]', '{"a": 1}', '["totalSpend", 1]', '7'])
+                                    '["totalSpend", 1.5, "x"]', '{"a": 1}', '["totalSpend", 1]', '7',
+                                    '["totalSpend", 0, "\\ud800"]'])
 def test_a_forged_sorted_cursor_is_a_400_not_a_500(client, read_headers, spenders, forged):
     cursor = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
 

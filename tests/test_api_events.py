@@ -174,6 +174,7 @@ def test_bulk_replay_needs_a_write_key(client, read_headers, store, dead_campaig
     ({"status": "pending"}, "status: a bulk replay takes dead events only"),
     ({"campaign": ""}, "campaign:"),
     ({"campaign": 5}, "campaign:"),
+    ({"campaign": "\ud800"}, "campaign:"),
     ({"limit": 0}, "limit:"),
     ({"limit": 1001}, "limit:"),
     ({"limit": True}, "limit:"),

@@ -242,8 +242,32 @@ def test_the_demo_refuses_a_database_that_holds_other_customers(tmp_path, monkey
                         datetime(2026, 1, 5, tzinfo=timezone.utc))
     result = CliRunner().invoke(main, ["demo", "--no-serve", "--customers", "5"],
                                 env={"DATABASE_URL": database_url, "RULES_FILE": str(ROOT / "rules.yaml")})
-    assert result.exit_code == 1 and "holds customers that are not the demo's" in result.output
+    assert result.exit_code == 1 and "that are not the demo's" in result.output
     assert store.count_customers() == 1
+
+
+def test_the_demo_refuses_rules_that_would_send_its_events_off_the_machine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((ROOT / "rules.yaml").read_text().replace(
+        "${N8N_WEBHOOK_URL:-http://localhost:5678/webhook}/segment-vip", "https://n8n.example.com/webhook/vip"))
+    database_url = f"sqlite:///{tmp_path}/demo.db"
+    result = CliRunner().invoke(main, ["demo", "--customers", "5", "--port", str(free_port())],
+                                env={"DATABASE_URL": database_url, "RULES_FILE": str(rules)})
+    assert result.exit_code == 1
+    assert "webhook(s) vip send to their own URLs" in result.output and "--n8n URL" in result.output
+    assert open_store(database_url).count_customers() == 0  # refused before anything was loaded
+
+
+def test_the_demo_refuses_a_database_that_has_run_without_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    database_url = f"sqlite:///{tmp_path}/segments.db"
+    store = open_store(database_url)
+    store.mark_first_run(datetime(2026, 1, 5, tzinfo=timezone.utc))  # a deployment evaluated, with no customers yet
+    result = CliRunner().invoke(main, ["demo", "--no-serve", "--customers", "5"],
+                                env={"DATABASE_URL": database_url, "RULES_FILE": str(ROOT / "rules.yaml")})
+    assert result.exit_code == 1 and "not the demo's" in result.output
+    assert store.count_customers() == 0
 
 
 def post_event(receiver: DemoReceiver, body: str, secret: str) -> int:

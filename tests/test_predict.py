@@ -406,6 +406,15 @@ def test_extreme_customers_get_finite_figures():
         assert np.all(figures.churn_risk >= 1 - figures.p_alive - 1e-12)
 
 
+def test_parameters_where_the_closed_form_fails_give_no_prediction_rather_than_nan():
+    """a and b in the thousands (a fit on data with almost no dropout variance) overflow the hypergeometric
+    function of E[X(t)] for some customers: the model says so instead of publishing -inf or NaN."""
+    _, gamma_gamma = sample_fits()
+    inputs = ModelInputs(x=[0, 3, 20], t_x=[0, 40, 90], T=[10, 50, 100], mean_repeat_value=[0, 80.0, 80.0])
+    with pytest.raises(PredictionError, match=r"expected_orders is not a finite number for \d+ customer"):
+        predict(BgNbdParams(0.8, 3.2, 1e4, 4e4), gamma_gamma, inputs)
+
+
 def test_a_very_regular_customer_expects_their_own_rate():
     """100,000 purchases in 100,000 weeks, the last just now: alive, buying at about one a week."""
     bgnbd, _ = sample_fits()

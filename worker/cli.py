@@ -307,7 +307,10 @@ def rules_init(ctx: Context, file: Path | None, force: bool) -> None:
     path = file or Path(ctx.settings.rules_file)
     if path.exists() and not force:
         raise click.ClickException(f"{path} exists already; edit it, or pass --force to replace it")
-    path.write_bytes(SHIPPED_RULES.read_bytes())
+    try:
+        path.write_bytes(SHIPPED_RULES.read_bytes())
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
     click.echo(f"wrote {path}: edit the thresholds and campaigns, then `segment-worker rules check {path}`")
 
 

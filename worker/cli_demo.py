@@ -126,6 +126,8 @@ def _run(store: Store, env: dict[str, str], count: int, host: str, key: str | No
             env["N8N_WEBHOOK_URL"] = n8n_url.rstrip("/")
         settings = _settings(env)
         rules = _rules(settings)
+        if receiver is not None:
+            _refuse_elsewhere(rules, receiver.url, settings.rules_file)
         click.echo(f"Loading {count} sample customers" + ("" if store.has_run() else
                                                           f" with {HISTORY_DAYS} days of history") + " ...")
         loaded = load_sample(store, rules, count, anchor, now)
@@ -266,6 +268,17 @@ def _unanswered(url: str) -> list[str]:
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url)
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _refuse_elsewhere(rules: Rules, receiver_url: str, rules_file: str) -> None:
+    """Without --n8n the demo sends nothing off the machine: refuse rules whose webhooks would go elsewhere (a
+    RULES_FILE whose URLs do not use N8N_WEBHOOK_URL), before anything is loaded or sent."""
+    elsewhere = [name for name, webhook in rules.webhooks.items() if not webhook.url.startswith(receiver_url + "/")]
+    if elsewhere:
+        raise click.ClickException(
+            f"{rules_file}: webhook(s) {', '.join(elsewhere)} send to their own URLs, not through N8N_WEBHOOK_URL, so "
+            "the demo's events would leave this machine; run the demo with the shipped rules (RULES_FILE unset, "
+            "where rules.yaml is the shipped one), or pass --n8n URL to send to an n8n on purpose")
 
 
 def _off_course(rules: Rules, base_url: str) -> list[str]:

@@ -96,9 +96,10 @@ def sample_anchor(store: Store, now: datetime) -> datetime:
     kept = from_iso(store.get_meta(ANCHOR_KEY) or "")
     if kept is not None:
         return kept
-    if store.count_customers():
-        raise NotADemoStore("this database already holds customers that are not the demo's; the demo loads its "
-                            "sample only into a new database or one it made (set DATABASE_URL to another file)")
+    if store.count_customers() or store.has_run():
+        raise NotADemoStore("this database already holds customers or evaluation runs that are not the demo's; the "
+                            "demo loads its sample only into a new database or one it made (set DATABASE_URL to "
+                            "another file)")
     anchor = now.replace(microsecond=0)  # whole seconds: kept as text, read back exactly
     store.set_meta(ANCHOR_KEY, iso(anchor) or "")
     return anchor

@@ -82,7 +82,8 @@ def bulk_replay_filters() -> tuple[str | None, int]:
                          "without its re-check when replayed, which is decided one event at a time: "
                          "POST /api/events/<id>/replay")
     campaign = body.get("campaign")
-    if campaign is not None and (not isinstance(campaign, str) or not 1 <= len(campaign) <= MAX_CAMPAIGN_CHARS):
+    if campaign is not None and (not isinstance(campaign, str) or not 1 <= len(campaign) <= MAX_CAMPAIGN_CHARS
+                                 or not campaign.isprintable()):
         raise BadRequest(f"campaign: a campaign name of 1 to {MAX_CAMPAIGN_CHARS} characters, or null for all")
     limit = body.get("limit", BULK_REPLAY_LIMIT)
     if type(limit) is not int or not 1 <= limit <= BULK_REPLAY_LIMIT:
