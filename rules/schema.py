@@ -313,7 +313,7 @@ def parse_rules(text: str, source: str = "rules.yaml", env: Mapping[str, str] | 
     """Parse and validate rules text; raises RulesError naming `source`, line and field of every problem."""
     document = read_document(text, source, env)
     undeliverable = _unset_in_webhooks(document.unset)
-    unset_problems = {unset.problem for unset in document.unset if unset.path[:2] in _webhook_paths(undeliverable)}
+    unset_problems = {unset.problem for unset in document.unset if _is_delivery_setting(unset.path)}
     problems = [p for p in document.problems if p not in unset_problems] + _condition_problems(document)
     try:
         rules = Rules.model_validate(_with_placeholders(document.data, document.unset, undeliverable))
@@ -337,13 +337,16 @@ def _unset_in_webhooks(unset: tuple[Unset, ...]) -> dict[str, tuple[str, ...]]:
     """Webhook name -> the unset variables in its settings. Delivery needs them; checking and evaluating do not."""
     found: dict[str, dict[str, None]] = {}
     for item in unset:
-        if len(item.path) >= 3 and item.path[0] == "webhooks" and isinstance(item.path[1], str):
+        if _is_delivery_setting(item.path):
             found.setdefault(item.path[1], {})[item.name] = None
     return {name: tuple(names) for name, names in found.items()}
 
 
-def _webhook_paths(undeliverable: Mapping[str, tuple[str, ...]]) -> set[tuple]:
-    return {("webhooks", name) for name in undeliverable}
+def _is_delivery_setting(path: tuple) -> bool:
+    """A webhook's url, secret or a header value: what only sending needs (a retry delay or a timeout taken from
+    an unset variable is a mistake in the file, refused as any other)."""
+    return (len(path) in (3, 4) and path[0] == "webhooks" and isinstance(path[1], str)
+            and (path[2:] in (("url",), ("secret",)) or (len(path) == 4 and path[2] == "headers")))
 
 
 def _with_placeholders(data: dict[str, Any], unset: tuple[Unset, ...],
@@ -353,7 +356,7 @@ def _with_placeholders(data: dict[str, Any], unset: tuple[Unset, ...],
     webhooks = {name: dict(settings) if isinstance(settings, dict) else settings
                 for name, settings in data["webhooks"].items()}
     for item in unset:
-        if item.path[:2] not in _webhook_paths(undeliverable):
+        if not _is_delivery_setting(item.path):
             continue
         settings, key = webhooks[item.path[1]], item.path[2]
         if len(item.path) == 3:

@@ -116,6 +116,13 @@ def test_a_webhook_with_an_unset_variable_is_still_checked_in_its_other_settings
     assert len(problems) == 1 and "webhooks.n8n.timeout_seconds" in problems[0]
 
 
+def test_an_unset_variable_in_a_webhook_setting_other_than_url_secret_or_headers_is_refused():
+    text = BASE.replace("timeout_seconds: 10", 'timeout_seconds: "${HOOK_TIMEOUT}"')
+    problems = refusal(text, env=ENV)
+    assert problems[0] == (f"rules.yaml:{line_of(text, 'HOOK_TIMEOUT')} webhooks.n8n.timeout_seconds: "
+                           "environment variable HOOK_TIMEOUT is not set")
+
+
 def test_unset_variables_outside_webhooks_are_still_refused():
     block_style = ("  - name: VIP\n    when:\n      totalSpend:\n        gt: ${VIP_OVER}\n"
                    "  - {name: Active}\n")
