@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Runner
+from tests.conftest import READ_KEY, Runner
 from tests.outbox_helpers import ENV, T0, StillClock, ingest, order_json, rules_text
 from tests.receiver import Receiver
+from worker.api import create_app
 from worker.rules_file import RulesSource
 from worker.scheduler import Jobs
+from worker.settings import Settings
 from worker.store import open_store
 
 CSV = """contactID,orderReference,orderDate,total,email,name
@@ -122,3 +124,30 @@ def test_a_running_worker_refuses_a_changed_file_that_would_stop_its_delivery(tm
     assert source.error.startswith("rules.yaml: refused, the rules in force go on delivering: N8N_TOKEN is not set")
     # The same file in a fresh process (started without the variable) loads, with delivery disabled.
     assert RulesSource(path, ENV).current().unset_variables == ("N8N_TOKEN",)
+
+
+def test_the_api_shows_delivery_as_the_scheduler_found_it_not_as_its_own_environment_sees_it(tmp_path, receiver):
+    """The Procfile's web process needs no webhook secret; the worker process has it. /healthz and the dashboard
+    say what the scheduler found, and only fall back on their own view before any scheduler has run."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text(receiver.url), encoding="utf-8")
+    database_url = f"sqlite:///{tmp_path}/segments.db"
+    store = open_store(database_url)
+    web = create_app(Settings(database_url=database_url, rules_file=str(rules), api_keys=(READ_KEY,), env={}),
+                     store=store, rules_source=RulesSource(rules, {})).test_client()
+
+    before = web.get("/healthz").get_json()
+    assert (before["status"], before["delivery"]) == ("degraded", "disabled")  # nothing said yet: its own view
+
+    with_secret = Jobs(open_store(database_url), RulesSource(rules, ENV), clock=StillClock(T0))
+    with_secret.deliver_once()
+    after = web.get("/healthz").get_json()
+    assert (after["status"], after["delivery"], after["deliveryProblem"]) == ("ok", "ok", None)
+    with_secret.close()
+
+    without = Jobs(open_store(database_url), RulesSource(rules, {}), clock=StillClock(T0))  # a worker lacking it
+    without.deliver_once()
+    said = web.get("/healthz").get_json()
+    assert said["delivery"] == "disabled" and "WEBHOOK_SECRET is not set" in said["deliveryProblem"]
+    without.close()
+    store.close()

@@ -28,6 +28,7 @@ DELIVERY_BUDGET_SECONDS = 20  # one delivery job drains at most this long, so sh
 # The delivery lease, renewed between runs and by each run's heartbeat: after a kill -9 another process (or the
 # restarted one) takes over within this long, and the dead one's claims lapse just as fast (CLAIM_SECONDS).
 DELIVERY_LEASE_SECONDS = CLAIM_SECONDS
+_UNSAID = object()
 
 
 class Jobs:
@@ -44,7 +45,8 @@ class Jobs:
         self.rng = random.Random()
         self.last_evaluation: RunResult | None = None
         self.last_delivery_at: datetime | None = None
-        self.delivery_problem: str | None = None  # said once in the log when it appears, once when it goes
+        # Said once in the log and the store when it appears, once when it goes (a fresh process says it at once).
+        self.delivery_problem: str | None | object = _UNSAID
 
     def evaluate_once(self) -> RunResult | None:
         """One evaluation run if this process holds the evaluation lease; None if another process does."""
@@ -71,8 +73,9 @@ class Jobs:
         if rules.delivery_problem != self.delivery_problem:
             if rules.delivery_problem is not None:
                 log.warning("%s", rules.delivery_problem)
-            else:
+            elif self.delivery_problem is not _UNSAID:
                 log.info("delivery is enabled again: every webhook has its settings")
+            self.store.record_delivery_state(rules.delivery_problem)  # what /healthz and the dashboard show
             self.delivery_problem = rules.delivery_problem
         if rules.delivery_problem is not None:
             return None  # the events wait in the outbox, in order, until the settings are there

@@ -27,6 +27,12 @@ class ApiContext:
     def rules(self) -> Rules:
         return self.rules_source.current()
 
+    def delivery_problem(self) -> str | None:
+        """Why nothing is delivered, or None: as the scheduler last found it (it has the delivery settings), else as
+        this process's own rules see it, before any scheduler has run."""
+        said = self.store.delivery_state()
+        return self.rules().delivery_problem if said is None else said[0]
+
     def classifier(self) -> Classifier:
         """A Classifier for the rules in force and the latest RFM boundaries, compiled again only on change."""
         rules = self.rules()

@@ -32,7 +32,10 @@ def healthz() -> tuple[dict[str, Any], int]:
     rules = ctx.rules()  # first: it notices a changed file, which sets or clears the error read below
     source = ctx.rules_source
     # Delivery off for want of a webhook's environment variable still answers 200: the API works, events wait.
-    problem = rules.delivery_problem
+    try:
+        problem = ctx.delivery_problem()
+    except Exception:  # the store does not answer: said below by the ping, with this process's own view meanwhile
+        problem = rules.delivery_problem
     body = {
         "status": "degraded" if source.error or problem else "ok",
         "rulesVersion": rules.rules_version,
@@ -114,7 +117,7 @@ class _StoreCollector(Collector):
                                 value=1 if self.ctx.rules_source.error else 0)
         yield GaugeMetricFamily("segment_worker_delivery_disabled",
                                 "1 while a webhook's environment variable is unset: nothing is delivered, events wait",
-                                value=1 if self.ctx.rules().delivery_problem else 0)
+                                value=1 if self.ctx.delivery_problem() else 0)
 
     def _evaluations(self) -> Iterator[Metric]:
         recorded = self.ctx.store.last_run() or RunTotals(at=None)

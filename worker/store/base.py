@@ -28,6 +28,7 @@ NO_ORDER_MS = -(1 << 62)
 # Dead events a bulk replay makes pending again per call, at most: a bound on one request's work (the rest wait
 # for the next call, which continues with them since the replayed ones are dead no more).
 BULK_REPLAY_LIMIT = 1000
+DELIVERY_STATE_KEY = "delivery_state"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 # Meta keys, as existing stores hold them: renaming one forgets what it kept.
@@ -366,6 +367,16 @@ class Store(abc.ABC):
     def renew_sign_out_mark(self, key: str) -> None:
         """A new sign-out mark for `key`: every session that holds the old one is over, in every process."""
         self.set_meta(SIGN_OUT_PREFIX + key, secrets.token_urlsafe(18))
+
+    def delivery_state(self) -> tuple[str | None] | None:
+        """What the last scheduler to run delivery found: (None,) delivering, (problem,) disabled and why; None
+        before any scheduler said. The API shows this, not its own environment's view: a web process may run
+        without the webhook secret that only the scheduler needs."""
+        raw = self.get_meta(DELIVERY_STATE_KEY)
+        return None if raw is None else (raw or None,)
+
+    def record_delivery_state(self, problem: str | None) -> None:
+        self.set_meta(DELIVERY_STATE_KEY, problem or "")
 
     def ping(self) -> None:
         """One cheap read; raises when the store does not answer."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from flask import g
 
-from worker.api.context import context
+from worker.api.context import ApiContext, context
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,25 @@ def banners() -> Banners:
 
 def _current_banners() -> Banners:
     ctx = context()
-    rules = ctx.rules()  # first: it notices a changed file, which sets or clears the error read below
+    ctx.rules()  # first: it notices a changed file, which sets or clears the error read below
     source = ctx.rules_source
     try:
         counts = event_counts()
     except Exception:
         # The page still helps without its delivery banner; /healthz reports a store that does not answer.
         log.exception("dashboard: cannot read the event queue for the delivery banner")
-        return Banners(source.error, str(source.path), delivery_problem=rules.delivery_problem)
+        return Banners(source.error, str(source.path), delivery_problem=_delivery_problem(ctx))
     oldest = float(counts.get("oldest_pending_age_seconds", 0.0))
     return Banners(source.error, str(source.path), int(counts.get("dead", 0)),
-                   oldest if oldest > DELIVERY_BEHIND_SECONDS else None, delivery_problem=rules.delivery_problem)
+                   oldest if oldest > DELIVERY_BEHIND_SECONDS else None, delivery_problem=_delivery_problem(ctx))
+
+
+def _delivery_problem(ctx: ApiContext) -> str | None:
+    try:
+        return ctx.delivery_problem()
+    except Exception:
+        log.exception("dashboard: cannot read the delivery state")
+        return ctx.rules().delivery_problem
 
 
 def event_counts() -> dict[str, float]:
