@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from rules import Rules
+from tests.dashboard_helpers import sign_in
 from tests.factories import rules_text
 from tests.receiver import Receiver
 from worker.api import create_app
@@ -145,6 +146,18 @@ def app(settings: Settings, store: Store, rules_source: RulesSource, clock: Fixe
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def admin(client: FlaskClient) -> FlaskClient:
+    assert sign_in(client, ADMIN_KEY).status_code == 302
+    return client
+
+
+@pytest.fixture
+def reader(client: FlaskClient) -> FlaskClient:
+    assert sign_in(client, READ_KEY).status_code == 302
+    return client
 
 
 @pytest.fixture

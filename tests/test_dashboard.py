@@ -23,6 +23,7 @@ from markupsafe import escape
 from werkzeug.test import TestResponse
 
 from tests.conftest import ADMIN_KEY, NOW, READ_KEY, RULES_YAML
+from tests.dashboard_helpers import csrf_from, sign_in
 from tests.server_process import ROOT
 from tests.test_store_dashboard import record_transition
 from worker.api import create_app
@@ -44,17 +45,6 @@ from worker.store.base import NewEvent, Store, Superseded
 PAGES = ("/", "/customers", "/customers?q=C-", "/customers/C-VIP", "/events", "/events?status=dead")
 # Every kind of signed-in page: overview, customers, a customer, events, and an error page (404).
 BANNER_PAGES = ("/", "/customers", "/customers/C-VIP", "/events", "/customers/C-NOBODY")
-
-
-def csrf_from(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
-def sign_in(client: FlaskClient, key: str) -> TestResponse:
-    token = csrf_from(client.get("/signin").text)
-    return client.post("/signin", data={"csrf_token": token, "api_key": key})
 
 
 def row(html: str, attribute: str, value: str) -> str:
@@ -126,16 +116,6 @@ def shop(post_orders, make_orders) -> None:
         assert post_orders(batch).status_code == 200
 
 
-@pytest.fixture
-def admin(client: FlaskClient) -> FlaskClient:
-    assert sign_in(client, ADMIN_KEY).status_code == 302
-    return client
-
-
-@pytest.fixture
-def reader(client: FlaskClient) -> FlaskClient:
-    assert sign_in(client, READ_KEY).status_code == 302
-    return client
 
 
 # --- signing in ------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 from rules import RulesError, parse_rules
 from rules.reader import MAX_RULES_BYTES
 from tests.conftest import ADMIN_KEY, NOW, READ_KEY, RULES_YAML
-from tests.test_dashboard import csrf_from, sign_in
+from tests.dashboard_helpers import csrf_from, sign_in
 from worker import rules_preview
 from worker.api import create_app
 from worker.api.dashboard import CONTENT_SECURITY_POLICY
@@ -87,16 +87,6 @@ def dump(database_url: str) -> list[str]:
         return list(conn.iterdump())
 
 
-@pytest.fixture
-def admin(client: FlaskClient) -> FlaskClient:
-    assert sign_in(client, ADMIN_KEY).status_code == 302
-    return client
-
-
-@pytest.fixture
-def reader(client: FlaskClient) -> FlaskClient:
-    assert sign_in(client, READ_KEY).status_code == 302
-    return client
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import ADMIN_KEY, NOW, READ_KEY
-from tests.test_dashboard import csrf_from, dead_event, sign_in
+from tests.dashboard_helpers import csrf_from, sign_in
+from tests.test_dashboard import dead_event
 from worker.api import create_app
 from worker.api.auth import FAILURE_LIMIT, FAILURE_WINDOW_SECONDS, KeyFailures
 from worker.api.dashboard import SESSION_HOURS, SESSION_IDLE_MINUTES
@@ -22,10 +23,6 @@ from worker.store.base import Store
 ELSEWHERE = {"REMOTE_ADDR": "192.0.2.7"}
 
 
-@pytest.fixture
-def admin(client: FlaskClient) -> FlaskClient:
-    assert sign_in(client, ADMIN_KEY).status_code == 302
-    return client
 
 
 @pytest.fixture

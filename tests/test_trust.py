@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ADMIN_KEY, NOW, READ_KEY
+from tests.dashboard_helpers import sign_in
 from tests.outbox_helpers import SECRET, rules_text
 from tests.receiver import Receiver
 from tests.server_process import ROOT, commands, free_port, running_server
-from tests.test_dashboard import sign_in
 from worker.cli import main
 from worker.export import FORMULA_START
 from worker.serialize import iso

@@ -343,13 +343,14 @@ def _text(value: Any, field: str) -> str:
     text = value.strip()
     if len(text) > MAX_TEXT:
         raise _FieldError(field, f"longer than {MAX_TEXT} characters")
-    if not text.isascii() and not _storable(text):
+    if not text.isascii() and not storable(text):
         # JSON's "\ud800" escape decodes to a lone surrogate, which has no UTF-8 form: no store can keep it
         raise _FieldError(field, "contains characters that cannot be stored (a lone surrogate)")
     return text
 
 
-def _storable(text: str) -> bool:
+def storable(text: str) -> bool:
+    """Whether a store can hold `text`: JSON's "\\ud800" escape decodes to a lone surrogate, with no UTF-8 form."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -359,7 +360,7 @@ def _storable(text: str) -> bool:
 
 def _printable(text: str) -> str:
     """`text` with anything UTF-8 cannot carry escaped (\\ud800), for messages that are printed and sent."""
-    return text if text.isascii() or _storable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if text.isascii() or storable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _contact_id(value: Any) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from flask import request
 from werkzeug.exceptions import BadRequest
 
+from worker.ingest import storable
 from worker.serialize import parse_instant
 from worker.store.base import CustomerOrder
 
@@ -113,19 +114,10 @@ def decode_position(text: str, sort: str, name: str = "cursor") -> tuple[int, st
     except (ValueError, TypeError):  # not JSON, or not a list of three
         made_for = value = contact_id = None
     if (made_for != sort or type(value) is not int or not -_INT64 <= value < _INT64 or not isinstance(contact_id, str)
-            or not _storable(contact_id)):
+            or not storable(contact_id)):
         raise BadRequest(f"{name}: not a cursor of a list sorted by {sort}; use nextCursor from the previous page "
                          "of the same list")
     return value, contact_id
-
-
-def _storable(text: str) -> bool:
-    """Whether a store can hold `text` (JSON can carry a lone surrogate, which UTF-8 cannot)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def position_param(sort: str) -> tuple[int, str] | None:

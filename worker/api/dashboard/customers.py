@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from flask import Response, render_template, request, stream_with_context
 from werkzeug.exceptions import BadRequest, NotFound
 
+from rules import Rules
 from worker.api.context import context
 from worker.api.dashboard.blueprint import bp
 from worker.api.dashboard.charts import colour_classes
@@ -62,12 +63,17 @@ class CustomerPage:
     previous_before: str | None  # the cursor of the page before, if there is one
 
 
+def _filters(rules: Rules) -> tuple[str | None, str | None]:
+    """The table's segment and purchase-frequency filters (the export takes the same), a 400 page for others."""
+    return (choice_param("segment", rules.segment_names, UNKNOWN_CHOICE),
+            choice_param("frequency", rules.frequency_names, UNKNOWN_CHOICE))
+
+
 @bp.get("/customers")
 def customers() -> str:
     ctx = context()
     rules = ctx.rules()
-    segment = choice_param("segment", rules.segment_names, UNKNOWN_CHOICE)
-    frequency = choice_param("frequency", rules.frequency_names, UNKNOWN_CHOICE)
+    segment, frequency = _filters(rules)
     sort, order = sort_param("sort", UNKNOWN_CHOICE)
     text = _search_text()
     if text:
@@ -95,8 +101,7 @@ def export_customers() -> Response:
     """What the table shows (its filters and search; every match, not one page) as the API's CSV, streamed."""
     ctx = context()
     rules = ctx.rules()
-    segment = choice_param("segment", rules.segment_names, UNKNOWN_CHOICE)
-    frequency = choice_param("frequency", rules.frequency_names, UNKNOWN_CHOICE)
+    segment, frequency = _filters(rules)
     rows = export_rows(ctx.store, ctx.classifier(), ctx.clock(), segment, frequency, search=_search_text() or None)
     return Response(stream_with_context(csv_chunks(rows)), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="{export_filename(segment, frequency)}"'})

@@ -110,6 +110,15 @@ def open_dynamodb(database_url: str) -> DynamoDBStore:
         raise StoreUnavailable(str(exc)) from None
 
 
+def _customer_index(segment: str | None, purchase_frequency: str | None) -> tuple[str, list[Any]]:
+    """The sharded customer index for a filter (segment first, as it is the narrower), and its partition keys."""
+    if segment is not None:
+        return "by_segment", [f"{segment}#{s}" for s in range(CUSTOMER_SHARDS)]
+    if purchase_frequency is not None:
+        return "by_frequency", [f"{purchase_frequency}#{s}" for s in range(CUSTOMER_SHARDS)]
+    return "by_id", list(range(CUSTOMER_SHARDS))
+
+
 class _NoTables(RuntimeError):
     """The tables are missing or belong to a newer program."""
 
@@ -422,12 +431,7 @@ class DynamoDBStore(Store):
         no index to count on, so None."""
         if segment is not None and purchase_frequency is not None:
             return None
-        if segment is not None:
-            index, partitions = "by_segment", [f"{segment}#{s}" for s in range(CUSTOMER_SHARDS)]
-        elif purchase_frequency is not None:
-            index, partitions = "by_frequency", [f"{purchase_frequency}#{s}" for s in range(CUSTOMER_SHARDS)]
-        else:
-            index, partitions = "by_id", list(range(CUSTOMER_SHARDS))
+        index, partitions = _customer_index(segment, purchase_frequency)
         design = next(i for d in TABLES if d.noun == "customers" for i in d.indexes if i.name == index)
         key = design.hash_key[0]
         return sum(self._in_parallel(lambda partition: self._count(
@@ -438,12 +442,7 @@ class DynamoDBStore(Store):
                     descending: bool) -> list[CustomerRecord]:
         """Pages of a sharded index in contact_id order; rows are read from the table itself (consistent), and a
         row whose stored segment moved on since the index saw it is left out, the page refilled."""
-        if segment is not None:
-            index, partitions = "by_segment", [f"{segment}#{s}" for s in range(CUSTOMER_SHARDS)]
-        elif purchase_frequency is not None:
-            index, partitions = "by_frequency", [f"{purchase_frequency}#{s}" for s in range(CUSTOMER_SHARDS)]
-        else:
-            index, partitions = "by_id", list(range(CUSTOMER_SHARDS))
+        index, partitions = _customer_index(segment, purchase_frequency)
         found: list[CustomerRecord] = []
         beyond = "<" if descending else ">"
         while len(found) < limit:
