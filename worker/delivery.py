@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from rules import Announced, Classifier, Rules, undone_because
-from rules.ids import digest_id
 from rules.schema import Webhook
 from worker.clock import utc_now
 from worker.rfm_boundaries import load_cutoffs
-from worker.serialize import batch_body
+from worker.serialize import batch_message
 from worker.store.base import CustomerRecord, EventRecord, Store, Superseded
 from worker.transport import DeliveryError, SendResult, WebhookSender, next_attempt_at
 
@@ -266,8 +265,8 @@ def _units(events: list[EventRecord], routes: dict[str, _Route]) -> list[_Unit]:
 
 
 def _batch(events: list[EventRecord], route: _Route) -> _Message:
-    return _Message(events, digest_id("bat", *(e.id for e in events)), batch_body([e.body for e in events]).encode(),
-                    route)
+    msg_id, body = batch_message([(e.id, e.body) for e in events])
+    return _Message(events, msg_id, body.encode(), route)
 
 
 def _send_unit(unit: _Unit, clock: Callable[[], datetime], recheck: Recheck, gate: _Gate) -> _Outcome:

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from rules import Classifier, CustomerFacts, Rules
-from rules.ids import digest_id
 from rules.metrics import local_date
 from rules.rfm import RfmCutoffs
 from worker.evaluate import decide
 from worker.rules_file import load_rules_file
-from worker.serialize import batch_body
+from worker.serialize import batch_message
 from worker.store.base import CustomerRecord
 from worker.transport import USER_AGENT
 
@@ -78,7 +77,7 @@ class SampleEvent:
         Batched webhooks get `{"events": [...]}` under a batch id, as delivery sends a batch of one.
         """
         if batch_size > 1:
-            return digest_id("bat", self.event_id), batch_body([self.body])
+            return batch_message([(self.event_id, self.body)])
         return self.event_id, self.body
 
     @property

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from rules import Classification
+from rules.ids import digest_id
 from rules.rfm import RfmScore
 from worker.store.base import CustomerRecord, EventRecord, TransitionRecord
 from worker.store.times import iso  # the store keeps instants in its meta in the same form
@@ -81,6 +82,12 @@ def event_body(event_id: str, kind: str, campaign: str, occurred_at: datetime, d
 def batch_body(bodies: Sequence[str]) -> str:
     """Several events in one POST (a webhook's `batch_size`): `{"events": [...]}`, each body as it is."""
     return '{"events":[' + ",".join(bodies) + "]}"
+
+
+def batch_message(events: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The webhook-id and body of one POST carrying these (event id, body) pairs: the batch id is a digest of the
+    event ids (so a retry of the same batch has the same id), the body batch_body's."""
+    return digest_id("bat", *(event_id for event_id, _ in events)), batch_body([body for _, body in events])
 
 
 def rfm_json(score: RfmScore | None) -> dict[str, Any] | None:
