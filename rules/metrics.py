@@ -20,6 +20,11 @@ class CustomerFacts:
     total_cents: int
     first_order_at: datetime | None
     last_order_at: datetime | None
+    # Distinct calendar days (in the store's order-day timezone, the rules') with a counted order, and the spend on
+    # the first of them: what the churn and value model reads (repeat purchases are counted per day, as in the
+    # BG/NBD paper). None where a caller builds facts without them: no prediction is made then.
+    purchase_days: int | None = None
+    first_day_cents: int | None = None
 
     @property
     def total_spend(self) -> Decimal:

@@ -206,9 +206,10 @@ def test_new_orders_are_counted_without_reading_the_customer_s_other_orders(url)
     store.upsert_orders([order("C-1", f"ORD-{n}", T0 - n * DAY) for n in range(30)], T0)
     client.calls.clear()
     store.upsert_orders([order("C-1", "ORD-NEW", T0)], T0)
-    # the meta item says which order statuses do not count (rules.yaml orders.exclude_statuses)
-    assert client.calls == [("get_item", "meta"), ("batch_get_item", "orders"), ("batch_get_item", "customers"),
-                            ("batch_write_item", "orders"), ("update_item", "customers")]
+    # the meta items say which order statuses do not count and in which timezone purchase days are counted
+    assert client.calls == [("get_item", "meta"), ("get_item", "meta"), ("batch_get_item", "orders"),
+                            ("batch_get_item", "customers"), ("batch_write_item", "orders"),
+                            ("update_item", "customers")]
     assert store.get_customer("C-1").facts.order_count == 31
 
 

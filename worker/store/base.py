@@ -33,6 +33,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 # Meta keys, as existing stores hold them: renaming one forgets what it kept.
 EXCLUDED_STATUSES_KEY = "excluded_statuses"  # the order statuses the stored aggregates leave out (JSON list)
+ORDER_DAYS_TIMEZONE_KEY = "order_days_timezone"  # the timezone orders' purchase days are counted in (IANA name)
+PREDICTION_MODEL_KEY = "prediction_model"  # JSON: the fitted churn and value model, its report and summary
 FIRST_RUN_KEY = "first_run_at"  # when the store's first evaluation run happened (ISO time)
 RULES_VERSION_KEY = "rules_version"  # what the stored evaluations were made with (evaluation_version)
 LAST_RUN_KEY = "last_evaluation"  # JSON: when the last run happened and running totals, for /metrics
@@ -233,6 +235,20 @@ class RunTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class PurchaseRow:
+    """One customer with a counted order, as the churn and value model reads it: days are calendar days in the
+    store's order_days_timezone() as `date.toordinal()`; the stored segment is there for per-segment summaries."""
+
+    contact_id: str
+    segment: str | None
+    first_day: int
+    last_day: int
+    purchase_days: int
+    total_cents: int
+    first_day_cents: int
+
+
+@dataclass(frozen=True, slots=True)
 class SavedRfm:
     """The RFM boundaries every process uses, when they were computed (None if unreadable) and over how many."""
 
@@ -277,6 +293,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def _recount_statuses(self, statuses: frozenset[str]) -> int:
         """Re-flag every order under `statuses` and refresh the aggregates of the customers whose orders changed."""
+
+    def order_days_timezone(self) -> str:
+        """The timezone whose calendar days the stored purchase days count (UTC until the rules' is applied)."""
+        return self.get_meta(ORDER_DAYS_TIMEZONE_KEY) or "UTC"
+
+    def apply_timezone(self, timezone_name: str) -> int:
+        """Count purchase days in `timezone_name` (the rules'): on a change, every order's day is computed again and
+        the customers whose days moved are recounted and marked changed. Returns how many customers changed."""
+        if self.get_meta(ORDER_DAYS_TIMEZONE_KEY) == timezone_name:
+            return 0
+        changed = self._recount_days(timezone_name)
+        self.set_meta(ORDER_DAYS_TIMEZONE_KEY, timezone_name)
+        return changed
+
+    @abc.abstractmethod
+    def _recount_days(self, timezone_name: str) -> int:
+        """Give every order its calendar day in `timezone_name` and recount the customers whose days moved."""
 
     # evaluation
     @abc.abstractmethod
@@ -404,6 +437,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def iter_customers(self, batch_size: int = 1000) -> Iterator[list[CustomerRecord]]: ...
+
+    @abc.abstractmethod
+    def purchase_rows(self, until: datetime | None = None, batch_size: int = 5000) -> Iterator[list[PurchaseRow]]:
+        """Every customer with a counted order, in batches: from the aggregates kept at ingest, or with `until`
+        from the orders dated no later than it (the base as it stood then, for a backtest: a full pass)."""
 
     @abc.abstractmethod
     def segment_summary(self) -> list[SegmentSummary]: ...

@@ -19,6 +19,7 @@ from worker.store.base import (
     BULK_REPLAY_LIMIT,
     EVENT_STATUSES,
     NO_ORDER_MS,
+    ORDER_DAYS_TIMEZONE_KEY,
     Attempt,
     CustomerOrder,
     CustomerRecord,
@@ -26,6 +27,7 @@ from worker.store.base import (
     EventRecord,
     IngestResult,
     Order,
+    PurchaseRow,
     SaveResult,
     SegmentSummary,
     Store,
@@ -34,11 +36,11 @@ from worker.store.base import (
     Superseded,
     TransitionRecord,
 )
-from worker.store.times import from_ms, to_ms
+from worker.store.times import from_ms, local_day_function, to_ms
 
 # 2: customers.segment_since, events.superseded_by, events.recheck and events.ordered. 3: customers.last_order_key
 # and the indexes of the sorted customer lists and of a customer's events (_migrate adds them to older files).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL at the most between checkpoints
 # How long a write waits for another writer's transaction to end. Background writes (evaluation, the outbox,
 # leases) wait long: giving up after a send means sending again. Order writes (POST /api/orders, an import's
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS orders (
     cancelled INTEGER NOT NULL,
     email TEXT,
     name TEXT,
-    received_at INTEGER NOT NULL
+    received_at INTEGER NOT NULL,
+    order_day INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS orders_by_contact ON orders (contact_id, order_at);
 CREATE TABLE IF NOT EXISTS customers (
@@ -79,7 +82,9 @@ CREATE TABLE IF NOT EXISTS customers (
     purchase_frequency TEXT,
     next_check_at INTEGER,
     evaluated_at INTEGER,
-    segment_since INTEGER
+    segment_since INTEGER,
+    purchase_days INTEGER NOT NULL DEFAULT 0,
+    first_day_cents INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS customers_dirty ON customers (contact_id) WHERE dirty = 1;
 CREATE INDEX IF NOT EXISTS customers_due ON customers (next_check_at) WHERE next_check_at IS NOT NULL;
@@ -149,11 +154,18 @@ _SORT_COLUMNS = {"total_spend": "total_cents", "last_order": "last_order_key"}
 
 _CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_order_at, last_order_at, "
                      "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at, "
-                     "segment_since, dirty")
+                     "segment_since, dirty, purchase_days, first_day_cents")
 _EVENT_COLUMNS = ("id, contact_id, campaign, webhook, type, occurred_at, created_at, body, status, attempts, "
                   "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck, ordered")
 # Version 1 stores gain the columns of version 2; a customer's segment_since comes from its last transition, or
 # for a customer recorded silently (the baseline) from the store's first run.
+# Version 4 (the churn and value model's aggregates): each order's local day, each customer's purchase days and
+# first-day spend. The days are counted in UTC here; the first evaluation counts them again in the rules' timezone.
+_MIGRATE_TO_4 = (
+    ("orders", "order_day", "ALTER TABLE orders ADD COLUMN order_day INTEGER"),
+    ("customers", "purchase_days", "ALTER TABLE customers ADD COLUMN purchase_days INTEGER NOT NULL DEFAULT 0"),
+    ("customers", "first_day_cents", "ALTER TABLE customers ADD COLUMN first_day_cents INTEGER NOT NULL DEFAULT 0"),
+)
 _MIGRATE_TO_2 = (
     "ALTER TABLE customers ADD COLUMN segment_since INTEGER",
     "ALTER TABLE events ADD COLUMN superseded_by TEXT",
@@ -167,7 +179,7 @@ _MIGRATE_TO_2 = (
 # cancellations and orders that move between customers, at the cost of reading ~16 orders per customer.
 _REFRESH_AGGREGATES = """
 INSERT INTO customers (contact_id, name, email, order_count, total_cents, first_order_at, last_order_at,
-                       last_order_ref, version, dirty)
+                       last_order_ref, version, dirty, purchase_days, first_day_cents)
 SELECT t.contact_id,
        (SELECT name FROM orders n WHERE n.contact_id = t.contact_id AND n.name IS NOT NULL
          ORDER BY n.order_at DESC, n.order_ref DESC LIMIT 1),
@@ -176,7 +188,10 @@ SELECT t.contact_id,
        count(o.order_ref), coalesce(sum(o.total_cents), 0), min(o.order_at), max(o.order_at),
        (SELECT order_ref FROM orders l WHERE l.contact_id = t.contact_id AND l.cancelled = 0
          ORDER BY l.order_at DESC, l.order_ref DESC LIMIT 1),
-       1, 1
+       1, 1, count(DISTINCT o.order_day),
+       coalesce((SELECT sum(f.total_cents) FROM orders f WHERE f.contact_id = t.contact_id AND f.cancelled = 0
+                 AND f.order_day = (SELECT g.order_day FROM orders g WHERE g.contact_id = t.contact_id
+                                    AND g.cancelled = 0 ORDER BY g.order_at LIMIT 1)), 0)
 FROM temp.touched t LEFT JOIN orders o ON o.contact_id = t.contact_id AND o.cancelled = 0
 WHERE 1
 GROUP BY t.contact_id
@@ -184,7 +199,22 @@ ON CONFLICT (contact_id) DO UPDATE SET
     name = excluded.name, email = excluded.email, order_count = excluded.order_count,
     total_cents = excluded.total_cents, first_order_at = excluded.first_order_at,
     last_order_at = excluded.last_order_at, last_order_ref = excluded.last_order_ref,
+    purchase_days = excluded.purchase_days, first_day_cents = excluded.first_day_cents,
     version = customers.version + 1, dirty = 1
+"""
+
+# A customer's purchase days as they stood at a moment: the counted orders dated no later than it, per local day.
+_PURCHASES_UNTIL = """
+WITH days AS (
+    SELECT contact_id, order_day, sum(total_cents) AS cents FROM orders
+    WHERE cancelled = 0 AND order_at <= ? GROUP BY contact_id, order_day
+), firsts AS (
+    SELECT contact_id, min(order_day) AS first_day FROM days GROUP BY contact_id
+)
+SELECT d.contact_id, c.segment, f.first_day, max(d.order_day), count(*), sum(d.cents),
+       sum(CASE WHEN d.order_day = f.first_day THEN d.cents ELSE 0 END)
+FROM days d JOIN firsts f ON f.contact_id = d.contact_id LEFT JOIN customers c ON c.contact_id = d.contact_id
+GROUP BY d.contact_id ORDER BY d.contact_id
 """
 
 
@@ -235,6 +265,7 @@ class SQLiteStore(Store):
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO meta (key, value) VALUES (?, 'UTC')", (ORDER_DAYS_TIMEZONE_KEY,))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema version {row[0]}, newer than this program "
                                    f"({SCHEMA_VERSION}); upgrade segment-worker")
@@ -245,7 +276,25 @@ class SQLiteStore(Store):
                     for statement in _MIGRATE_TO_2:
                         db.execute(statement, (first_run_ms,) if "?" in statement else ())
                 # version 3's column and indexes were added above, as for every store that lacks them
+                if int(row[0]) < 4:
+                    self._migrate_to_4(db)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    @staticmethod
+    def _migrate_to_4(db: sqlite3.Connection) -> None:
+        for table, column, statement in _MIGRATE_TO_4:
+            if column not in {row[1] for row in db.execute(f"PRAGMA table_xinfo({table})")}:
+                db.execute(statement)
+        db.create_function("local_day", 1, local_day_function("UTC"), deterministic=True)
+        db.execute("UPDATE orders SET order_day = local_day(order_at)")
+        db.execute("INSERT INTO meta (key, value) VALUES (?, 'UTC') ON CONFLICT (key) DO UPDATE SET value = 'UTC'",
+                   (ORDER_DAYS_TIMEZONE_KEY,))
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (contact_id TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM temp.touched")
+        db.execute("INSERT INTO temp.touched (contact_id) SELECT DISTINCT contact_id FROM orders")
+        # recounted as unchanged: the migration changes no segment, so nobody is made due by it
+        db.execute(_REFRESH_AGGREGATES.replace("dirty = 1", "dirty = customers.dirty")
+                   .replace("version = customers.version + 1", "version = customers.version"))
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log back into the database without blocking readers or writers."""
@@ -271,11 +320,12 @@ class SQLiteStore(Store):
         touched: set[str] = set()
         with _Transaction(self._db, ORDER_WRITE_WAIT_SECONDS) as db:
             excluded = self.excluded_statuses()
+            day_of = local_day_function(self.order_days_timezone())
             existing = self._existing_orders(db, list(latest))
             rows = []
             for ref, order in latest.items():
-                row = (ref, order.contact_id, to_ms(order.order_at), order.total_cents, order.status,
-                       int(order.excluded(excluded)), order.email, order.name)
+                row = (ref, order.contact_id, (at := to_ms(order.order_at)), order.total_cents, order.status,
+                       int(order.excluded(excluded)), order.email, order.name, day_of(at))
                 before = existing.get(ref)
                 if before == row:
                     unchanged += 1
@@ -289,10 +339,10 @@ class SQLiteStore(Store):
                 rows.append(row + (received,))
             db.executemany(
                 "INSERT INTO orders (order_ref, contact_id, order_at, total_cents, status, cancelled, email, name, "
-                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_ref) DO UPDATE SET "
+                "order_day, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_ref) DO UPDATE SET "
                 "contact_id = excluded.contact_id, order_at = excluded.order_at, total_cents = excluded.total_cents, "
                 "status = excluded.status, cancelled = excluded.cancelled, email = excluded.email, "
-                "name = excluded.name, received_at = excluded.received_at",
+                "name = excluded.name, order_day = excluded.order_day, received_at = excluded.received_at",
                 rows,
             )
             if touched:
@@ -320,10 +370,22 @@ class SQLiteStore(Store):
                 self._refresh_aggregates(db, touched)
         return len(touched)
 
+    def _recount_days(self, timezone_name: str) -> int:
+        day_of = local_day_function(timezone_name)
+        with self._write() as db:
+            db.create_function("local_day", 1, day_of, deterministic=True)
+            touched = {r[0] for r in db.execute(
+                "SELECT DISTINCT contact_id FROM orders WHERE order_day IS NOT local_day(order_at)")}
+            if touched:
+                db.execute("UPDATE orders SET order_day = local_day(order_at) "
+                           "WHERE order_day IS NOT local_day(order_at)")
+                self._refresh_aggregates(db, touched)
+        return len(touched)
+
     @staticmethod
     def _existing_orders(db: sqlite3.Connection, refs: list[str]) -> dict[str, tuple]:
         return {row[0]: tuple(row) for row in _rows_in(
-            db, "SELECT order_ref, contact_id, order_at, total_cents, status, cancelled, email, name "
+            db, "SELECT order_ref, contact_id, order_at, total_cents, status, cancelled, email, name, order_day "
                 "FROM orders WHERE order_ref IN ({marks})", refs)}
 
     # evaluation --------------------------------------------------------------------------------------------
@@ -463,6 +525,24 @@ class SQLiteStore(Store):
                 return
             yield batch
             after = batch[-1].contact_id
+
+    def purchase_rows(self, until: datetime | None = None, batch_size: int = 5000) -> Iterator[list[PurchaseRow]]:
+        day_of = local_day_function(self.order_days_timezone())
+        if until is None:
+            rows: Iterator[tuple] = self._db.execute(
+                "SELECT contact_id, segment, first_order_at, last_order_at, purchase_days, total_cents, "
+                "first_day_cents FROM customers WHERE order_count > 0 ORDER BY contact_id")
+            rows = ((c, s, day_of(f), day_of(la), d, t, fd) for c, s, f, la, d, t, fd in rows)
+        else:
+            rows = self._db.execute(_PURCHASES_UNTIL, (to_ms(until),))
+        batch: list[PurchaseRow] = []
+        for row in rows:
+            batch.append(PurchaseRow(*row))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def segment_summary(self) -> list[SegmentSummary]:
         rows = self._db.execute(
@@ -735,7 +815,7 @@ def _rows_in(db: sqlite3.Connection, query: str, keys: Sequence[str]) -> Iterato
 def _customer(row: tuple) -> CustomerRecord:
     return CustomerRecord(
         contact_id=row[0], name=row[1], email=row[2],
-        facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6])),
+        facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6]), row[15], row[16]),
         last_order_ref=row[7], version=row[8], segment=row[9], purchase_frequency=row[10],
         next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]), segment_since=from_ms(row[13]),
         changed=bool(row[14]),

@@ -3,7 +3,9 @@ text (the wire format, and the store's meta) both ways."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Below 2**33 seconds either side of the epoch (the year 2242; ingest accepts orders up to 2200) one float division
@@ -45,3 +47,22 @@ def from_iso(text: str) -> datetime | None:
         return moment.astimezone(timezone.utc)
     except OverflowError:
         return None
+
+
+_UNIX_EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()
+_MS_PER_DAY = 86_400_000
+
+
+def local_day_function(timezone_name: str) -> Callable[[int | None], int | None]:
+    """Instant in epoch milliseconds -> its calendar day in `timezone_name`, as `date.toordinal()`: how both
+    stores count an order's purchase day (the model counts repeat purchases per day). UTC needs no conversion."""
+    if timezone_name == "UTC":
+        return lambda ms: None if ms is None else ms // _MS_PER_DAY + _UNIX_EPOCH_ORDINAL
+    tz = ZoneInfo(timezone_name)
+
+    def local_day(ms: int | None) -> int | None:
+        if ms is None:
+            return None
+        return from_ms(ms).astimezone(tz).date().toordinal()  # type: ignore[union-attr]
+
+    return local_day

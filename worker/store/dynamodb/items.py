@@ -28,9 +28,11 @@ _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 _CUSTOMER_FIELDS = ("contact_id", "name", "email", "order_count", "total_cents", "first_order_at", "last_order_at",
                     "last_order_ref", "version", "segment", "purchase_frequency", "next_check_at", "evaluated_at",
-                    "segment_since", "due_at")
-_INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs")
-_ORDER_FIELDS = ("contact_id", "order_at", "total_cents", "status", "cancelled", "email", "name")
+                    "segment_since", "due_at", "purchase_days", "first_day_cents")
+_INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs", "purchase_day_set")
+# order_day is compared too: an order re-sent unchanged is unchanged, one stored without its day (before purchase
+# days were kept) or with a day of another timezone is written again, as the SQLite store compares its whole row.
+_ORDER_FIELDS = ("contact_id", "order_at", "total_cents", "status", "cancelled", "email", "name", "order_day")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class _Totals:
     name_key: str | None = None  # (order time, reference) of the order the name came from: the latest one wins
     email: str | None = None
     email_key: str | None = None
+    # The distinct local days (order_day) of the counted orders, and the cents counted on the earliest of them: a
+    # new order knows whether its day is new and whether it comes before the first. Stored as a number set, with
+    # their count (purchase_days) beside it for cheap reads; an order stored without a day counts no day.
+    purchase_day_set: frozenset[int] = frozenset()
+    first_day_cents: int = 0
 
     @classmethod
     def of(cls, item: dict[str, Any] | None) -> _Totals:
@@ -54,7 +61,9 @@ class _Totals:
             return cls()
         return cls(_int(item.get("order_count", 0)), _int(item.get("total_cents", 0)), _int(item.get("first_order_at")),
                    _int(item.get("last_order_at")), item.get("last_order_ref"), item.get("name"),
-                   item.get("name_key"), item.get("email"), item.get("email_key"))
+                   item.get("name_key"), item.get("email"), item.get("email_key"),
+                   frozenset(_int(day) for day in item.get("purchase_day_set", ())),
+                   _int(item.get("first_day_cents", 0)))
 
     def add(self, order: dict[str, Any]) -> _Totals:
         at, ref = _int(order["order_at"]), order["order_ref"]
@@ -65,27 +74,47 @@ class _Totals:
         if order.get("email") and (self.email_key is None or key > self.email_key):
             changes.update(email=order["email"], email_key=key)
         if not order["cancelled"]:
-            total = self.total_cents + _int(order["total_cents"])
+            cents = _int(order["total_cents"])
+            total = self.total_cents + cents
             if not -_INT64 <= total < _INT64:
                 raise StoreError(f"customer {order['contact_id']}: total spend outside 64-bit integers")
             changes.update(order_count=self.order_count + 1, total_cents=total,
                            first_order_at=at if self.first_order_at is None else min(self.first_order_at, at))
             if self.last_order_at is None or (at, ref) > (self.last_order_at, self.last_order_ref or ""):
                 changes.update(last_order_at=at, last_order_ref=ref)
+            day = _int(order.get("order_day"))
+            if day is not None:
+                changes.update(self._with_day(day, cents, order["contact_id"]))
         return replace(self, **changes)
 
+    def _with_day(self, day: int, cents: int, contact_id: str) -> dict[str, Any]:
+        """The day fields once a counted order of `cents` on `day` is added: the same whatever the order of adding."""
+        first = min(self.purchase_day_set, default=None)
+        if first is None or day < first:
+            first_day_cents = cents  # a new first day: the orders counted so far were all on later days
+        elif day == first:
+            first_day_cents = self.first_day_cents + cents
+        else:
+            first_day_cents = self.first_day_cents
+        if not -_INT64 <= first_day_cents < _INT64:
+            raise StoreError(f"customer {contact_id}: first-day spend outside 64-bit integers")
+        return {"purchase_day_set": self.purchase_day_set | {day}, "first_day_cents": first_day_cents}
+
     def fields(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "purchase_days": len(self.purchase_day_set)}
 
 
-def _order_item(order: Order, now: datetime, excluded: frozenset[str]) -> dict[str, Any]:
-    """An order as stored; refuses integers the SQLite store could not hold, so both backends accept the same."""
+def _order_item(order: Order, now: datetime, excluded: frozenset[str],
+                day_of: Callable[[int | None], int | None]) -> dict[str, Any]:
+    """An order as stored, with its local day (`day_of` its time, in the store's order_days_timezone()); refuses
+    integers the SQLite store could not hold, so both backends accept the same."""
     item = {"order_ref": order.order_ref, "contact_id": order.contact_id, "order_at": to_ms(order.order_at),
             "total_cents": order.total_cents, "status": order.status, "cancelled": order.excluded(excluded),
             "email": order.email, "name": order.name, "received_at": to_ms(now)}
     for name in ("order_at", "total_cents"):
         if not isinstance(item[name], int) or not -_INT64 <= item[name] < _INT64:
             raise OverflowError(f"order {order.order_ref}: {name} {item[name]!r} is not a 64-bit integer")
+    item["order_day"] = day_of(item["order_at"])
     return item
 
 
@@ -106,8 +135,10 @@ def _transition_item(t: TransitionRecord) -> dict[str, Any]:
 def _customer(item: dict[str, Any]) -> CustomerRecord:
     return CustomerRecord(
         contact_id=item["contact_id"], name=item.get("name"), email=item.get("email"),
+        # purchase_days and first_day_cents are 0 on a customer written before they were kept (until a recount)
         facts=CustomerFacts(_int(item.get("order_count", 0)), _int(item.get("total_cents", 0)),
-                            from_ms(_int(item.get("first_order_at"))), from_ms(_int(item.get("last_order_at")))),
+                            from_ms(_int(item.get("first_order_at"))), from_ms(_int(item.get("last_order_at"))),
+                            _int(item.get("purchase_days", 0)), _int(item.get("first_day_cents", 0))),
         last_order_ref=item.get("last_order_ref"), version=_int(item["version"]), segment=item.get("segment"),
         purchase_frequency=item.get("purchase_frequency"), next_check_at=from_ms(_int(item.get("next_check_at"))),
         evaluated_at=from_ms(_int(item.get("evaluated_at"))), segment_since=from_ms(_int(item.get("segment_since"))),

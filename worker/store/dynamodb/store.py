@@ -35,6 +35,7 @@ from worker.store.base import (
     IngestResult,
     NewEvent,
     Order,
+    PurchaseRow,
     SaveResult,
     SegmentSummary,
     Store,
@@ -70,7 +71,7 @@ from worker.store.dynamodb.items import (
     _transition_item,
 )
 from worker.store.dynamodb.tables import SCHEMA_VERSION, TABLES, WORKERS, DynamoConfig, make_client
-from worker.store.times import from_ms, to_ms
+from worker.store.times import from_ms, local_day_function, to_ms
 
 BATCH_WRITE_ITEMS = 25  # BatchWriteItem's limit
 BATCH_GET_KEYS = 100  # BatchGetItem's limit
@@ -154,10 +155,12 @@ class DynamoDBStore(Store):
                                f"than this program ({SCHEMA_VERSION}); upgrade segment-worker")
         if int(version) < SCHEMA_VERSION:
             # Version 3 reads a customer's events from an index older tables lack; `init-db` adds it (DynamoDB fills
-            # it from the events already there) and only then records version 3.
+            # it from the events already there) and only then records version 3. Version 4 (purchase days) changes
+            # no table: `init-db` records it, so that version 3 programs stop starting against the tables.
+            todo = "to add the index of events by customer" if int(version) < 3 else "to record the upgrade"
             raise _NoTables(f"the DynamoDB tables {config.table_prefix}* were made by an older version (schema "
                             f"version {version}, this one needs {SCHEMA_VERSION}): run `python -m worker init-db` "
-                            "to add the index of events by customer, then start again")
+                            f"{todo}, then start again")
         return store
 
     def close(self) -> None:
@@ -180,7 +183,9 @@ class DynamoDBStore(Store):
         for order in orders:
             latest[order.order_ref] = order
         excluded = self.excluded_statuses()
-        incoming = {ref: _order_item(order, now, excluded) for ref, order in latest.items()}  # bad values raise here
+        day_of = local_day_function(self.order_days_timezone())
+        incoming = {ref: _order_item(order, now, excluded, day_of)  # bad values raise here
+                    for ref, order in latest.items()}
         stored = self._get_items("orders", [{"order_ref": ref} for ref in incoming])
         stored_by_ref = {item["order_ref"]: item for item in stored}
         owners = {item["contact_id"] for item in incoming.values()} | {item["contact_id"] for item in stored}
@@ -236,9 +241,29 @@ class DynamoDBStore(Store):
                 flipped.append(item)
                 changed.setdefault(item["contact_id"], _CustomerChange()).arrived[item["order_ref"]] = item
         self._write_items("orders", flipped)
+        self._count_changed(changed)
+        return len(changed)
+
+    def _recount_days(self, timezone_name: str) -> int:
+        """A scan of the orders (this runs only when the timezone of purchase days changes, and once on tables
+        whose orders were stored without a day), then each customer whose orders' days moved is counted again."""
+        day_of = local_day_function(timezone_name)
+        changed: dict[str, _CustomerChange] = {}
+        moved = []
+        for item in self._scan("orders", ()):
+            day = day_of(_int(item["order_at"]))
+            if _int(item.get("order_day")) != day:  # a missing day (an order stored before days were kept) too
+                item = {**item, "order_day": day}
+                moved.append(item)
+                changed.setdefault(item["contact_id"], _CustomerChange()).arrived[item["order_ref"]] = item
+        self._write_items("orders", moved)
+        self._count_changed(changed)
+        return len(changed)
+
+    def _count_changed(self, changed: dict[str, _CustomerChange]) -> None:
+        """Each customer's aggregates brought up to date with the orders of its that a full pass rewrote."""
         self._in_parallel(lambda cid: self._count_orders(
             cid, self._get_item("customers", {"contact_id": cid}, _INGEST_FIELDS), changed[cid]), list(changed))
-        return len(changed)
 
     def _recount(self, contact_id: str, refs: set[str]) -> tuple[_Totals, set[str]]:
         owned = [item for item in self._get_items("orders", [{"order_ref": r} for r in sorted(refs)])
@@ -468,6 +493,62 @@ class DynamoDBStore(Store):
                 batch = []
         if batch:
             yield batch
+
+    def purchase_rows(self, until: datetime | None = None, batch_size: int = 5000) -> Iterator[list[PurchaseRow]]:
+        """A parallel scan either way, rows in contact_id order: of the customers (their stored aggregates), or with
+        `until` of the orders (each customer's counted orders no later than it, per day) and then the stored
+        segments of the customers found. O(customers), or O(orders); held in memory to be sorted."""
+        rows = self._purchases_stored() if until is None else self._purchases_until(to_ms(until))
+        rows.sort(key=lambda row: row.contact_id)
+        for start in range(0, len(rows), batch_size):
+            yield rows[start:start + batch_size]
+
+    def _purchases_stored(self) -> list[PurchaseRow]:
+        day_of = local_day_function(self.order_days_timezone())
+        fields = ("contact_id", "segment", "first_order_at", "last_order_at", "purchase_days", "total_cents",
+                  "first_day_cents")
+        counted = _expression({":none": 0}, FilterExpression="#order_count > :none")
+
+        def rows(items: Iterator[dict[str, Any]]) -> list[PurchaseRow]:
+            return [PurchaseRow(item["contact_id"], item.get("segment"), day_of(_int(item["first_order_at"])),
+                                day_of(_int(item["last_order_at"])), _int(item.get("purchase_days", 0)),
+                                _int(item["total_cents"]), _int(item.get("first_day_cents", 0))) for item in items]
+
+        return [row for part in self._parallel_scan("customers", fields, counted, rows) for row in part]
+
+    def _purchases_until(self, until_ms: int) -> list[PurchaseRow]:
+        day_of = local_day_function(self.order_days_timezone())  # for an order stored without its day
+
+        def per_day(items: Iterator[dict[str, Any]]) -> dict[str, dict[int, int]]:
+            cents: dict[str, dict[int, int]] = {}
+            for item in items:
+                at = _int(item["order_at"])
+                if item.get("cancelled") or at > until_ms:
+                    continue
+                day = _int(item.get("order_day"))
+                day = day_of(at) if day is None else day
+                days = cents.setdefault(item["contact_id"], {})
+                days[day] = days.get(day, 0) + _int(item["total_cents"])
+            return cents
+
+        merged: dict[str, dict[int, int]] = {}
+        for part in self._parallel_scan("orders", ("contact_id", "order_at", "total_cents", "cancelled", "order_day"),
+                                        {}, per_day):
+            for contact_id, days in part.items():  # a customer's orders are spread over every segment
+                into = merged.setdefault(contact_id, {})
+                for day, cents in days.items():
+                    into[day] = into.get(day, 0) + cents
+        ids = sorted(merged)
+        keys = [[{"contact_id": c} for c in ids[start:start + BATCH_GET_KEYS]]
+                for start in range(0, len(ids), BATCH_GET_KEYS)]
+        segments = {item["contact_id"]: item.get("segment") for part in self._in_parallel(
+            lambda chunk: self._get_items("customers", chunk, ("contact_id", "segment")), keys) for item in part}
+        rows = []
+        for contact_id, days in merged.items():
+            first = min(days)
+            rows.append(PurchaseRow(contact_id, segments.get(contact_id), first, max(days), len(days),
+                                    sum(days.values()), days[first]))
+        return rows
 
     def segment_summary(self) -> list[SegmentSummary]:
         """A scan: O(customers). Fine for /api/segments and a scrape a minute at 10^5 customers (docs/dynamodb.md)."""

@@ -20,8 +20,11 @@ from worker.store.dynamodb.items import _code, _expression, _to_item
 log = logging.getLogger(__name__)
 
 # 2: optional attributes segment_since, superseded_by, recheck; the superseded status. 3: the events index
-# by_contact (a customer's events), which `init-db` adds to tables made before it.
-SCHEMA_VERSION = 3
+# by_contact (a customer's events), which `init-db` adds to tables made before it. 4: optional attributes order_day
+# (orders) and purchase_days, first_day_cents, purchase_day_set (customers): no table change, but a version 3 program
+# must no longer start against the tables (its orders would have no day); the first evaluation's apply_timezone
+# gives the orders stored before their day and recounts their customers.
+SCHEMA_VERSION = 4
 DEFAULT_TABLE_PREFIX = "segment_worker_"
 WORKERS = 8  # concurrent requests for per-item writes (conditional updates cannot be batched)
 INDEX_WAIT_SECONDS = 3600  # how long init-db waits for DynamoDB to fill an index it added to a table with data
