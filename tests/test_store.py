@@ -553,3 +553,26 @@ def test_a_version_2_database_gains_the_sorted_lists_column_and_indexes(tmp_path
         indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"customers_by_last_order", "customers_by_segment_last_order", "events_by_contact"} <= indexes
     upgraded.close()
+
+
+def test_a_version_3_database_gains_purchase_days_counted_without_making_anyone_due(tmp_path):
+    path = tmp_path / "segments.db"
+    opened = new_store(tmp_path)
+    opened.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=3), 500), order("C-1", "ORD-2", T0 - timedelta(hours=1), 100),
+                          order("C-1", "ORD-3", T0, 250)], T0)
+    opened.save_evaluations([evaluation(opened.get_customer("C-1"), "Active")])
+    opened.close()
+    with sqlite3.connect(path) as db:  # what a version 3 program left behind
+        db.execute("ALTER TABLE orders DROP COLUMN order_day")
+        for column in ("purchase_days", "first_day_cents"):
+            db.execute(f"ALTER TABLE customers DROP COLUMN {column}")
+        db.execute("DELETE FROM meta WHERE key = 'order_days_timezone'")
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+    upgraded = new_store(tmp_path)
+    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION)
+    facts = upgraded.get_customer("C-1").facts
+    assert (facts.purchase_days, facts.first_day_cents) == (2, 500)  # ORD-2 and ORD-3 share T0's day (UTC)
+    assert upgraded.order_days_timezone() == "UTC"
+    assert list(upgraded.customers_to_evaluate(T0, everyone=False, batch_size=10)) == [], "nobody made due"
+    upgraded.close()
