@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from rules.classify import Classification
 from rules.ids import digest_id
 from rules.metrics import CustomerFacts, local_date, local_midnight
-from rules.schema import Rules
+from rules.schema import BAND_METRIC, CHURN_BANDS, Rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,9 @@ class Fired:
     campaign: str
     kind: str
     occurred_at: datetime
+    # what the event id is made of instead of occurred_at: a band crossing's id holds the last order, so that a
+    # refit moving the crossing day never announces the same rise twice
+    id_at: datetime | None = None
 
 
 def campaigns_for_move(rules: Rules, from_segment: str | None, to_segment: str) -> list[tuple[str, str]]:
@@ -45,15 +48,39 @@ def milestones_reached(rules: Rules, facts: CustomerFacts, segment: str, since: 
     fired = []
     tz = rules.tz
     for name, campaign in rules.campaigns.items():
-        if campaign.on.reached is None or (campaign.segment is not None and campaign.segment != segment):
+        if campaign.on.day_milestone is None or (campaign.segment is not None and campaign.segment != segment):
             continue
-        metric, days = next(iter(campaign.on.reached.items()))
+        metric, days = campaign.on.day_milestone
         base = facts.last_order_at if metric == "lastOrderDaysAgo" else facts.first_order_at
         if base is None:
             continue
         crossed_at = local_midnight(local_date(base, tz) + timedelta(days=int(days)), tz)
         if crossed_at <= as_of and (since is None or crossed_at > since):
             fired.append(Fired(name, "milestone.reached", crossed_at))
+    return fired
+
+
+def bands_reached(rules: Rules, facts: CustomerFacts, current: Classification, since: datetime | None,
+                  as_of: datetime) -> list[Fired]:
+    """Band triggers (`on: {reached: {churnRiskBand: High}}`) whose band the churn risk rose into after `since`.
+
+    The crossing is dated at the local midnight of the day the risk first reached the band since the last order
+    (or at that order, on its own day), so it fires once per rise however often the customer is evaluated.
+    """
+    reached = dict(current.band_reached)
+    if not reached or facts.last_order_at is None:
+        return []
+    fired = []
+    tz = rules.tz
+    for name, campaign in rules.campaigns.items():
+        band = campaign.on.band_milestone
+        if band is None or band not in reached:
+            continue
+        if campaign.segment is not None and campaign.segment != current.segment:
+            continue
+        crossed_at = max(local_midnight(date.fromordinal(reached[band]), tz), facts.last_order_at)
+        if crossed_at <= as_of and (since is None or crossed_at > since):
+            fired.append(Fired(name, "milestone.reached", crossed_at, id_at=facts.last_order_at))
     return fired
 
 
@@ -71,7 +98,7 @@ class Announced:
     campaign: str
     from_segment: str | None
     to_segment: str
-    milestone: tuple[str, int] | None = None  # (metric, days) for milestone.reached
+    milestone: tuple[str, int | str] | None = None  # (metric, days) or (churnRiskBand, band) for milestone.reached
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Announced:
@@ -79,7 +106,7 @@ class Announced:
         milestone = body.get("milestone")
         return cls(kind=body["type"], campaign=body["campaign"], from_segment=transition.get("from"),
                    to_segment=transition["to"],
-                   milestone=None if milestone is None else (milestone["metric"], int(milestone["days"])))
+                   milestone=None if milestone is None else _milestone(milestone))
 
 
 def undone_because(rules: Rules, announced: Announced, facts: CustomerFacts, current: Classification) -> str | None:
@@ -101,6 +128,8 @@ def undone_because(rules: Rules, announced: Announced, facts: CustomerFacts, cur
     if announced.milestone is None:
         return None
     metric, days = announced.milestone
+    if metric == BAND_METRIC:
+        return _band_undone(rules, announced, str(days), current)
     value = current.last_order_days_ago if metric == "lastOrderDaysAgo" else current.first_order_days_ago
     if value is None or value < days:
         return f"a newer order since: {metric} is now {value}, below the milestone's {days}"
@@ -108,4 +137,23 @@ def undone_because(rules: Rules, announced: Announced, facts: CustomerFacts, cur
     segment = campaign.segment if campaign is not None else announced.to_segment
     if segment is not None and current.segment != segment:
         return f"the customer is now {current.segment}, no longer {segment} (the milestone counts only there)"
+    return None
+
+
+def _milestone(body: dict[str, Any]) -> tuple[str, int | str]:
+    if body["metric"] == BAND_METRIC:
+        return body["metric"], str(body["band"])
+    return body["metric"], int(body["days"])
+
+
+def _band_undone(rules: Rules, announced: Announced, band: str, current: Classification) -> str | None:
+    predicted = current.predicted
+    if predicted is None:
+        return "no churn prediction can be made now (the model is not fitted, or the customer has no order days)"
+    if band in CHURN_BANDS and CHURN_BANDS.index(predicted.band) < CHURN_BANDS.index(band):
+        return f"the churn risk is now {predicted.churn_risk:.2f} ({predicted.band}), below {band}"
+    campaign = rules.campaigns.get(announced.campaign)
+    segment = campaign.segment if campaign is not None else announced.to_segment
+    if segment is not None and current.segment != segment:
+        return f"the customer is now {current.segment}, no longer {segment} (the trigger counts only there)"
     return None

@@ -5,19 +5,26 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from fractions import Fraction
 from math import floor
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from rules.metrics import CustomerFacts, avg_days_between_orders, local_date, local_midnight
 from rules.rfm import DEFAULT_GROUPS, RfmCutoffs, RfmGroup, RfmScore, rfm_score
 from rules.schema import (
+    CHURN_BANDS,
     DAY_METRICS,
+    MONEY_METRICS,
     NO_ORDERS_FREQUENCY,
     ONE_ORDER_FREQUENCY,
+    PREDICTED_METRICS,
     RFM_METRICS,
     Rules,
 )
+
+if TYPE_CHECKING:  # rules.scores needs numpy and scipy: imported only when a model is given
+    from rules.scores import FittedModel, Predicted
 
 _OPS: dict[str, Callable[[object, object], bool]] = {
     "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le, "eq": operator.eq,
@@ -32,16 +39,29 @@ class Classification(NamedTuple):
     last_order_days_ago: int | None
     first_order_days_ago: int | None
     rfm: RfmScore | None = None
+    predicted: Predicted | None = None
+    # Days from today until the churn risk reaches the next threshold a condition or a band trigger watches (None:
+    # not within the look-ahead, or nothing watches it); and for each watched band the customer is in or above,
+    # the local date (ordinal) its risk reached that band since the last order.
+    risk_changes_in: int | None = None
+    band_reached: tuple[tuple[str, int], ...] = ()
 
 
 class Classifier:
     """Rules compiled once per run so that classifying a customer is a few comparisons, not a walk of the YAML."""
 
-    def __init__(self, rules: Rules, rfm: RfmCutoffs | None = None):
-        """`rfm`: the quintile boundaries of the base, when known; without them RFM conditions never hold."""
+    def __init__(self, rules: Rules, rfm: RfmCutoffs | None = None, model: FittedModel | None = None):
+        """`rfm`: the quintile boundaries of the base, when known; without them RFM conditions never hold.
+        `model`: the fitted churn and value model; without it (or with `prediction.enabled: false`) the predicted
+        figures are None and conditions on them never hold."""
         self.rules = rules
         self.tz = rules.tz
         self.rfm_cutoffs = rfm
+        self.model = model if rules.prediction.enabled else None
+        self._scorer = None
+        if self.model is not None:
+            from rules.scores import Scorer
+            self._scorer = Scorer(self.model, self.tz)
         self._rfm_groups = DEFAULT_GROUPS if rules.rfm_groups is None else tuple(
             RfmGroup(g.name, g.recency, g.frequency_monetary) for g in rules.rfm_groups)
         self._segments = [
@@ -50,9 +70,23 @@ class Classifier:
         ]
         self._bands = [(b.name, None if b.max_avg_days is None else _whole(Fraction(b.max_avg_days) * _MS_PER_DAY))
                        for b in rules.purchase_frequency]
+        self._campaign_tests = {
+            name: [(c, _OPS[c.op], _threshold(c.metric, c.value)) for c in campaign.conditions]
+            for name, campaign in rules.campaigns.items() if campaign.when}
         metrics = {c.metric for s in rules.segments for c in s.conditions}
+        metrics |= {c.metric for tests in self._campaign_tests.values() for c, _, _ in tests}
         self._needs_avg = "avgDaysBetweenOrders" in metrics
         self._no_rfm = dict.fromkeys(RFM_METRICS)
+        self._no_predicted = dict.fromkeys(PREDICTED_METRICS)
+        self._needs_predicted = bool(metrics & set(PREDICTED_METRICS))
+        # Churn risk thresholds to plan re-checks at: the conditions' and, for band triggers, the bands' cut points.
+        self._band_triggers = sorted({c.on.band_milestone for c in rules.campaigns.values()
+                                      if c.on.band_milestone is not None}, key=CHURN_BANDS.index)
+        cuts = rules.prediction.churn_bands
+        band_cut = {"Medium": float(cuts.medium), "High": float(cuts.high)}
+        self._band_cuts = {band: band_cut[band] for band in self._band_triggers}
+        self._risk_thresholds = sorted({float(c.value) for s in rules.segments for c in s.conditions
+                                        if c.metric == "churnRisk"} | set(self._band_cuts.values()))
         self._today_cache: tuple[datetime, date] | None = None
         # Day counts at which some condition can flip: a threshold v flips between day floor(v) and floor(v)+1.
         days: dict[str, set[int]] = {m: set() for m in DAY_METRICS}
@@ -68,23 +102,66 @@ class Classifier:
         self._first_days = tuple(self._segment_days["firstOrderDaysAgo"])
         milestones: dict[str, set[int]] = {m: set() for m in DAY_METRICS}
         for campaign in rules.campaigns.values():
-            for metric, value in (campaign.on.reached or {}).items():
-                milestones[metric].add(int(value))
+            if campaign.on.day_milestone is not None:
+                metric, value = campaign.on.day_milestone
+                milestones[metric].add(value)
         self._milestone_days = {m: sorted(v) for m, v in milestones.items()}
 
     def classify(self, facts: CustomerFacts, as_of: datetime) -> Classification:
+        if self._scorer is None:
+            return self._classify(facts, as_of)
+        return self.classify_many([facts], as_of)[0]
+
+    def classify_many(self, facts: list[CustomerFacts], as_of: datetime) -> list[Classification]:
+        """`classify` for a batch: the model scores the whole batch in one vectorised pass."""
+        scorer = self._scorer
+        if scorer is None or not facts:
+            return [self._classify(f, as_of) for f in facts]
+        predicted = scorer.score(facts, as_of)
+        changes_in = scorer.days_until(facts, as_of, self._risk_thresholds) if self._risk_thresholds else None
+        reached = {band: scorer.reached_on(facts, as_of, cut) for band, cut in self._band_cuts.items()}
+        result = []
+        for i, f in enumerate(facts):
+            bands = tuple((band, days[i]) for band, days in reached.items() if days[i] is not None)
+            result.append(self._classify(f, as_of, predicted[i], None if changes_in is None else changes_in[i],
+                                         bands))
+        return result
+
+    def _classify(self, facts: CustomerFacts, as_of: datetime, predicted: Predicted | None = None,
+                  risk_changes_in: int | None = None, band_reached: tuple[tuple[str, int], ...] = ()) -> Classification:
         if facts.order_count == 0 or facts.last_order_at is None or facts.first_order_at is None:
             return Classification(self.rules.no_orders_segment, NO_ORDERS_FREQUENCY, None, None)
         today = self._today(as_of)
         tz = self.tz
         last_days = (today - facts.last_order_at.astimezone(tz).date()).days
         first_days = (today - facts.first_order_at.astimezone(tz).date()).days
-        values = self._values(facts, last_days, first_days)
+        values = self._values(facts, last_days, first_days, predicted)
         rfm = None
         if self.rfm_cutoffs is not None:
             rfm = rfm_score(last_days, facts.order_count, facts.total_cents, self.rfm_cutoffs, self._rfm_groups)
             values.update(zip(RFM_METRICS, rfm[:3], strict=True))
-        return Classification(self._segment(values), self._frequency(facts), last_days, first_days, rfm)
+        return Classification(self._segment(values), self._frequency(facts), last_days, first_days, rfm, predicted,
+                              risk_changes_in, band_reached)
+
+    def campaign_blocked(self, campaign: str, facts: CustomerFacts, current: Classification) -> str | None:
+        """Which of the campaign's `when` conditions does not hold for the customer as classified, in words
+        ('predictedClv12m is 120.00, needs gte 200'); None when all hold (or it has none)."""
+        tests = self._campaign_tests.get(campaign)
+        if not tests:
+            return None
+        if current.last_order_days_ago is None or current.first_order_days_ago is None:
+            values = self._values(facts, 0, 0, current.predicted)
+            values.update(lastOrderDaysAgo=None, firstOrderDaysAgo=None)
+        else:
+            values = self._values(facts, current.last_order_days_ago, current.first_order_days_ago, current.predicted)
+        if current.rfm is not None:
+            values.update(zip(RFM_METRICS, current.rfm[:3], strict=True))
+        for condition, test, threshold in tests:
+            value = values[condition.metric]
+            if value is None or not test(value, threshold):
+                shown = "unknown" if value is None else _shown(condition.metric, value)
+                return f"{condition.metric} is {shown}, needs {condition.op} {condition.value}"
+        return None
 
     def next_check_at(self, facts: CustomerFacts, as_of: datetime,
                       current: Classification | None = None) -> datetime | None:
@@ -100,11 +177,13 @@ class Classifier:
         milestone = min((d - last for d in self._milestone_days["lastOrderDaysAgo"] if d > last), default=None)
         first_milestone = min((d - first for d in self._milestone_days["firstOrderDaysAgo"] if d > first),
                               default=None)
-        milestone = min((m for m in (milestone, first_milestone) if m is not None), default=None)
+        # the churn risk reaching a watched threshold is a moment to look again, like a milestone
+        milestone = min((m for m in (milestone, first_milestone, current.risk_changes_in) if m is not None),
+                        default=None)
         for offset in self._offsets(last, first, lambda k: k > 0):
             if milestone is not None and milestone <= offset:
                 break
-            if self._segment_at(facts, last + offset, first + offset) != current.segment:
+            if self._segment_at(facts, last + offset, first + offset, current.predicted) != current.segment:
                 return self._midnight_after(as_of, offset)
         return None if milestone is None else self._midnight_after(as_of, milestone)
 
@@ -119,7 +198,7 @@ class Classifier:
         last, first = current.last_order_days_ago, current.first_order_days_ago
         # a crossing at offset k (<= 0) is the midnight starting day last+k; it must come after the last order
         for offset in sorted(self._offsets(last, first, lambda k: k <= 0 and last + k > 0), reverse=True):
-            if self._segment_at(facts, last + offset - 1, first + offset - 1) != current.segment:
+            if self._segment_at(facts, last + offset - 1, first + offset - 1, current.predicted) != current.segment:
                 return self._midnight_after(as_of, offset)
         return min(facts.last_order_at, as_of)
 
@@ -129,14 +208,17 @@ class Classifier:
         offsets.update([d - first for d in self._first_days])
         return sorted(filter(keep, offsets))
 
-    def _segment_at(self, facts: CustomerFacts, last_days: int, first_days: int) -> str:
-        values = self._values(facts, last_days, first_days)
+    def _segment_at(self, facts: CustomerFacts, last_days: int, first_days: int,
+                    predicted: Predicted | None = None) -> str:
+        # The predicted figures are held at today's: their own changes are planned by risk_changes_in.
+        values = self._values(facts, last_days, first_days, predicted)
         if self.rfm_cutoffs is not None:
             score = rfm_score(last_days, facts.order_count, facts.total_cents, self.rfm_cutoffs, self._rfm_groups)
             values.update(zip(RFM_METRICS, score[:3], strict=True))
         return self._segment(values)
 
-    def _values(self, facts: CustomerFacts, last_days: int, first_days: int) -> dict[str, object]:
+    def _values(self, facts: CustomerFacts, last_days: int, first_days: int,
+                predicted: Predicted | None = None) -> dict[str, object]:
         values: dict[str, object] = {
             "totalSpend": facts.total_cents,
             "orderCount": facts.order_count,
@@ -145,6 +227,13 @@ class Classifier:
             "avgDaysBetweenOrders": avg_days_between_orders(facts) if self._needs_avg else None,
         }
         values.update(self._no_rfm)
+        if not self._needs_predicted:
+            return values
+        if predicted is None:
+            values.update(self._no_predicted)
+        else:
+            values.update(churnRisk=predicted.churn_risk, pAlive=predicted.p_alive,
+                          expectedOrders90d=predicted.expected_orders_90d, predictedClv12m=predicted.clv_cents)
         return values
 
     def _today(self, as_of: datetime) -> date:
@@ -180,10 +269,16 @@ class Classifier:
         raise AssertionError("the rules schema guarantees a catch-all frequency band")
 
 
+def _shown(metric: str, value: object) -> str:
+    if metric in MONEY_METRICS:
+        return f"{Decimal(value) / 100:.2f}" if isinstance(value, int) else str(value)
+    return str(float(value)) if isinstance(value, Fraction) else str(value)
+
+
 def _threshold(metric: str, value: object) -> Fraction | int:
-    # totalSpend is compared in cents so money never passes through a float.
+    # Money is compared in cents so it never passes through a float.
     amount = Fraction(value)  # type: ignore[arg-type]
-    return _whole(amount * 100 if metric == "totalSpend" else amount)
+    return _whole(amount * 100 if metric in MONEY_METRICS else amount)
 
 
 def _whole(value: Fraction) -> Fraction | int:

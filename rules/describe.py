@@ -47,6 +47,14 @@ PHRASES = {
     "avgDaysBetweenOrders": (_AVERAGE_GAP, lambda value, currency: counted(value, "day")),
     **{metric: ({op: f"RFM {name} score {phrase}" for op, phrase in _SCORE.items()},
                 lambda value, currency: number(value)) for metric, name in _RFM_NAMES.items()},
+    "churnRisk": ({op: f"predicted churn risk {phrase}" for op, phrase in _SCORE.items()},
+                  lambda value, currency: number(value)),
+    "pAlive": ({op: f"predicted chance of still being a customer {phrase}" for op, phrase in _SCORE.items()},
+               lambda value, currency: number(value)),
+    "expectedOrders90d": ({op: f"predicted orders in the next 90 days {phrase}" for op, phrase in _SCORE.items()},
+                          lambda value, currency: number(value)),
+    "predictedClv12m": ({op: f"predicted value of the next 12 months {phrase}" for op, phrase in _SCORE.items()},
+                        lambda value, currency: money(value, currency)),
 }
 
 
@@ -68,7 +76,7 @@ def describe_rules(rules: Rules) -> tuple[Section, ...]:
                 + (f"Customers with no order that counts (none yet, or all cancelled): {rules.no_orders_segment}",)),
         Section("frequency", "Purchase frequency", describe_frequency(rules.purchase_frequency)),
         Section("campaigns", "Campaigns",
-                tuple(describe_campaign(name, c) for name, c in rules.campaigns.items())
+                tuple(describe_campaign(name, c, rules.currency) for name, c in rules.campaigns.items())
                 or ("No campaigns: moves are recorded and nothing is sent",)),
     ]
     if rules.rfm_groups is not None:
@@ -117,11 +125,14 @@ def describe_frequency(bands: tuple[FrequencyBand, ...]) -> tuple[str, ...]:
     return (*lines, f"{ONE_ORDER_FREQUENCY}: a single order", f"{NO_ORDERS_FREQUENCY}: no order that counts")
 
 
-def describe_campaign(name: str, campaign: Campaign) -> str:
+def describe_campaign(name: str, campaign: Campaign, currency: str = "USD") -> str:
     """'vip: when a customer enters VIP → webhook vip', with what it does unlike the defaults after a ';'."""
     trigger = campaign.on
     notes = []
-    if trigger.reached is not None:
+    if trigger.band_milestone is not None:
+        who = "a customer" if campaign.segment is None else f"{_article(campaign.segment)} {campaign.segment} customer"
+        when = f"when the predicted churn risk of {who} rises into {trigger.band_milestone}"
+    elif trigger.reached is not None:
         metric, days = next(iter(trigger.reached.items()))
         who = "a customer" if campaign.segment is None else f"{_article(campaign.segment)} {campaign.segment} customer"
         since = "without an order" if metric == "lastOrderDaysAgo" else "since the first order"
@@ -138,7 +149,10 @@ def describe_campaign(name: str, campaign: Campaign) -> str:
         else:
             when = f"when a customer moves from {trigger.from_} to {trigger.to}"
         if campaign.segment is not None:
-            notes.append(f"segment: {campaign.segment} applies only to day milestones and is ignored here")
+            notes.append(f"segment: {campaign.segment} applies only to reached triggers (day milestones and churn "
+                         "risk bands) and is ignored here")
+    if campaign.conditions:
+        notes.append("only if " + " and ".join(describe_condition(c, currency) for c in campaign.conditions))
     if not campaign.recheck:
         notes.append("sent even if the move is undone before it goes out (recheck: false)")
     if not campaign.ordered:

@@ -22,7 +22,14 @@ from rules.webhooks import MIN_INTERVAL_SECONDS as MIN_INTERVAL_SECONDS
 from rules.webhooks import Schedule, Webhook
 
 RFM_METRICS = ("rfmRecency", "rfmFrequency", "rfmMonetary")
-METRICS = ("totalSpend", "orderCount", "lastOrderDaysAgo", "firstOrderDaysAgo", "avgDaysBetweenOrders") + RFM_METRICS
+# The churn and value model's figures (null, so no condition on them holds, while no model is fitted).
+PREDICTED_METRICS = ("churnRisk", "pAlive", "expectedOrders90d", "predictedClv12m")
+METRICS = (("totalSpend", "orderCount", "lastOrderDaysAgo", "firstOrderDaysAgo", "avgDaysBetweenOrders")
+           + RFM_METRICS + PREDICTED_METRICS)
+MONEY_METRICS = ("totalSpend", "predictedClv12m")  # compared in cents
+# Churn risk bands, lowest first; a band trigger (`reached: {churnRiskBand: High}`) fires when the risk rises into it.
+BAND_METRIC = "churnRiskBand"
+CHURN_BANDS = ("Low", "Medium", "High")
 DAY_METRICS = ("lastOrderDaysAgo", "firstOrderDaysAgo")
 OPERATORS = ("gt", "gte", "lt", "lte", "eq")
 NO_ORDERS_FREQUENCY = "None"
@@ -31,7 +38,9 @@ ONE_ORDER_FREQUENCY = "One-time"
 # number so large (or so finely divided, hence MAX_DECIMALS) that comparing with it takes minutes.
 MAX_DAYS = 36_500  # a century
 MAX_THRESHOLDS = {"totalSpend": Decimal(10**12), "orderCount": Decimal(10**9), "lastOrderDaysAgo": Decimal(MAX_DAYS),
-                  "firstOrderDaysAgo": Decimal(MAX_DAYS), "avgDaysBetweenOrders": Decimal(MAX_DAYS)}
+                  "firstOrderDaysAgo": Decimal(MAX_DAYS), "avgDaysBetweenOrders": Decimal(MAX_DAYS),
+                  "churnRisk": Decimal(1), "pAlive": Decimal(1), "expectedOrders90d": Decimal(10**6),
+                  "predictedClv12m": Decimal(10**12)}
 MAX_RFM_SCORE = Decimal(5)
 MAX_DECIMALS = 6
 # Order statuses that do not count as revenue unless rules.yaml says otherwise (`orders.exclude_statuses`).
@@ -109,7 +118,23 @@ class Trigger(SettingsModel):
     left: str | None = None
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
-    reached: dict[str, Decimal] | None = None
+    reached: dict[str, Decimal | str] | None = None
+
+    @property
+    def day_milestone(self) -> tuple[str, int] | None:
+        """(metric, days) of a `reached` day milestone; None for other triggers."""
+        if self.reached is None:
+            return None
+        metric, value = next(iter(self.reached.items()))
+        return (metric, int(value)) if metric in DAY_METRICS else None
+
+    @property
+    def band_milestone(self) -> str | None:
+        """The churn risk band of a `reached: {churnRiskBand: High}` trigger; None for other triggers."""
+        if self.reached is None:
+            return None
+        metric, value = next(iter(self.reached.items()))
+        return str(value) if metric == BAND_METRIC else None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Trigger:
@@ -122,8 +147,15 @@ class Trigger(SettingsModel):
             if len(self.reached) != 1:
                 raise ValueError("reached takes exactly one day metric, e.g. {lastOrderDaysAgo: 75}")
             metric, days = next(iter(self.reached.items()))
+            if metric == BAND_METRIC:
+                if days not in CHURN_BANDS[1:]:
+                    raise ValueError(f"reached {BAND_METRIC} takes {' or '.join(CHURN_BANDS[1:])} (the risk rises into "
+                                     f"a band between orders; a new order lowers it), got '{days}'")
+                return self
             if metric not in DAY_METRICS:
-                raise ValueError(f"reached works on {' or '.join(DAY_METRICS)}, not '{metric}'")
+                raise ValueError(f"reached works on {', '.join(DAY_METRICS + (BAND_METRIC,))}, not '{metric}'")
+            if not isinstance(days, Decimal):
+                raise ValueError(f"reached {metric} must be a whole number of days, got '{days}'")
             if days < 0 or days != days.to_integral_value():
                 raise ValueError(f"reached {metric} must be a whole number of days, got {days}")
             if days > MAX_DAYS:
@@ -141,6 +173,15 @@ class Campaign(SettingsModel):
     # While an earlier event of the customer is being retried, this campaign's events wait (a customer never hears
     # "vip" before "welcome"). False: send without waiting and hold nothing back (e.g. a CRM sync).
     ordered: bool = True
+    # Conditions on the customer at the moment of the move (the segments' metrics, e.g. predictedClv12m: {gte: 200}):
+    # the campaign fires only while they all hold, and its events are re-checked against them before sending.
+    when: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+
+    _known_metrics = field_validator("when", mode="before")(Segment._known_metrics.__func__)
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return tuple(Condition(m, op, v) for m, tests in self.when.items() for op, v in tests.items())
 
 
 def status_key(status: str | None) -> str:
@@ -166,6 +207,38 @@ class OrderRules(SettingsModel):
     def excluded(self) -> frozenset[str]:
         """The statuses that do not count, as compared (see status_key)."""
         return frozenset(status_key(status) for status in self.exclude_statuses)
+
+
+class ChurnBands(SettingsModel):
+    """Cut points of churnRiskBand: High from `high` up, Medium from `medium`, Low below."""
+
+    medium: Decimal = Field(default=Decimal("0.5"), gt=0, lt=1)
+    high: Decimal = Field(default=Decimal("0.8"), gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> ChurnBands:
+        if self.medium >= self.high:
+            raise ValueError(f"medium ({self.medium}) must be below high ({self.high})")
+        return self
+
+    def band(self, churn_risk: float) -> str:
+        if churn_risk >= self.high:
+            return "High"
+        return "Medium" if churn_risk >= self.medium else "Low"
+
+
+class PredictionRules(SettingsModel):
+    """The churn and value model (BG/NBD and Gamma-Gamma): when it is fitted, over what horizon, how it is shown."""
+
+    enabled: bool = True
+    horizon_days: int = Field(default=90, ge=7, le=730)  # churnRisk = P(no order in the next horizon_days)
+    churn_bands: ChurnBands = Field(default_factory=ChurnBands)
+    monthly_discount_rate: Decimal = Field(default=Decimal("0.01"), ge=0, le=1)  # for predictedClv12m
+    refit_every_hours: int = Field(default=24, ge=1, le=24 * 366)
+    # The gate below which no prediction is made (Klaviyo's published one, and some repeat buyers).
+    min_customers_with_orders: int = Field(default=500, ge=1)
+    min_history_days: int = Field(default=180, ge=0, le=MAX_DAYS)
+    min_customers_with_3_orders: int = Field(default=50, ge=0)
 
 
 class RfmGroupRule(SettingsModel):
@@ -194,6 +267,7 @@ class Rules(SettingsModel):
     rfm_groups: tuple[RfmGroupRule, ...] | None = None  # None: the usual RFM segment map
     first_run: Literal["baseline", "emit"] = "baseline"
     orders: OrderRules = Field(default_factory=OrderRules)
+    prediction: PredictionRules = Field(default_factory=PredictionRules)
     currency: str = "USD"  # how people see money (dashboard); amounts are stored and sent without it
     # Webhooks whose `${VAR}`s are unset: name -> the variables. They are left out of `webhooks`, and nothing is
     # delivered while any is (see `delivery_problem`); everything else works without delivery settings.
@@ -287,6 +361,13 @@ class Rules(SettingsModel):
                 "events wait in the outbox")
 
     @cached_property
+    def uses_predictions(self) -> bool:
+        """Whether a segment condition or a campaign trigger reads the model's figures (so they decide moves)."""
+        return (any(c.metric in PREDICTED_METRICS for s in self.segments for c in s.conditions)
+                or any(c.on.band_milestone is not None or any(k.metric in PREDICTED_METRICS for k in c.conditions)
+                       for c in self.campaigns.values()))
+
+    @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
@@ -304,7 +385,8 @@ class Rules(SettingsModel):
     def rules_version(self) -> str:
         """Content hash of everything that decides segments and campaigns (not secrets, URLs or schedule)."""
         semantic = self.model_dump(mode="json", by_alias=True, include={
-            "version", "timezone", "segments", "no_orders_segment", "purchase_frequency", "campaigns", "rfm_groups"})
+            "version", "timezone", "segments", "no_orders_segment", "purchase_frequency", "campaigns", "rfm_groups",
+            *(("prediction",) if self.uses_predictions else ())})
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -49,6 +49,7 @@ def test_customer_json_matches_the_original_lambda_format(client, read_headers, 
             "lastOrderReference": "ORD-2", "segment": "Active", "lastOrderDaysAgo": 10,
             "purchaseFrequency": "Monthly",
             "rfm": None,  # no RFM boundaries computed yet
+            "predicted": None,  # no churn model fitted yet
         },
     }}
 

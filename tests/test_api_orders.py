@@ -59,7 +59,7 @@ def test_a_cancelled_order_does_not_count(post_orders):
     assert customer["metrics"] == {
         "orderCount": 0, "totalSpend": "0.00", "firstOrderDate": None, "lastOrderDate": None,
         "lastOrderReference": customer["metrics"]["lastOrderReference"], "segment": "New",
-        "lastOrderDaysAgo": None, "purchaseFrequency": "None", "rfm": None,
+        "lastOrderDaysAgo": None, "purchaseFrequency": "None", "rfm": None, "predicted": None,
     }
 
 

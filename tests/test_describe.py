@@ -61,6 +61,10 @@ CONDITIONS = [
     ("rfmFrequency", "lt", "2", "RFM frequency score below 2"),
     ("rfmFrequency", "lte", "2", "RFM frequency score 2 or lower"),
     ("rfmMonetary", "eq", "5", "RFM monetary score exactly 5"),
+    ("churnRisk", "gte", "0.7", "predicted churn risk 0.7 or higher"),
+    ("pAlive", "lt", "0.2", "predicted chance of still being a customer below 0.2"),
+    ("expectedOrders90d", "gt", "1", "predicted orders in the next 90 days above 1"),
+    ("predictedClv12m", "gte", "2000", "predicted value of the next 12 months $2,000 or higher"),
     ("rfmMonetary", "gte", "4", "RFM monetary score 4 or higher"),
 ]
 
@@ -178,8 +182,13 @@ def test_the_rules_currency_is_used_for_every_amount():
      "vip: when a customer enters VIP → webhook n8n; does not wait for the customer's earlier events "
      "(ordered: false)"),
     ({"entered": "VIP"}, {"segment": "Active"},
-     "vip: when a customer enters VIP → webhook n8n; segment: Active applies only to day milestones and is "
-     "ignored here"),
+     "vip: when a customer enters VIP → webhook n8n; segment: Active applies only to reached triggers (day "
+     "milestones and churn risk bands) and is ignored here"),
+    ({"reached": {"churnRiskBand": "High"}}, {"segment": "VIP"},
+     "vip: when the predicted churn risk of a VIP customer rises into High → webhook n8n"),
+    ({"entered": "Dormant"}, {"when": {"predictedClv12m": {"gte": Decimal(200)}}},
+     "vip: when a customer enters Dormant → webhook n8n; only if predicted value of the next 12 months $200 or "
+     "higher"),
 ])
 def test_each_campaign_trigger_reads_as_a_sentence(trigger, extra, words):
     campaign = Campaign.model_validate({"on": trigger, "webhook": "n8n", **extra})

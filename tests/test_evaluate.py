@@ -159,6 +159,7 @@ def test_win_back_event_body_has_the_design_shape(store):
                 "lastOrderDaysAgo": 130,
                 "purchaseFrequency": "Occasional",
                 "rfm": None,
+                "predicted": None,
             },
         },
         "rulesVersion": BASELINE.rules_version,

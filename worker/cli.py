@@ -20,6 +20,7 @@ from worker.delivery import Senders, deliver_due
 from worker.evaluate import DryRun, EvaluationRefused, check_as_of, evaluate_due
 from worker.evaluate import dry_run as plan_run
 from worker.ingest import ImportInterrupted, import_order_file
+from worker.prediction import refresh_model_safely, summarize_after_evaluation
 from worker.rfm_boundaries import load_cutoffs, refresh_rfm
 from worker.rules_file import SHIPPED_RULES, RulesSource, load_order_rules, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
@@ -130,7 +131,9 @@ def evaluate(ctx: Context, as_of: str | None, dry_run: bool) -> None:
     except EvaluationRefused as exc:
         raise click.ClickException(f"--as-of {exc}") from None
     refresh_rfm(ctx.writable_store, rules, moment)
+    fitted = refresh_model_safely(ctx.writable_store, rules, moment)
     result = evaluate_due(ctx.writable_store, rules, moment)
+    summarize_after_evaluation(ctx.writable_store, rules, fitted, moment)
     mode = " (first run: baseline recorded silently)" if result.baseline else ""
     click.echo(f"customers evaluated: {result.customers}\ntransitions: {result.transitions}\n"
                f"events queued: {result.events}\nskipped (changed meanwhile): {result.skipped}\n"
@@ -443,8 +446,9 @@ def _serve(ctx: Context, workers: int, with_scheduler: bool, host: str) -> None:
 
 
 from worker.cli_demo import demo  # noqa: E402, I001
+from worker.cli_model import model  # noqa: E402
 from worker.cli_store import init_db, sync_orders  # noqa: E402
 from worker.cli_webhooks import webhooks  # noqa: E402
 
-for command in (demo, init_db, sync_orders, webhooks):
+for command in (demo, init_db, model, sync_orders, webhooks):
     main.add_command(command)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from rules import Announced, Classifier, Rules, undone_because
 from rules.schema import Webhook
 from worker.clock import utc_now
+from worker.prediction import load_model
 from worker.rfm_boundaries import load_cutoffs
 from worker.serialize import batch_message
 from worker.store.base import CustomerRecord, EventRecord, Store, Superseded
@@ -57,21 +58,27 @@ class Recheck:
 
     def __init__(self, store: Store, rules: Rules, now: datetime):
         self.store, self.rules, self.now = store, rules, now
-        self.classifier = Classifier(rules, load_cutoffs(store))
+        self.classifier = Classifier(rules, load_cutoffs(store), load_model(store, rules))
 
     def undone(self, events: list[EventRecord]) -> list[Superseded]:
         checked = [e for e in events if e.recheck and self._campaign_rechecks(e.campaign)]
         if not checked:
             return []
-        customers = {r.contact_id: r for r in self.store.customers_by_id(sorted({e.contact_id for e in checked}))}
+        records = self.store.customers_by_id(sorted({e.contact_id for e in checked}))
+        customers = {r.contact_id: r for r in records}
+        classified = dict(zip(customers, self.classifier.classify_many([r.facts for r in records], self.now),
+                              strict=True))
         undone = []
         for event in checked:
             record = customers.get(event.contact_id)
             if record is None:
                 undone.append(Superseded(event.id, "the customer is no longer in the store"))
                 continue
-            current = self.classifier.classify(record.facts, self.now)
+            current = classified[event.contact_id]
             reason = undone_because(self.rules, Announced.from_body(json.loads(event.body)), record.facts, current)
+            if reason is None:
+                blocked = self.classifier.campaign_blocked(event.campaign, record.facts, current)
+                reason = None if blocked is None else f"the campaign's condition no longer holds: {blocked}"
             if reason is not None:
                 undone.append(self._superseded(event, record, reason))
         return undone

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from rules import Classification, Classifier, Rules, campaigns_for_move, event_id, milestones_reached
+from rules import Classification, Classifier, Rules, bands_reached, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
 from rules.ids import digest_id
 from rules.rfm import RfmCutoffs
+from rules.schema import BAND_METRIC
+from worker.prediction import load_model, model_version, saved_model
 from worker.rfm_boundaries import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
 from worker.serialize import customer_json, event_body, iso
 from worker.store.base import CustomerRecord, Evaluation, NewEvent, RunTotals, Store, TransitionRecord
@@ -48,6 +50,7 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     """
     started = time.perf_counter()
     store.apply_excluded_statuses(rules.orders.excluded)
+    store.apply_timezone(rules.timezone)
     plan = _Plan.of(store, rules, load_cutoffs(store))
     batches = store.customers_to_evaluate(as_of, plan.everyone, batch_size)
     totals = _evaluate(store, plan.classifier, batches, as_of, plan.announce)
@@ -73,8 +76,12 @@ class _Plan:
     @classmethod
     def of(cls, store: Store, rules: Rules, cutoffs: RfmCutoffs | None) -> _Plan:
         first_run = not store.has_run()
+        saved = saved_model(store)
         version = evaluation_version(rules, cutoffs)
-        return cls(Classifier(rules, cutoffs), version, first_run,
+        model = model_version(rules, saved)
+        if model is not None:  # the rules read the predictions: a refit can move anyone
+            version = f"{version}+{model}"
+        return cls(Classifier(rules, cutoffs, load_model(store, rules, saved)), version, first_run,
                    everyone=first_run or store.evaluated_version() != version,
                    announce=not (first_run and rules.first_run == "baseline"))
 
@@ -189,9 +196,13 @@ def _decide_batch(batch: list[CustomerRecord], classifier: Classifier, as_of: da
     """Each customer's classification and evaluation, and how many could not be evaluated: one bad customer must
     not stop the run; it stays due and is tried again."""
     decisions, errors = [], 0
-    for record in batch:
+    try:
+        classified = classifier.classify_many([record.facts for record in batch], as_of)
+    except Exception:  # the batch's scoring failed: classify one by one, so only the bad customer fails
+        classified = [None] * len(batch)
+    for record, current in zip(batch, classified, strict=True):
         try:
-            current = classifier.classify(record.facts, as_of)
+            current = current or classifier.classify(record.facts, as_of)
             decisions.append((record, current, decide(record, classifier, as_of, announce, current)))
         except Exception:
             errors += 1
@@ -222,10 +233,14 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
         # Someone whose every order was cancelled is back to no orders: record it, announce nothing.
         moves = campaigns_for_move(rules, record.segment, current.segment) if record.facts.order_count else []
         for campaign, kind in moves:
-            events.append(_event(rules, record, current, Fired(campaign, kind, occurred_at), record.segment, as_of))
+            if classifier.campaign_blocked(campaign, record.facts, current) is None:
+                events.append(_event(rules, record, current, Fired(campaign, kind, occurred_at), record.segment,
+                                     as_of))
     if announce:
-        for fired in milestones_reached(rules, record.facts, current.segment, record.evaluated_at, as_of):
-            events.append(_event(rules, record, current, fired, current.segment, as_of))
+        for fired in (*milestones_reached(rules, record.facts, current.segment, record.evaluated_at, as_of),
+                      *bands_reached(rules, record.facts, current, record.evaluated_at, as_of)):
+            if classifier.campaign_blocked(fired.campaign, record.facts, current) is None:
+                events.append(_event(rules, record, current, fired, current.segment, as_of))
     return Evaluation(
         contact_id=record.contact_id, seen_version=record.version, seen_segment=record.segment,
         segment=current.segment, purchase_frequency=current.purchase_frequency,
@@ -250,11 +265,11 @@ def dated(true_moment: datetime, segment_since: datetime | None, as_of: datetime
 def _event(rules: Rules, record: CustomerRecord, current: Classification, fired: Fired, from_segment: str | None,
            as_of: datetime) -> NewEvent:
     campaign = rules.campaigns[fired.campaign]
-    eid = event_id(record.contact_id, fired.campaign, fired.kind, from_segment, current.segment, fired.occurred_at)
-    milestone = None
-    if campaign.on.reached is not None:
-        metric, days = next(iter(campaign.on.reached.items()))
-        milestone = (metric, int(days))
+    eid = event_id(record.contact_id, fired.campaign, fired.kind, from_segment, current.segment,
+                   fired.id_at or fired.occurred_at)
+    milestone: tuple[str, int | str] | None = campaign.on.day_milestone
+    if campaign.on.band_milestone is not None:
+        milestone = (BAND_METRIC, campaign.on.band_milestone)
     body = event_body(eid, fired.kind, fired.campaign, fired.occurred_at, _iso_of_run(as_of),
                       (from_segment, current.segment), customer_json(record, current), rules.rules_version, milestone)
     return NewEvent(id=eid, contact_id=record.contact_id, campaign=fired.campaign, webhook=campaign.webhook,

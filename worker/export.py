@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from rules import Classifier
+from rules import Classification, Classifier
 from worker.serialize import customer_json
 from worker.store.base import CustomerRecord, Store, search_matcher
 
 COLUMNS = ("contactID", "name", "email", "segment", "purchaseFrequency", "orderCount", "totalSpend",
            "firstOrderDate", "lastOrderDate", "lastOrderReference", "lastOrderDaysAgo",
-           "rfmRecency", "rfmFrequency", "rfmMonetary", "rfmGroup")
+           "rfmRecency", "rfmFrequency", "rfmMonetary", "rfmGroup",
+           # the churn and value model's figures, empty while no model is fitted
+           "churnRisk", "churnRiskBand", "pAlive", "expectedOrders90d", "predictedClv12m", "modelFittedAt")
+PREDICTED_COLUMNS = COLUMNS[15:]
 PAGE = 2000
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -29,10 +32,8 @@ def export_rows(store: Store, classifier: Classifier, as_of: datetime, segment: 
     """
     narrowed = (segment, purchase_frequency) if use_stored else (None, None)
     matches = search_matcher(search) if search else None
-    for record in _records(store, *narrowed):
-        if matches is not None and not matches(record.contact_id, record.email, record.name):
-            continue
-        view = customer_json(record, classifier.classify(record.facts, as_of))
+    for record, classification in _classified(_records(store, *narrowed), classifier, as_of, matches):
+        view = customer_json(record, classification)
         metrics = view["metrics"]
         if (segment and metrics["segment"] != segment) or \
                 (purchase_frequency and metrics["purchaseFrequency"] != purchase_frequency):
@@ -43,7 +44,22 @@ def export_rows(store: Store, classifier: Classifier, as_of: datetime, segment: 
             **{key: metrics[key] for key in COLUMNS[3:11]},
             "rfmRecency": rfm.get("recency"), "rfmFrequency": rfm.get("frequency"),
             "rfmMonetary": rfm.get("monetary"), "rfmGroup": rfm.get("group"),
+            **{key: (metrics["predicted"] or {}).get(key) for key in PREDICTED_COLUMNS},
         }
+
+
+def _classified(records: Iterator[CustomerRecord], classifier: Classifier, as_of: datetime,
+                matches: Callable[[str, str | None, str | None], bool] | None,
+                ) -> Iterator[tuple[CustomerRecord, Classification]]:
+    """The matching records with their classification, a page at a time (the model scores a page at once)."""
+    page: list[CustomerRecord] = []
+    for record in records:
+        if matches is None or matches(record.contact_id, record.email, record.name):
+            page.append(record)
+        if len(page) >= PAGE:
+            yield from zip(page, classifier.classify_many([r.facts for r in page], as_of), strict=True)
+            page = []
+    yield from zip(page, classifier.classify_many([r.facts for r in page], as_of), strict=True)
 
 
 def csv_chunks(rows: Iterator[dict[str, object]]) -> Iterator[str]:

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from rules import CustomerFacts, Rules
+from rules import Classifier, CustomerFacts, Rules
 from rules.preview import Preview, preview
+from worker.prediction import load_model, saved_model
+from worker.rfm_boundaries import load_cutoffs
 from worker.serialize import iso
 from worker.store.base import Store
 
@@ -29,8 +31,12 @@ class PreviewOutOfTime(Exception):
 
 def preview_store(store: Store, current: Rules, candidate: Rules, as_of: datetime,
                   deadline: float | None = None) -> Preview:
-    """Compare every customer under both rules; past `deadline` (time.monotonic()) raise PreviewOutOfTime."""
-    return preview(_facts(store, deadline), current, candidate, as_of)
+    """Compare every customer under both rules, each with the base's RFM boundaries and churn model (under its
+    own prediction settings); past `deadline` (time.monotonic()) raise PreviewOutOfTime."""
+    cutoffs, saved = load_cutoffs(store), saved_model(store)
+    return preview(_facts(store, deadline), current, candidate, as_of,
+                   current_classifier=Classifier(current, cutoffs, load_model(store, current, saved)),
+                   candidate_classifier=Classifier(candidate, cutoffs, load_model(store, candidate, saved)))
 
 
 def preview_json(result: Preview, current: Rules, candidate: Rules, as_of: datetime) -> dict[str, Any]:

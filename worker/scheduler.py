@@ -17,6 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from worker.clock import utc_now
 from worker.delivery import CLAIM_SECONDS, DeliveryRun, Senders, deliver_due
 from worker.evaluate import RunResult, evaluate_due
+from worker.prediction import refresh_model_safely, summarize_after_evaluation
 from worker.rfm_boundaries import refresh_rfm
 from worker.rules_file import RulesSource
 from worker.store.base import Store
@@ -57,7 +58,9 @@ class Jobs:
         try:
             now = self.clock()
             refresh_rfm(self.store, rules, now)
+            fitted = refresh_model_safely(self.store, rules, now)  # under this lease: one fit at a time
             result = evaluate_due(self.store, rules, now)
+            summarize_after_evaluation(self.store, rules, fitted, now)
         finally:
             self.store.release_lease("evaluate", self.holder)
         self.last_evaluation = result

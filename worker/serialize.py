@@ -56,13 +56,23 @@ def customer_json(record: CustomerRecord, classification: Classification) -> dic
             "lastOrderDaysAgo": classification.last_order_days_ago,
             "purchaseFrequency": classification.purchase_frequency,
             "rfm": rfm_json(classification.rfm),
+            "predicted": predicted_json(classification.predicted),
         },
     }
 
 
+def predicted_json(predicted: Any) -> dict[str, Any] | None:
+    """The model's figures as the API shows them; null while no model is fitted (or the customer has no order)."""
+    if predicted is None:
+        return None
+    return {"churnRisk": predicted.churn_risk, "churnRiskBand": predicted.band, "pAlive": predicted.p_alive,
+            "expectedOrders90d": predicted.expected_orders_90d, "predictedClv12m": money(predicted.clv_cents),
+            "modelFittedAt": iso(predicted.fitted_at)}
+
+
 def event_body(event_id: str, kind: str, campaign: str, occurred_at: datetime, detected_at: str,
                transition: tuple[str | None, str], customer: dict[str, Any], rules_version: str,
-               milestone: tuple[str, int] | None = None) -> str:
+               milestone: tuple[str, int | str] | None = None) -> str:
     """The JSON an event carries to n8n (`$json.body` there); `detected_at` comes formatted, shared by a run."""
     body: dict[str, Any] = {
         "id": event_id,
@@ -75,7 +85,9 @@ def event_body(event_id: str, kind: str, campaign: str, occurred_at: datetime, d
         "rulesVersion": rules_version,
     }
     if milestone is not None:
-        body["milestone"] = {"metric": milestone[0], "days": milestone[1]}
+        # a day milestone says its days; a churn band trigger its band (and the customer's metrics the risk)
+        key = "band" if isinstance(milestone[1], str) else "days"
+        body["milestone"] = {"metric": milestone[0], key: milestone[1]}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -113,8 +113,8 @@ def _stored_page(segment: str | None, frequency: str | None, order: CustomerOrde
     now = ctx.clock()
     records = ctx.store.list_customers_sorted(segment, frequency, order, after, limit)
     data = []
-    for record in records:
-        classification = classifier.classify(record.facts, now)
+    for record, classification in zip(records, classifier.classify_many([r.facts for r in records], now),
+                                      strict=True):
         if _matches(classification, segment, frequency):
             data.append(customer_json(record, classification))
     last = order.position(records[-1]) if len(records) == limit else None
@@ -159,8 +159,7 @@ def _classified_at(as_of: datetime) -> Iterator[tuple[CustomerRecord, Classifica
     ctx = context()
     classifier = ctx.classifier()
     for batch in ctx.store.iter_customers():
-        for record in batch:
-            yield record, classifier.classify(record.facts, as_of)
+        yield from zip(batch, classifier.classify_many([r.facts for r in batch], as_of), strict=True)
 
 
 def _matches(classification: Classification, segment: str | None, frequency: str | None) -> bool:

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from worker.api.context import ApiContext, context
+from worker.prediction import saved_model, state_json
 from worker.serialize import iso
 from worker.store.base import EVENT_STATUSES, RunTotals
 
@@ -45,6 +46,10 @@ def healthz() -> tuple[dict[str, Any], int]:
         "delivery": "disabled" if problem else "ok",
         "deliveryProblem": problem,
     }
+    try:  # no prediction is not a health problem: said, never degrading the status
+        body["prediction"] = state_json(saved_model(ctx.store), rules)
+    except Exception:
+        body["prediction"] = None
     try:
         ctx.store.ping()
     except Exception:

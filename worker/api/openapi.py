@@ -205,7 +205,17 @@ def _schemas() -> Schema:
             "lastOrderDaysAgo": {"type": ["integer", "null"]},
             "purchaseFrequency": {"type": "string"},
             "rfm": _nullable(_ref("Rfm")),
+            "predicted": _nullable(_ref("Predicted")),
         }),
+        "Predicted": {**_object({
+            "churnRisk": {"type": "number", "minimum": 0, "maximum": 1,
+                          "description": "P(no order in the next prediction.horizon_days days), BG/NBD"},
+            "churnRiskBand": {"type": "string", "enum": ["Low", "Medium", "High"]},
+            "pAlive": {"type": "number", "minimum": 0, "maximum": 1},
+            "expectedOrders90d": {"type": "number", "minimum": 0},
+            "predictedClv12m": _ref("Money"),
+            "modelFittedAt": _ref("Timestamp"),
+        }), "description": "The churn and value model's figures; null until a model is fitted (see /healthz)"},
         "Rfm": _object({
             "recency": {"type": "integer", "minimum": 1, "maximum": 5},
             "frequency": {"type": "integer", "minimum": 1, "maximum": 5},
@@ -336,6 +346,11 @@ def _schemas() -> Schema:
             "delivery": {"enum": ["ok", "disabled"],
                          "description": "disabled while a webhook's ${VAR} is unset: events wait in the outbox"},
             "deliveryProblem": {"type": ["string", "null"], "description": "why delivery is disabled, in one line"},
+            "prediction": {**_nullable(_object({
+                "status": {"enum": ["fitted", "not_eligible", "failed", "not_fitted", "disabled"]},
+                "fittedAt": _nullable(_ref("Timestamp")),
+                "reason": {"type": ["string", "null"], "description": "why there is no (new) model, in one line"},
+            })), "description": "the churn model: fitted or not, when, and why not (never degrades the status)"},
         }),
     }
 
