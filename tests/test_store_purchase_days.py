@@ -154,6 +154,22 @@ def test_applying_a_timezone_counts_the_days_again_and_marks_only_the_customers_
     assert (days_of(store, "C-1"), days_of(store, "C-2")) == ((1, 3500, 2, 3500), (2, 700, 3, 750))
 
 
+
+def test_a_recount_cut_short_runs_again_and_orders_stored_meanwhile_get_the_new_timezone(store):
+    received = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    store.upsert_orders([order("C-1", "ORD-1", datetime(2026, 3, 1, 2, tzinfo=UTC), 1000),
+                         order("C-1", "ORD-2", datetime(2026, 3, 1, 20, tzinfo=UTC), 2500)], received)
+    # a process stopped mid-recount left the new timezone recorded and the recount marked as still to do
+    store.set_meta("order_days_timezone", "America/New_York")
+    store.set_meta("order_days_timezone:recounting", "America/New_York")
+    store.upsert_orders([order("C-2", "ORD-3", datetime(2026, 3, 1, 2, tzinfo=UTC), 50)], received)
+    assert days_of(store, "C-2")[0] == 1 and rows(store)[-1].first_day == date(2026, 2, 28).toordinal(), \
+        "an order stored meanwhile is counted in the recorded timezone"
+    assert days_of(store, "C-1")[0] == 1, "not recounted yet"
+    assert store.apply_timezone("America/New_York") == 1
+    assert days_of(store, "C-1")[0] == 2
+    assert store.apply_timezone("America/New_York") == 0, "done: nothing left to recount"
+
 # --- purchase rows ------------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -284,10 +284,19 @@ class Store(abc.ABC):
         customers marked changed (a full pass over the orders, only when the list changed). Returns how many
         customers changed."""
         wanted = json.dumps(sorted(statuses))
-        if self.get_meta(EXCLUDED_STATUSES_KEY) == wanted:
+        return self._recount_once(EXCLUDED_STATUSES_KEY, wanted, lambda: self._recount_statuses(statuses))
+
+    def _recount_once(self, key: str, wanted: str, recount: Callable[[], int]) -> int:
+        """Make `wanted` the setting under `key` and recount what it changes. The setting is recorded first, so an
+        ingest that runs meanwhile already writes under it, and the recount (a full pass) fixes every order written
+        before; a marker kept until the recount ends makes a recount cut short (a crash) run again next time."""
+        pending = f"{key}:recounting"
+        if self.get_meta(key) == wanted and not self.get_meta(pending):
             return 0
-        changed = self._recount_statuses(statuses)
-        self.set_meta(EXCLUDED_STATUSES_KEY, wanted)
+        self.set_meta(key, wanted)
+        self.set_meta(pending, wanted)
+        changed = recount()
+        self.set_meta(pending, "")
         return changed
 
     @abc.abstractmethod
@@ -301,11 +310,7 @@ class Store(abc.ABC):
     def apply_timezone(self, timezone_name: str) -> int:
         """Count purchase days in `timezone_name` (the rules'): on a change, every order's day is computed again and
         the customers whose days moved are recounted and marked changed. Returns how many customers changed."""
-        if self.get_meta(ORDER_DAYS_TIMEZONE_KEY) == timezone_name:
-            return 0
-        changed = self._recount_days(timezone_name)
-        self.set_meta(ORDER_DAYS_TIMEZONE_KEY, timezone_name)
-        return changed
+        return self._recount_once(ORDER_DAYS_TIMEZONE_KEY, timezone_name, lambda: self._recount_days(timezone_name))
 
     @abc.abstractmethod
     def _recount_days(self, timezone_name: str) -> int:
