@@ -64,8 +64,9 @@ def bands_reached(rules: Rules, facts: CustomerFacts, current: Classification, s
                   as_of: datetime) -> list[Fired]:
     """Band triggers (`on: {reached: {churnRiskBand: High}}`) whose band the churn risk rose into after `since`.
 
-    The crossing is dated at the local midnight of the day the risk first reached the band since the last order
-    (or at that order, on its own day), so it fires once per rise however often the customer is evaluated.
+    A rise starts below the band on the day of the last order; the crossing is dated at the local midnight of the
+    first day the risk reached it since, so it fires once per rise however often the customer is evaluated. A
+    customer already in the band on the day it ordered did not rise into it: nothing fires.
     """
     reached = dict(current.band_reached)
     if not reached or facts.last_order_at is None:
@@ -78,7 +79,7 @@ def bands_reached(rules: Rules, facts: CustomerFacts, current: Classification, s
             continue
         if campaign.segment is not None and campaign.segment != current.segment:
             continue
-        crossed_at = max(local_midnight(date.fromordinal(reached[band]), tz), facts.last_order_at)
+        crossed_at = local_midnight(date.fromordinal(reached[band]), tz)
         if crossed_at <= as_of and (since is None or crossed_at > since):
             fired.append(Fired(name, "milestone.reached", crossed_at, id_at=facts.last_order_at))
     return fired

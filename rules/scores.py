@@ -122,18 +122,18 @@ class Scorer:
         return result
 
     def reached_on(self, facts: Sequence[CustomerFacts], as_of: datetime, threshold: float) -> list[int | None]:
-        """For each customer whose risk today is at or above `threshold`: the local date (as `date.toordinal()`)
-        it first was, counting from the day of its last order; None for the others."""
+        """For each customer whose risk rose to `threshold` or above since its last order (below it on the day of
+        that order, at or above it today): the local date (as `date.toordinal()`) it first was; None for the
+        others, among them a customer whose risk was already that high on the day it ordered (no rise)."""
         rows = _Rows.of(facts, as_of, self.tz)
         result: list[int | None] = [None] * len(facts)
         if not rows.index.size:
             return result
-        above = self._risk(rows, 0) >= threshold
         span = rows.today - rows.last  # days since the last order: the search runs back to that day
-        lo = -span - 1  # the day before the last order: "below" by convention, so the last order day can be the one
-        found = self._search(rows, np.full(len(span), threshold), lo, np.zeros_like(span), above)
+        rose = (self._risk(rows, 0) >= threshold) & (self._risk(rows, -span) < threshold)
+        found = self._search(rows, np.full(len(span), threshold), -span, np.zeros_like(span), rose)
         for k, i in enumerate(rows.index.tolist()):
-            if above[k]:
+            if rose[k]:
                 result[i] = int(rows.today[k] + found[k])
         return result
 

@@ -243,3 +243,30 @@ def test_rules_preview_moves_customers_on_a_churn_condition_with_the_stored_mode
     store.set_meta(PREDICTION_MODEL_KEY, json.dumps({"status": "not_eligible", "checkedAt": None, "reason": "x",
                                                      "settings": ""}))
     assert ("Dormant", "Slipping") not in preview_store(store, plain, rules, T0).moves  # no model: never holds
+
+
+def test_a_band_reached_on_the_day_of_the_order_is_no_rise_and_fires_nothing(store):
+    bands = parse_rules(rules_text(segments=SEGMENTS, campaigns="  medium: {on: {reached: {churnRiskBand: Medium}}, "
+                                   "webhook: n8n}\n  high: {on: {reached: {churnRiskBand: High}}, webhook: n8n}\n",
+                                   first_run="emit"), env=ENV)
+    day = (T0 - timedelta(days=1)).date()
+    assert 0.5 <= risk(0, day, day, day) < 0.8  # a first order: Medium on its own day
+    ingest(store, [order("ONE", "ONE-1", T0 - timedelta(days=1))])
+    save_model(store, bands)
+    evaluate_due(store, bands, T0)
+    high = local_midnight(first_day_at_or_above(0.8, 0, day, day, T0.date()), UTC)
+    evaluate_due(store, bands, high - timedelta(hours=1))
+    assert store.events_for("ONE") == []
+    evaluate_due(store, bands, high)
+    assert [(e.campaign, e.occurred_at) for e in store.events_for("ONE")] == [("high", high)]
+
+
+def test_a_sample_event_exists_for_a_band_trigger_and_carries_the_sample_models_figures(rules):
+    from worker.sample_events import sample_event
+
+    sample = sample_event(rules, "vip-slipping")
+    body = json.loads(sample.body)
+    predicted = body["customer"]["metrics"]["predicted"]
+    assert body["test"] is True and body["milestone"] == {"metric": "churnRiskBand", "band": "High"}
+    assert body["customer"]["metrics"]["segment"] == "VIP" and predicted["churnRiskBand"] == "High"
+    assert sample.move == "milestone.reached: churnRiskBand High in VIP"

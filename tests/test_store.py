@@ -558,8 +558,8 @@ def test_a_version_2_database_gains_the_sorted_lists_column_and_indexes(tmp_path
 def test_a_version_3_database_gains_purchase_days_counted_without_making_anyone_due(tmp_path):
     path = tmp_path / "segments.db"
     opened = new_store(tmp_path)
-    opened.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=3), 500), order("C-1", "ORD-2", T0 - timedelta(hours=1), 100),
-                          order("C-1", "ORD-3", T0, 250)], T0)
+    opened.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=3), 500),
+                          order("C-1", "ORD-2", T0 - timedelta(hours=1), 100), order("C-1", "ORD-3", T0, 250)], T0)
     opened.save_evaluations([evaluation(opened.get_customer("C-1"), "Active")])
     opened.close()
     with sqlite3.connect(path) as db:  # what a version 3 program left behind

@@ -39,6 +39,10 @@ SAMPLE_AS_OF = datetime(2026, 2, 21, 9, 30, tzinfo=timezone.utc)
 # has computed the base's own.
 SAMPLE_RFM_CUTOFFS = RfmCutoffs(recency_days=(14, 30, 60, 120), frequency=(1, 2, 4, 8),
                                 monetary_cents=(20_000, 60_000, 150_000, 400_000))
+# The published CDNOW estimates (Fader, Hardie & Lee 2005) as a made-up base's churn model, so a sample carries
+# `metrics.predicted` as real events do once the scheduler has fitted the base's own.
+SAMPLE_MODEL_PARAMS = {"bgnbd": {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426},
+                       "gammaGamma": {"p": 6.25, "q": 3.74, "v": 15.44}}
 ORDER_TIME = time(10, 15)  # local time of the sample's past orders
 NEW_ORDER_AGO = timedelta(minutes=47)  # the order that just came in, in stories where one does
 N8N_DIR = Path(__file__).resolve().parent.parent / "n8n"
@@ -85,7 +89,9 @@ class SampleEvent:
         """The move in words, e.g. 'segment.entered: Active -> VIP'."""
         body = json.loads(self.body)
         if "milestone" in body:
-            return f"{self.kind}: {body['milestone']['metric']} {body['milestone']['days']} in {self.to_segment}"
+            milestone = body["milestone"]
+            reached = milestone.get("days", milestone.get("band"))
+            return f"{self.kind}: {milestone['metric']} {reached} in {self.to_segment}"
         return f"{self.kind}: {self.from_segment or '(new customer)'} -> {self.to_segment}"
 
 
@@ -97,7 +103,7 @@ def sample_event(rules: Rules, campaign: str, as_of: datetime = SAMPLE_AS_OF,
     """
     if campaign not in rules.campaigns:
         raise SampleUnavailable(f"'{campaign}' is not a campaign of the rules")
-    classifier = Classifier(rules, SAMPLE_RFM_CUTOFFS)
+    classifier = Classifier(rules, SAMPLE_RFM_CUTOFFS, _sample_model(rules, as_of))
     for record in _stories(rules, classifier, contact_id, as_of):
         for event in decide(record, classifier, as_of, announce=True).events:
             if event.campaign != campaign:
@@ -173,8 +179,10 @@ def _stories(rules: Rules, classifier: Classifier, contact_id: str, as_of: datet
             yield _after_new_order(classifier, contact_id, as_of, before, amount)
     for amount in dict.fromkeys(amount for _, amount in orders):
         yield _first_seen(contact_id, as_of, amount)
+    # a day later: the totals before an order, then after it (a VIP whose churn risk rises, say)
+    totals = dict.fromkeys([spend for spend, _ in orders] + [spend + amount for spend, amount in orders])
     for count, last, first in histories:
-        for spend in dict.fromkeys(spend for spend, _ in orders):
+        for spend in totals:
             yield _a_day_later(classifier, contact_id, as_of, _facts(rules, as_of, count, spend, last, first))
     for count, last, first in histories:
         for spend, amount in orders:
@@ -185,13 +193,13 @@ def _after_new_order(classifier: Classifier, contact_id: str, as_of: datetime, b
                      amount: Decimal) -> CustomerRecord:
     ordered_at = as_of - NEW_ORDER_AGO
     after = CustomerFacts(before.order_count + 1, before.total_cents + _cents(amount), before.first_order_at,
-                          ordered_at)
+                          ordered_at, (before.purchase_days or 0) + 1, before.first_day_cents)
     return _record(classifier, contact_id, after, before, as_of - 2 * NEW_ORDER_AGO, changed=True)
 
 
 def _first_seen(contact_id: str, as_of: datetime, amount: Decimal) -> CustomerRecord:
     ordered_at = as_of - NEW_ORDER_AGO
-    facts = CustomerFacts(1, _cents(amount), ordered_at, ordered_at)
+    facts = CustomerFacts(1, _cents(amount), ordered_at, ordered_at, 1, _cents(amount))
     return _customer(contact_id, facts, segment=None, frequency=None, evaluated_at=None, changed=True)
 
 
@@ -200,7 +208,8 @@ def _after_cancellation(classifier: Classifier, contact_id: str, as_of: datetime
     """The customer's latest order (of `amount`, placed yesterday) was cancelled just now."""
     after = _facts(rules, as_of, count, spend, last, first)
     ordered_at = _at_day(rules, as_of, 1)
-    before = CustomerFacts(count + 1, after.total_cents + _cents(amount), after.first_order_at, ordered_at)
+    before = CustomerFacts(count + 1, after.total_cents + _cents(amount), after.first_order_at, ordered_at,
+                           count + 1, after.first_day_cents)
     return _record(classifier, contact_id, after, before, as_of - 2 * NEW_ORDER_AGO, changed=True)
 
 
@@ -225,7 +234,19 @@ def _customer(contact_id: str, facts: CustomerFacts, segment: str | None, freque
 
 
 def _facts(rules: Rules, as_of: datetime, count: int, spend: Decimal, last: int, first: int) -> CustomerFacts:
-    return CustomerFacts(count, _cents(spend), _at_day(rules, as_of, first), _at_day(rules, as_of, last))
+    """`count` orders on as many days (at most one a day between the first and the last), spend spread evenly."""
+    days = min(count, first - last + 1)
+    return CustomerFacts(count, _cents(spend), _at_day(rules, as_of, first), _at_day(rules, as_of, last), days,
+                         _cents(spend) // count)
+
+
+def _sample_model(rules: Rules, as_of: datetime):  # noqa: ANN202 (FittedModel | None; numpy only when asked)
+    if not rules.prediction.enabled:
+        return None
+    from worker.prediction import SavedModel, fitted_model
+
+    saved = SavedModel("fitted", as_of, None, "", as_of - timedelta(hours=6), SAMPLE_MODEL_PARAMS)
+    return fitted_model(saved, rules.prediction)
 
 
 def _at_day(rules: Rules, as_of: datetime, days_ago: int) -> datetime:
@@ -237,7 +258,7 @@ def _at_day(rules: Rules, as_of: datetime, days_ago: int) -> datetime:
 def _day_pairs(rules: Rules, count: int) -> list[tuple[int, int]]:
     """(days since the last order, days since the first) to try for a customer with `count` orders."""
     lasts = list(dict.fromkeys((*_LAST_ORDER_DAYS, *_flip_days(rules, "lastOrderDaysAgo"))))
-    pairs = []
+    pairs = _band_pairs(rules, count)
     for last in lasts:
         if count == 1:
             pairs.append((last, last))
@@ -248,10 +269,37 @@ def _day_pairs(rules: Rules, count: int) -> list[tuple[int, int]]:
     return pairs
 
 
+def _band_pairs(rules: Rules, count: int) -> list[tuple[int, int]]:
+    """For band triggers: histories whose churn risk, under the sample model, reaches the band today.
+
+    Shifting a history's first and last orders back by the same days leaves its purchases as they were and only
+    ages it, so the days the risk needs to reach a band from an order placed today are the days since the last
+    order at which it reaches the band on the sample's date."""
+    bands = [c.on.band_milestone for c in rules.campaigns.values() if c.on.band_milestone is not None]
+    if not bands or not rules.prediction.enabled:
+        return []
+    from rules.scores import Scorer
+
+    cuts = rules.prediction.churn_bands
+    thresholds = [float(cuts.high if band == "High" else cuts.medium) for band in dict.fromkeys(bands)]
+    model = _sample_model(rules, SAMPLE_AS_OF)
+    scorer = Scorer(model, rules.tz)
+    gaps = (0,) if count == 1 else _FIRST_ORDER_GAPS
+    pairs = []
+    for gap in gaps:
+        today = _facts(rules, SAMPLE_AS_OF, count, _SPEND[0], 0, gap)
+        for threshold in thresholds:
+            [days] = scorer.days_until([today], SAMPLE_AS_OF, [threshold])
+            if days is not None:
+                pairs.append((days, days + gap))
+    return pairs
+
+
 def _flip_days(rules: Rules, metric: str) -> list[int]:
     """The day counts of `metric` where a segment condition or a milestone changes its answer, and the day before."""
     values = [c.value for s in rules.segments for c in s.conditions if c.metric == metric]
-    values += [days for c in rules.campaigns.values() for m, days in (c.on.reached or {}).items() if m == metric]
+    values += [c.on.day_milestone[1] for c in rules.campaigns.values()
+               if c.on.day_milestone is not None and c.on.day_milestone[0] == metric]
     days = sorted({d for v in values for d in (floor(v), floor(v) + 1)})
     return [d for d in days if d > 0]
 
