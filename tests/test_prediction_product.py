@@ -208,3 +208,69 @@ def test_scores_of_a_batch_equal_scores_one_at_a_time(fitted, store, rules):
     alone = [classifier.classify(r.facts, AS_OF) for r in records]
     assert [c.predicted for c in together] == [c.predicted for c in alone]
     assert np.mean([c.predicted.churn_risk for c in together]) > 0
+
+
+
+SMALL_GATE = "prediction: {min_customers_with_orders: 20, min_history_days: 30, min_customers_with_3_orders: 5}\n"
+
+
+def simulated_orders(customers: int, seed: int) -> tuple[list[Order], dict[str, list[int]]]:
+    """Customers drawn from the BG/NBD process with the CDNOW parameters (bench.predict), as orders on distinct
+    days: the first at the customer's age, the last at its recency, the others between."""
+    from bench.predict import CDNOW_BGNBD, simulate_customers
+
+    rng = np.random.default_rng(seed)
+    sim = simulate_customers(CDNOW_BGNBD, rng.uniform(10, 40, customers), 1.0, rng)
+    orders, days_ago = [], {}
+    for n, (x, t_x, age) in enumerate(zip(sim.x, sim.t_x, sim.T, strict=True)):
+        first, last = round(age * 7), round((age - t_x) * 7)
+        between = sorted({int(d) for d in rng.integers(last + 1, first, int(x) - 1)}) if first - last > 1 else []
+        days = sorted({first, last, *between}, reverse=True)[: int(x) + 1]
+        days_ago[f"C-{n}"] = days
+        orders += [Order(f"C-{n}", f"C-{n}-{k}", AS_OF - timedelta(days=d, hours=3), int(rng.integers(1_000, 9_000)))
+                   for k, d in enumerate(days)]
+    return orders, days_ago
+
+
+def test_both_backends_fit_the_same_model_from_their_aggregates(backend):
+    """A small base (the gate lowered to fit it) through each store: the parameters are the ones a fit on arrays
+    built straight from the orders gives, so both backends keep the aggregates the model needs."""
+    from rules import parse_rules
+    from rules.predict import fit_bgnbd, inputs_from_days
+    from tests.factories import ENV, rules_text
+    from worker.prediction import fit_and_save
+
+    rules = parse_rules(rules_text() + SMALL_GATE, env=ENV)
+    orders, days_ago = simulated_orders(300, seed=3)
+    store = backend.open()
+    store.upsert_orders(orders, AS_OF)
+    saved = fit_and_save(store, rules, AS_OF)
+    today = (AS_OF - timedelta(hours=3)).date().toordinal()
+    first = np.array([today - max(d) for d in days_ago.values()])
+    last = np.array([today - min(d) for d in days_ago.values()])
+    count = np.array([len(d) for d in days_ago.values()])
+    inputs = inputs_from_days(first, last, AS_OF.date().toordinal(), count, np.zeros(len(count)))
+    expected, _ = fit_bgnbd(inputs.x, inputs.t_x, inputs.T)
+    assert saved.status == "fitted", saved.reason
+    assert saved.report["customers"] == 300
+    for name in ("r", "alpha", "a", "b"):
+        assert saved.params["bgnbd"][name] == pytest.approx(getattr(expected, name), rel=1e-6)
+    store.close()
+
+
+def test_a_base_the_model_cannot_describe_gets_no_predictions_and_a_reason(store):
+    """Every customer buying at the same random rate leaves nothing for the model's spread to fit: the fit runs
+    off to huge parameters where its formulas fail. Nothing is published; the reason is."""
+    from rules import parse_rules
+    from tests.factories import ENV, rules_text
+    from worker.prediction import FAILED, fit_and_save
+
+    rules = parse_rules(rules_text() + SMALL_GATE, env=ENV)
+    rng = np.random.default_rng(7)
+    orders = [Order(f"C-{n}", f"C-{n}-{k}", AS_OF - timedelta(days=int(d)), 5_000)
+              for n in range(40) for k, d in enumerate(sorted({int(d) for d in rng.integers(1, 300,
+                                                                                           int(rng.integers(1, 6)))}))]
+    store.upsert_orders(orders, AS_OF)
+    saved = fit_and_save(store, rules, AS_OF)
+    assert saved.status == FAILED and saved.params is None
+    assert "is not a finite number" in saved.reason and "no prediction is made" in saved.reason
