@@ -274,3 +274,12 @@ def test_a_base_the_model_cannot_describe_gets_no_predictions_and_a_reason(store
     saved = fit_and_save(store, rules, AS_OF)
     assert saved.status == FAILED and saved.params is None
     assert "is not a finite number" in saved.reason and "no prediction is made" in saved.reason
+
+
+def test_unreadable_stored_parameters_mean_no_predictions_not_an_error(store, client, read_headers):
+    store.upsert_orders([Order("C-1", "O-1", AS_OF, 1000)], AS_OF)
+    store.set_meta(PREDICTION_MODEL_KEY, json.dumps({"status": "fitted", "checkedAt": "1997-09-30T23:59:00.000Z",
+                                                     "reason": None, "settings": "", "params": {"bgnbd": {}},
+                                                     "fittedAt": "1997-09-30T23:59:00.000Z"}))
+    answer = client.get("/api/customers/C-1", headers=read_headers)
+    assert answer.status_code == 200 and answer.get_json()["data"]["metrics"]["predicted"] is None

@@ -69,7 +69,11 @@ def load_model(store: Store, rules: Rules, saved: SavedModel | None = None):  # 
     saved = saved if saved is not None else saved_model(store)
     if not rules.prediction.enabled or saved is None or not saved.usable or saved.fitted_at is None:
         return None
-    return fitted_model(saved, rules.prediction)
+    try:
+        return fitted_model(saved, rules.prediction)
+    except (TypeError, KeyError, ValueError):  # parameters the store holds but cannot make a model of
+        log.warning("the stored churn model's parameters are unreadable; no predictions until the next fit")
+        return None
 
 
 def fitted_model(saved: SavedModel, settings: PredictionRules):  # noqa: ANN201

@@ -1,11 +1,12 @@
 """The dashboard's customer pages: the table (filters, search, sorting, pages both ways, the total), its CSV export,
-and one customer (metrics, RFM, history, events with replay)."""
+and one customer (metrics, RFM, predicted figures, history, events with replay)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from flask import Response, render_template, request, stream_with_context
+from markupsafe import Markup
 from werkzeug.exceptions import BadRequest, NotFound
 
 from rules import Rules
@@ -14,6 +15,7 @@ from worker.api.dashboard.blueprint import bp
 from worker.api.dashboard.charts import colour_classes
 from worker.api.params import DEFAULT_SORT, choice_param, decode_cursor, decode_position, encode_position, sort_param
 from worker.export import csv_chunks, export_filename, export_rows
+from worker.prediction import DISABLED, SavedModel, saved_model, state_json
 from worker.store.base import CustomerOrder, CustomerRecord
 
 PAGE_SIZE = 50
@@ -114,14 +116,55 @@ def customer(contact_id: str) -> str:
     if record is None:
         raise NotFound(f"No customer has the id '{contact_id}'.")
     now = ctx.clock()
-    names = list(ctx.rules().segment_names)
+    rules = ctx.rules()
     rfm = ctx.store.rfm_cutoffs()
+    classification = ctx.classifier().classify(record.facts, now)
     return render_template(
-        "dashboard/customer.html", record=record, now=now, classification=ctx.classifier().classify(record.facts, now),
-        rfm_computed_at=None if rfm is None else rfm.computed_at,
-        transitions=ctx.store.transitions_for(contact_id), colours=colour_classes(names),
+        "dashboard/customer.html", record=record, now=now, classification=classification,
+        rfm_computed_at=None if rfm is None else rfm.computed_at, horizon_days=rules.prediction.horizon_days,
+        no_prediction=None if classification.predicted else _no_prediction(record, rules),
+        transitions=ctx.store.transitions_for(contact_id), colours=colour_classes(list(rules.segment_names)),
         events=ctx.store.events_for(contact_id, CUSTOMER_EVENTS)[::-1], events_shown=CUSTOMER_EVENTS,
     )
+
+
+def _no_prediction(record: CustomerRecord, rules: Rules) -> Markup:
+    """Why a customer's page has no predicted figures."""
+    if not record.facts.order_count:
+        return Markup("No prediction: this customer has no counted order.")
+    saved = saved_model(context().store)
+    if model_in_use(saved, rules):
+        # a customer stored before purchase days were kept: the recount before the next fit gives them
+        return Markup("No prediction for this customer yet: the days of its orders are counted before the next "
+                      "model fit.")
+    return model_missing(saved, rules)
+
+
+def model_in_use(saved: SavedModel | None, rules: Rules) -> bool:
+    """Whether customers are scored: the same test as worker.prediction.load_model."""
+    return rules.prediction.enabled and saved is not None and saved.usable and saved.fitted_at is not None
+
+
+def model_missing(saved: SavedModel | None, rules: Rules) -> Markup:
+    """Why no customer has predicted figures, and what to do about it, in one line (the overview says it too)."""
+    state = state_json(saved, rules)
+    if state["status"] == DISABLED:
+        return Markup("No churn predictions: <code>prediction.enabled</code> is false in rules.yaml; set it to true "
+                      "and the scheduler fits the model.")
+    every = refit_every(rules.prediction.refit_every_hours)
+    if saved is None:  # state_json's reason names the command half-way; this says it once, in full
+        return Markup("No churn predictions yet: the model has not been fitted. The scheduler fits it {}; "
+                      "<code>python -m worker model fit</code> fits it now.").format(every)
+    reason = str(state["reason"] or "the last fit gave no model").rstrip(".")
+    return Markup("No churn predictions yet: {}. The scheduler tries again {}; <code>python -m worker model fit</code> "
+                  "tries now.").format(reason, every)
+
+
+def refit_every(hours: int) -> str:
+    """How often the scheduler fits the model, in words: 'once a day', 'every 6 hours'."""
+    if hours == 24:
+        return "once a day"
+    return "every hour" if hours == 1 else f"every {hours} hours"
 
 
 def _page(segment: str | None, frequency: str | None, sort: str, order: CustomerOrder) -> CustomerPage:
