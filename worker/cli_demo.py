@@ -63,7 +63,8 @@ class _Access:
 
 
 @click.command()
-@click.option("--customers", "count", default=400, show_default=True, type=click.IntRange(1, 1_000_000))
+# 600: enough customers for the churn model's minimum base (500 with an order), so the demo shows predictions too.
+@click.option("--customers", "count", default=600, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="Address to listen on; 0.0.0.0 lets other machines reach the demo.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from rules import Rules
 from worker.evaluate import evaluate_due
 from worker.ingest import BATCH, ingest_orders
+from worker.prediction import refresh_model_safely, summarize_after_evaluation
 from worker.rfm_boundaries import refresh_rfm
 from worker.serialize import iso
 from worker.store.base import Order, Store
@@ -138,7 +139,9 @@ def load_sample(store: Store, rules: Rules, customers: int, anchor: datetime, no
         placed = upto
         if day % RFM_EVERY_DAYS == 0 or moment == now:
             refresh_rfm(store, rules, moment)
+        fitted = refresh_model_safely(store, rules, moment) if moment == now else None  # as the scheduler would
         run = evaluate_due(store, rules, moment)
+        summarize_after_evaluation(store, rules, fitted, moment)
         transitions += run.transitions
         events += run.events
     return Loaded(customers, len(orders), inserted, len(steps), transitions, events, history,
