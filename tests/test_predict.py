@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
+from scipy.special import hyp2f1
 from scipy.stats import mannwhitneyu
 
 from bench.predict import CDNOW_BGNBD, simulate_customers
@@ -406,13 +407,33 @@ def test_extreme_customers_get_finite_figures():
         assert np.all(figures.churn_risk >= 1 - figures.p_alive - 1e-12)
 
 
-def test_parameters_where_the_closed_form_fails_give_no_prediction_rather_than_nan():
+def test_where_the_closed_form_overflows_the_integral_it_stands_for_gives_the_figures():
     """a and b in the thousands (a fit on data with almost no dropout variance) overflow the hypergeometric
-    function of E[X(t)] for some customers: the model says so instead of publishing -inf or NaN."""
+    function of E[X(t)]; the figures then come from integrating over the dropout probability, which agrees with
+    the closed form next to the corner and with the no-variance limit inside it."""
     _, gamma_gamma = sample_fits()
-    inputs = ModelInputs(x=[0, 3, 20], t_x=[0, 40, 90], T=[10, 50, 100], mean_repeat_value=[0, 80.0, 80.0])
-    with pytest.raises(PredictionError, match=r"expected_orders is not a finite number for \d+ customer"):
-        predict(BgNbdParams(0.8, 3.2, 1e4, 4e4), gamma_gamma, inputs)
+    x, t_x, T = np.array([0.0, 3, 20]), np.array([0.0, 40, 90]), np.array([10.0, 50, 100])
+    inputs = ModelInputs(x=x, t_x=t_x, T=T, mean_repeat_value=[0, 80.0, 80.0])
+    corner = BgNbdParams(0.8, 3.2, 1e4, 4e4)
+    with np.errstate(all="ignore"):
+        assert not np.all(np.isfinite(hyp2f1(corner.a + corner.b - 1 - corner.r, corner.a - 1,
+                                              corner.a + corner.b + x - 1, 13 / (corner.alpha + T + 13))))
+    figures = predict(corner, gamma_gamma, inputs)
+    assert all(np.all(np.isfinite(v)) for v in vars(figures).values())
+    # inside the corner the dropout probability is a / (a + b + x) for everyone: a Poisson process stopped with it
+    p = corner.a / (corner.a + corner.b + x)
+    fixed = -np.expm1((corner.r + x) * np.log1p(-p * 90 / 7 / (corner.alpha + T + p * 90 / 7))) / p
+    assert figures.expected_orders == pytest.approx(figures.p_alive * fixed, rel=1e-4)
+
+
+def test_the_integral_agrees_with_the_closed_form_where_both_evaluate():
+    from rules.predict import _purchases_by_quadrature, _purchases_if_alive
+
+    x, T = np.array([0.0, 1, 3, 10, 50]), np.array([10.0, 20, 40, 52, 100])
+    for params in (CDNOW_BGNBD, BgNbdParams(0.243, 4.414, 0.14, 4.5), BgNbdParams(0.66, 3.4, 50, 4000)):
+        closed = _purchases_if_alive(params, np.float64(13.0), x, T)
+        assert np.all(np.isfinite(closed))
+        assert _purchases_by_quadrature(params, np.full(5, 13.0), x, T) == pytest.approx(closed, rel=2e-5)
 
 
 def test_a_very_regular_customer_expects_their_own_rate():
