@@ -118,13 +118,14 @@ class Classifier:
         if scorer is None or not facts:
             return [self._classify(f, as_of) for f in facts]
         predicted = scorer.score(facts, as_of)
-        changes_in = scorer.days_until(facts, as_of, self._risk_thresholds) if self._risk_thresholds else None
+        if not self._risk_thresholds:  # nothing watches the risk: no re-check to plan, no band to date
+            return [self._classify(f, as_of, p) for f, p in zip(facts, predicted, strict=True)]
+        changes_in = scorer.days_until(facts, as_of, self._risk_thresholds)
         reached = {band: scorer.reached_on(facts, as_of, cut) for band, cut in self._band_cuts.items()}
         result = []
         for i, f in enumerate(facts):
             bands = tuple((band, days[i]) for band, days in reached.items() if days[i] is not None)
-            result.append(self._classify(f, as_of, predicted[i], None if changes_in is None else changes_in[i],
-                                         bands))
+            result.append(self._classify(f, as_of, predicted[i], changes_in[i], bands))
         return result
 
     def _classify(self, facts: CustomerFacts, as_of: datetime, predicted: Predicted | None = None,

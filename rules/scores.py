@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -45,8 +46,7 @@ class FittedModel:
     bands: ChurnBands
 
 
-@dataclass(frozen=True, slots=True)
-class Predicted:
+class Predicted(NamedTuple):  # a tuple: made for every customer of every evaluation, so it must be cheap
     """One customer's figures, rounded as the API shows them (conditions compare these same values)."""
 
     churn_risk: float
@@ -185,14 +185,20 @@ class _Rows:
 
     @classmethod
     def of(cls, facts: Sequence[CustomerFacts], as_of: datetime, tz: ZoneInfo) -> _Rows:
-        today = as_of.astimezone(tz).date().toordinal()
+        today = as_of.astimezone(tz).toordinal()
         index, first, last, days, repeat = [], [], [], [], []
+        # The store's instants are UTC already: in UTC rules the calendar day needs no conversion.
+        utc = tz.key == "UTC" if hasattr(tz, "key") else tz is timezone.utc
         for i, f in enumerate(facts):
-            if not f.order_count or not f.purchase_days or f.first_order_at is None or f.last_order_at is None:
+            if not f.purchase_days or f.first_order_at is None or f.last_order_at is None:
                 continue
             index.append(i)
-            first.append(f.first_order_at.astimezone(tz).date().toordinal())
-            last.append(f.last_order_at.astimezone(tz).date().toordinal())
+            if utc and f.first_order_at.tzinfo is timezone.utc and f.last_order_at.tzinfo is timezone.utc:
+                first.append(f.first_order_at.toordinal())
+                last.append(f.last_order_at.toordinal())
+            else:
+                first.append(f.first_order_at.astimezone(tz).toordinal())
+                last.append(f.last_order_at.astimezone(tz).toordinal())
             days.append(f.purchase_days)
             repeat.append(f.total_cents - (f.first_day_cents or 0))
         first_a, last_a = np.array(first, dtype=np.int64), np.array(last, dtype=np.int64)
