@@ -35,13 +35,15 @@ class FullRun:
     transitions: int
     events: int
     peak_rss_mb: float
+    scored: bool = False  # a saved churn model was loaded and scored everyone evaluated
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def first_full_evaluation(db: Path, as_of: datetime) -> FullRun:
-    """`evaluate_due` on a freshly imported store, in a child process that reports its own time and peak RSS."""
+    """`evaluate_due` on a freshly imported store (or any store: whoever is due), in a child process that reports
+    its own time and peak RSS."""
     done = subprocess.run([sys.executable, "-m", "bench.child", str(db), iso(as_of)], cwd=REPO,
                           env=bench_env(f"sqlite:///{db}"), capture_output=True, text=True)
     if done.returncode != 0:
@@ -50,7 +52,7 @@ def first_full_evaluation(db: Path, as_of: datetime) -> FullRun:
     if report["errors"]:
         raise RuntimeError(f"{report['errors']} customers could not be evaluated: {done.stderr[-2000:]}")
     return FullRun(report["seconds"], report["cpu_seconds"], report["customers"], report["transitions"],
-                   report["events"], report["peak_rss_kb"] / 1024)
+                   report["events"], report["peak_rss_kb"] / 1024, report["scored"])
 
 
 def group_by_baseline(db: Path, repeats: int = 3) -> tuple[float, float]:

@@ -26,6 +26,9 @@ SCENARIOS: dict[str, str] = {
     "delivery_rate": "webhook delivery to a local receiver, events/s",
     "delivery_vs_bare": "webhook delivery vs bare requests.Session loop",
     "eval_peak_memory": "peak RSS of the first full evaluation (subprocess)",
+    "model_fit": "churn model fit through the product (fit_and_save on the store)",
+    "scoring_overhead": "full evaluation with the saved model vs without (subprocesses)",
+    "model_fit_1m": "churn model fit at 1M simulated customers",
     "scaling": "first evaluation, time per customer at largest vs smallest N",
 }
 

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from bench import api, evaluation
+from bench import api, evaluation, model
 from bench.dataset import Dataset, baseline_import, bench_env, prepare, snapshot
 from bench.delivery import delivery
 from bench.generate import AS_OF
 from bench.report import ERROR, PASS, SCENARIOS, SKIPPED, Row, table, write_json
-from bench.ruleset import bench_rules
+from bench.ruleset import bench_rules, fit_rules
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GROUPS = ("naive", "http", "delivery", "scaling")  # what --skip can leave out; the rows stay, marked skipped
+MODEL_FIT_GOAL_CUSTOMERS, MODEL_FIT_GOAL_SECONDS = 100_000, 10.0  # the issue's goal: a fit on 100k in <= 10 s
+LARGE_FIT = 1_000_000
+GROUPS = ("naive", "http", "delivery", "model", "scaling")  # what --skip can leave out; the rows stay, marked skipped
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,16 @@ class Sizes:
     http_threads: int = 8
     http_max_requests: int = 200_000
     deliver_events: int = 5000
+    model_fits: int = 3  # fit_and_save repeats (median), and as many bare fits
+    scoring_pairs: int = 3  # re-evaluations of everyone with and without the model (median of each)
+    first_run_pairs: int = 1  # first evaluations with and without the model (the one-off run; in the details)
+    large_fit: int | None = None  # simulated customers for model_fit_1m; None: skipped unless asked for
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(daily_ticks=2, get_one_requests=100, list_pages=2, http_seconds=1.0, http_threads=4,
-                   http_max_requests=2000, deliver_events=50)
+                   http_max_requests=2000, deliver_events=50, model_fits=1, scoring_pairs=1, first_run_pairs=0,
+                   large_fit=2000)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-seconds", type=float, default=None)
     parser.add_argument("--http-threads", type=int, default=None)
     parser.add_argument("--deliver-events", type=int, default=None)
+    parser.add_argument("--fit-max", type=int, default=None,
+                        help="simulated customers for model_fit_1m (e.g. 1000000; default: 1000000 when "
+                             "--scaling-max reaches it, else skipped)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep databases here instead of a temp dir")
     args = parser.parse_args(argv)
@@ -66,7 +76,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--skip: unknown group(s) {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}")
     if args.customers < 10:
         parser.error("--customers: at least 10")
+    if args.fit_max is not None and args.fit_max < 1000:
+        parser.error("--fit-max: at least 1000")
     return args
+
+
+def large_fit_size(args: argparse.Namespace) -> int | None:
+    """--fit-max, else 1M when the scaling run reaches 1M anyway; None leaves it to the sizes (--quick: tiny)."""
+    if args.fit_max is not None:
+        return args.fit_max
+    return LARGE_FIT if args.scaling_max is not None and args.scaling_max >= LARGE_FIT else None
 
 
 def scaling_points(customers: int, scaling_max: int | None) -> list[int]:
@@ -83,9 +102,11 @@ class Bench:
         self.sizes = Sizes(
             **{**sizes.__dict__,
                **{k: v for k, v in (("http_seconds", args.http_seconds), ("http_threads", args.http_threads),
-                                    ("deliver_events", args.deliver_events)) if v is not None}})
+                                    ("deliver_events", args.deliver_events), ("large_fit", large_fit_size(args)))
+                  if v is not None}})
         self.rows = {key: Row(key) for key in SCENARIOS}
         self.rules = bench_rules()
+        self.fit: model.FitRun | None = None  # model_fit's run, for scoring_overhead
         self.log: list[str] = []
 
     def say(self, message: str) -> None:
@@ -129,9 +150,14 @@ class Bench:
         pristine = snapshot(self.main.db, self.work / "pristine.db")
         self.full = None
         self.guarded(("first_eval_vs_groupby", "eval_peak_memory"), self.first_evaluation)
+        evaluated = snapshot(self.main.db, self.work / "evaluated.db") if self.full is not None else None
         if not self.skipped("naive", ("first_eval_vs_naive",)):
             self.guarded(("first_eval_vs_naive",), lambda: self.naive(pristine))
-        pristine.unlink(missing_ok=True)
+        if not self.skipped("model", ("model_fit", "scoring_overhead", "model_fit_1m")):
+            self.model_scenarios(pristine, evaluated)
+        for copy in (pristine, evaluated):
+            if copy is not None:
+                copy.unlink(missing_ok=True)
         self.idle_ms = None
         self.guarded(("idle_tick",), self.idle)
         self.guarded(("daily_tick",), self.daily)
@@ -181,6 +207,86 @@ class Bench:
         row.details = {"naive_customers": customers, "cpu_seconds": self.full.cpu_seconds, "baseline_cpu_seconds": cpu,
                        "cpu_ratio": cpu / self.full.cpu_seconds if self.full.cpu_seconds else None}
         row.judge(row.ratio >= 5)
+
+    def model_scenarios(self, pristine: Path, evaluated: Path | None) -> None:
+        """The fit on a copy of the store as the first evaluation left it, and the scoring overhead on copies of
+        that and of the freshly imported store (the ticks and API scenarios go on without a model); then the large
+        fit."""
+        fitted = self.work / "model.db"
+        self.guarded(("model_fit",), lambda: self.model_fit(evaluated, fitted))
+        self.guarded(("scoring_overhead",), lambda: self.scoring(fitted, pristine))
+        fitted.unlink(missing_ok=True)
+        self.guarded(("model_fit_1m",), self.large_fit)
+
+    def model_fit(self, evaluated: Path | None, fitted: Path) -> None:
+        if evaluated is None:
+            raise RuntimeError("needs the store as the first full evaluation left it")
+        n = self.args.customers
+        rules = fit_rules(self.rules, n)
+        self.say(f"churn model: fit_and_save on {n} customers (x{self.sizes.model_fits}), then read + BG/NBD alone")
+        run = self.fit = model.fit_through_store(snapshot(evaluated, fitted), rules, AS_OF, self.sizes.model_fits)
+        goal = MODEL_FIT_GOAL_SECONDS * max(1.0, n / MODEL_FIT_GOAL_CUSTOMERS)
+        row = self.rows["model_fit"]
+        row.figure, row.unit, row.baseline, row.baseline_label = run.seconds, "s", run.baseline_seconds, \
+            "read + BG/NBD fit alone"
+        row.ratio, row.target = run.seconds / run.baseline_seconds, "<= 10 s at 100k"
+        lowered = rules.prediction.min_customers_with_orders != self.rules.prediction.min_customers_with_orders
+        row.notes = f"n={run.details['customers']:,}" + (
+            f", gate lowered to {rules.prediction.min_customers_with_orders} customers" if lowered else "") + (
+            "" if run.fitted else f"; NOT FITTED: {(run.reason or '').split(';')[0]}")
+        row.details = {**run.details, "judged_against_seconds": goal}
+        row.judge(run.fitted and run.seconds <= goal)
+
+    def scoring(self, fitted: Path, pristine: Path) -> None:
+        if self.fit is None:
+            raise RuntimeError("needs the store the model was fitted on (model_fit)")
+        saved = model.saved_model_json(fitted) if self.fit.fitted else model.stand_in_model_json(self.rules, AS_OF)
+        pairs = self.sizes.scoring_pairs
+        self.say(f"scoring overhead: {pairs} re-evaluation(s) of everyone with the saved model and {pairs} without, "
+                 f"then {self.sizes.first_run_pairs} first evaluation(s) each way")
+        run = model.scoring_overhead(fitted, saved, self.work, AS_OF, pairs, reset_version=True)
+        first = model.scoring_overhead(pristine, saved, self.work, AS_OF, self.sizes.first_run_pairs,
+                                       reset_version=False) if self.sizes.first_run_pairs else None
+        row = self.rows["scoring_overhead"]
+        row.figure, row.unit, row.baseline, row.baseline_label = run.seconds, "s", run.baseline_seconds, \
+            "no saved model"
+        row.ratio, row.target = run.seconds / run.baseline_seconds, "<= 1.10x baseline"
+        row.notes = f"everyone re-evaluated, median of {pairs}" if pairs > 1 else "everyone re-evaluated"
+        if first is not None:
+            row.notes += f"; first evaluation {first.seconds / first.baseline_seconds:.2f}x"
+        if not self.fit.fitted:
+            row.notes += "; stand-in model (CDNOW estimates): the fit on this base was refused"
+        cpu = statistics.median(r.cpu_seconds for r in run.with_model)
+        baseline_cpu = statistics.median(r.cpu_seconds for r in run.without_model)
+        row.details = {"model": "fitted on this base" if self.fit.fitted else "stand-in: CDNOW estimates",
+                       "with_model": [r.as_dict() for r in run.with_model],
+                       "without_model": [r.as_dict() for r in run.without_model],
+                       "cpu_seconds": cpu, "baseline_cpu_seconds": baseline_cpu,
+                       "cpu_ratio": cpu / baseline_cpu if baseline_cpu else None,
+                       "peak_rss_mb": max(r.peak_rss_mb for r in run.with_model),
+                       "baseline_peak_rss_mb": max(r.peak_rss_mb for r in run.without_model)}
+        if first is not None:  # the one-off first run: every customer's transition and events written as well
+            row.details["first_evaluation"] = {
+                "seconds": first.seconds, "baseline_seconds": first.baseline_seconds,
+                "ratio": first.seconds / first.baseline_seconds,
+                "with_model": [r.as_dict() for r in first.with_model],
+                "without_model": [r.as_dict() for r in first.without_model]}
+        row.judge(row.ratio <= 1.10)
+
+    def large_fit(self) -> None:
+        row = self.rows["model_fit_1m"]
+        customers = self.sizes.large_fit
+        if customers is None:
+            row.status, row.notes = SKIPPED, f"add --fit-max {LARGE_FIT} (about 10 s) or --scaling-max {LARGE_FIT}"
+            return
+        self.say(f"churn model: simulating {customers} customers and fitting both models")
+        found = model.large_fit(customers, self.args.seed)
+        row.figure, row.unit, row.baseline, row.baseline_label = found["seconds"], "s", found["floor_seconds"], \
+            "likelihood floor"
+        row.ratio, row.target = found["seconds"] / found["floor_seconds"], "measured (no limit set); converged"
+        row.notes = f"{customers:,} simulated, inputs built in {found['build_inputs_seconds']:.1f} s"
+        row.details = found
+        row.judge(found["converged"])
 
     def idle(self) -> None:
         self.idle_ms, evaluated = evaluation.idle_tick(self.main.db, self.rules, AS_OF)
@@ -298,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     run = {"customers": args.customers, "seed": args.seed, "quick": args.quick, "skip": sorted(args.skip),
            "scaling_points": scaling_points(args.customers, args.scaling_max), "as_of": AS_OF.isoformat(),
+           "fit_max": bench.sizes.large_fit,
            "sizes": bench.sizes.__dict__, "seconds": time.perf_counter() - started}
     path = write_json(rows, args.out, run)
     print(table(rows))
