@@ -48,9 +48,12 @@ def milestones_reached(rules: Rules, facts: CustomerFacts, segment: str, since: 
     fired = []
     tz = rules.tz
     for name, campaign in rules.campaigns.items():
-        if campaign.on.day_milestone is None or (campaign.segment is not None and campaign.segment != segment):
+        if campaign.on.reached is None or (campaign.segment is not None and campaign.segment != segment):
             continue
-        metric, days = campaign.on.day_milestone
+        milestone = campaign.on.day_milestone
+        if milestone is None:
+            continue
+        metric, days = milestone
         base = facts.last_order_at if metric == "lastOrderDaysAgo" else facts.first_order_at
         if base is None:
             continue
