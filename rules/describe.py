@@ -153,6 +153,9 @@ def describe_campaign(name: str, campaign: Campaign, currency: str = "USD") -> s
                          "risk bands) and is ignored here")
     if campaign.conditions:
         notes.append("only if " + " and ".join(describe_condition(c, currency) for c in campaign.conditions))
+    if campaign.holdout_percent:
+        notes.append(f"holds out {number(campaign.holdout_percent)} % as a control group, outcomes over "
+                     f"{counted(Decimal(campaign.outcome_days), 'day')}")
     if not campaign.recheck:
         notes.append("sent even if the move is undone before it goes out (recheck: false)")
     if not campaign.ordered:

@@ -176,8 +176,20 @@ class Campaign(SettingsModel):
     # Conditions on the customer at the moment of the move (the segments' metrics, e.g. predictedClv12m: {gte: 200}):
     # the campaign fires only while they all hold, and its events are re-checked against them before sending.
     when: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+    # A control group: this share of the customers who trigger the campaign (by a hash of campaign, contactID and
+    # holdout_salt) are held out: their events are recorded as `held_out`, never sent, so outcomes can be compared.
+    holdout_percent: Decimal = Field(default=Decimal(0), ge=0, le=50)
+    # How long after an event an order counts as its outcome: through the `outcome_days`-th calendar day.
+    outcome_days: int = Field(default=30, ge=1, le=365)
 
     _known_metrics = field_validator("when", mode="before")(Segment._known_metrics.__func__)
+
+    @field_validator("holdout_percent")
+    @classmethod
+    def _whole_hundredths(cls, percent: Decimal) -> Decimal:
+        if percent != percent.quantize(Decimal("0.01")):
+            raise ValueError(f"use at most 2 decimal places, got {percent}")
+        return percent
 
     @property
     def conditions(self) -> tuple[Condition, ...]:
@@ -268,6 +280,7 @@ class Rules(SettingsModel):
     first_run: Literal["baseline", "emit"] = "baseline"
     orders: OrderRules = Field(default_factory=OrderRules)
     prediction: PredictionRules = Field(default_factory=PredictionRules)
+    holdout_salt: str = Field(default="segment-worker", min_length=1, max_length=200)  # see Campaign.holdout_percent
     currency: str = "USD"  # how people see money (dashboard); amounts are stored and sent without it
     # Webhooks whose `${VAR}`s are unset: name -> the variables. They are left out of `webhooks`, and nothing is
     # delivered while any is (see `delivery_problem`); everything else works without delivery settings.
@@ -386,6 +399,7 @@ class Rules(SettingsModel):
         """Content hash of everything that decides segments and campaigns (not secrets, URLs or schedule)."""
         semantic = self.model_dump(mode="json", by_alias=True, include={
             "version", "timezone", "segments", "no_orders_segment", "purchase_frequency", "campaigns", "rfm_groups",
+            "holdout_salt",
             *(("prediction",) if self.uses_predictions else ())})
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

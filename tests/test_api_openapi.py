@@ -119,6 +119,11 @@ def test_real_responses_match_the_documented_schemas(client, read_headers, admin
     candidate = RULES_YAML.replace("gt: 5000", "gt: 3000")
     check("POST", "/api/rules/preview", client.post("/api/rules/preview", data=candidate, headers=admin_headers))
     check("POST", "/api/rules/preview", client.post("/api/rules/preview", data="segments: [", headers=admin_headers))
+    check("GET", "/api/campaigns", client.get("/api/campaigns", headers=read_headers))
+    check("GET", "/api/campaigns/{campaign}/outcomes", client.get("/api/campaigns/vip/outcomes", headers=read_headers))
+    check("GET", "/api/campaigns/{campaign}/outcomes", client.get("/api/campaigns/nope/outcomes", headers=read_headers))
+    check("GET", "/api/campaigns/{campaign}/outcomes", client.get("/api/campaigns/vip/outcomes?effect=x",
+                                                                 headers=read_headers))
     check("GET", "/api/openapi.json", client.get("/api/openapi.json", headers=read_headers))
     check("GET", "/healthz", client.get("/healthz"))
     check("GET", "/metrics", client.get("/metrics", headers=read_headers))

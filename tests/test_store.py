@@ -576,3 +576,24 @@ def test_a_version_3_database_gains_purchase_days_counted_without_making_anyone_
     assert upgraded.order_days_timezone() == "UTC"
     assert list(upgraded.customers_to_evaluate(T0, everyone=False, batch_size=10)) == [], "nobody made due"
     upgraded.close()
+
+
+def test_a_version_4_database_gains_the_outcome_columns_and_the_campaign_index(tmp_path):
+    path = tmp_path / "segments.db"
+    opened = new_store(tmp_path)
+    opened.upsert_orders([order("C-1", "ORD-1", T0)], T0)
+    opened.close()
+    with sqlite3.connect(path) as db:  # what a version 4 program left behind
+        db.execute("DROP INDEX events_by_campaign")
+        for table, column in (("events", "outcome_until"), ("events", "outcome_orders"), ("events", "outcome_cents"),
+                              ("customers", "holdouts")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+    upgraded = new_store(tmp_path)
+    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION)
+    assert upgraded.get_customer("C-1").holdouts == {}
+    assert upgraded.campaign_outcomes("vip", T0) == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_by_campaign'").fetchone()
+    upgraded.close()

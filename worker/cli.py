@@ -26,7 +26,7 @@ from worker.rules_file import SHIPPED_RULES, RulesSource, load_order_rules, load
 from worker.serialize import customer_json, event_json, parse_instant
 from worker.settings import Settings, SettingsError
 from worker.store import open_store
-from worker.store.base import EVENT_STATUSES, SUPERSEDED, Store
+from worker.store.base import EVENT_STATUSES, HELD_OUT, HELD_OUT_NOT_REPLAYED, SUPERSEDED, Store
 
 SHOWN_ERRORS = 20
 
@@ -388,6 +388,8 @@ def events_replay(ctx: Context, event_id: str | None, all_dead: bool, campaign: 
         click.echo(f"{total} dead event(s){which} queued for delivery; each is checked again just before it is sent")
         return
     event = ctx.store.get_event(event_id)
+    if event is not None and event.status == HELD_OUT:
+        raise click.ClickException(f"event '{event_id}' is not replayed: {HELD_OUT_NOT_REPLAYED}")
     if event is None or not ctx.store.replay_event(event_id, utc_now()):
         raise click.ClickException(f"event '{event_id}' not found")
     how = ("it will be sent as it is, without the re-check that superseded it" if event.status == SUPERSEDED
@@ -445,10 +447,11 @@ def _serve(ctx: Context, workers: int, with_scheduler: bool, host: str) -> None:
         raise ConfigurationError(str(exc)) from None
 
 
-from worker.cli_demo import demo  # noqa: E402, I001
+from worker.cli_campaigns import campaigns  # noqa: E402, I001
+from worker.cli_demo import demo  # noqa: E402
 from worker.cli_model import model  # noqa: E402
 from worker.cli_store import init_db, sync_orders  # noqa: E402
 from worker.cli_webhooks import webhooks  # noqa: E402
 
-for command in (demo, init_db, model, sync_orders, webhooks):
+for command in (campaigns, demo, init_db, model, sync_orders, webhooks):
     main.add_command(command)

@@ -6,13 +6,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from rules import Classification, Classifier, Rules, bands_reached, campaigns_for_move, event_id, milestones_reached
 from rules.campaigns import Fired
+from rules.holdouts import draws_held_out
 from rules.ids import digest_id
+from rules.metrics import local_date, local_midnight
 from rules.rfm import RfmCutoffs
 from rules.schema import BAND_METRIC
 from worker.prediction import load_model, model_version, saved_model
@@ -241,12 +243,33 @@ def decide(record: CustomerRecord, classifier: Classifier, as_of: datetime, anno
                       *bands_reached(rules, record.facts, current, record.evaluated_at, as_of)):
             if classifier.campaign_blocked(fired.campaign, record.facts, current) is None:
                 events.append(_event(rules, record, current, fired, current.segment, as_of))
+    events, holdouts = _hold_out(rules, record, events)
     return Evaluation(
         contact_id=record.contact_id, seen_version=record.version, seen_segment=record.segment,
         segment=current.segment, purchase_frequency=current.purchase_frequency,
         next_check_at=classifier.next_check_at(record.facts, as_of, current), evaluated_at=as_of,
-        transition=transition, events=tuple(events), segment_since=segment_since,
+        transition=transition, events=tuple(events), segment_since=segment_since, holdouts=holdouts,
     )
+
+
+def _hold_out(rules: Rules, record: CustomerRecord, events: list[NewEvent],
+              ) -> tuple[list[NewEvent], dict[str, bool] | None]:
+    """Mark the events of the customer's control groups held out; a customer's group in a campaign is drawn the
+    first time it triggers the campaign and kept (changing holdout_percent never moves anyone already drawn).
+    Returns the events and the customer's groups when new ones were drawn."""
+    groups = dict(record.holdouts)
+    drawn = False
+    marked = []
+    for event in events:
+        percent = rules.campaigns[event.campaign].holdout_percent
+        if not percent:
+            marked.append(event)
+            continue
+        if event.campaign not in groups:
+            groups[event.campaign] = draws_held_out(rules.holdout_salt, event.campaign, record.contact_id, percent)
+            drawn = True
+        marked.append(replace(event, held_out=True) if groups[event.campaign] else event)
+    return marked, groups if drawn else None
 
 
 def dated(true_moment: datetime, segment_since: datetime | None, as_of: datetime,
@@ -272,8 +295,12 @@ def _event(rules: Rules, record: CustomerRecord, current: Classification, fired:
         milestone = (BAND_METRIC, campaign.on.band_milestone)
     body = event_body(eid, fired.kind, fired.campaign, fired.occurred_at, _iso_of_run(as_of),
                       (from_segment, current.segment), customer_json(record, current), rules.rules_version, milestone)
+    # outcomes count through the outcome_days-th calendar day after the event: the window ends the midnight after
+    until = local_midnight(local_date(fired.occurred_at, rules.tz) + timedelta(days=campaign.outcome_days + 1),
+                           rules.tz)
     return NewEvent(id=eid, contact_id=record.contact_id, campaign=fired.campaign, webhook=campaign.webhook,
-                    type=fired.kind, occurred_at=fired.occurred_at, body=body, ordered=campaign.ordered)
+                    type=fired.kind, occurred_at=fired.occurred_at, body=body, ordered=campaign.ordered,
+                    outcome_until=until)
 
 
 _iso_of_run = lru_cache(maxsize=4)(iso)  # every event of a run shares its detectedAt

@@ -7,13 +7,21 @@ import logging
 from typing import Any
 
 from flask import Blueprint, request
-from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from worker.api.auth import write_access
 from worker.api.context import context
 from worker.api.params import choice_param, cursor_param, encode_cursor, limit_param
 from worker.serialize import event_json, iso
-from worker.store.base import BULK_REPLAY_LIMIT, DEAD, EVENT_STATUSES, Attempt, EventRecord
+from worker.store.base import (
+    BULK_REPLAY_LIMIT,
+    DEAD,
+    EVENT_STATUSES,
+    HELD_OUT,
+    HELD_OUT_NOT_REPLAYED,
+    Attempt,
+    EventRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,8 @@ def get_event(event_id: str) -> dict[str, Any]:
 @write_access
 def replay_event(event_id: str) -> tuple[dict[str, Any], int]:
     ctx = context()
+    if _event_or_404(event_id).status == HELD_OUT:
+        raise Conflict(f"event '{event_id}' is not replayed: {HELD_OUT_NOT_REPLAYED}")
     if not ctx.store.replay_event(event_id, ctx.clock()):
         raise NotFound(f"event '{event_id}' not found")
     return {"data": event_json(_event_or_404(event_id))}, 202

@@ -98,8 +98,17 @@ def _paths() -> Schema:
         "/api/events/{eventId}": {"get": _operation(
             "One event and its delivery attempts.", "EventDetail", ["eventId"], _errors(401, 404))},
         "/api/events/{eventId}/replay": {"post": _operation(
-            "Make an event pending again, due now. Needs a write key.", "EventResponse", ["eventId"],
-            _errors(401, 403, 404), status="202")},
+            "Make an event pending again, due now. Needs a write key. A held-out event (its customer is in the "
+            "campaign's control group) is never replayed: 409.", "EventResponse", ["eventId"],
+            _errors(401, 403, 404, 409), status="202")},
+        "/api/campaigns": {"get": _operation(
+            "The campaigns of the rules in force, with their trigger, holdout and outcome window.", "CampaignList",
+            [], _errors(401))},
+        "/api/campaigns/{campaign}/outcomes": {"get": _operation(
+            "A campaign's measured outcomes, overall and per month of the events: customers sent and held out whose "
+            "outcome window has closed, how many ordered, the uplift with its 95 % interval, revenue per customer, "
+            "and a verdict. `effect` sizes the 'too few customers yet' advice (default 0.05: 5 points).",
+            "CampaignOutcomes", ["campaign", "asOf", "effect"], _errors(400, 401, 404))},
         "/api/rules/preview": {"post": {
             **_operation("Preview a candidate rules file: how many customers would move from which segment to "
                          "which, the campaign events the moves would fire, a sample of customers per move. "
@@ -141,7 +150,8 @@ def _operation(summary: str, schema: str, parameters: list[str], errors: Schema,
 
 
 def _errors(*statuses: int) -> Schema:
-    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "TooLarge",
+    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+             413: "TooLarge",
              429: "TooManyRequests", 503: "Unavailable"}
     if 401 in statuses:  # wherever a key is checked, repeated wrong keys are slowed down; the store may be busy
         statuses += (429, 503)
@@ -153,7 +163,8 @@ def _error_responses() -> Schema:
         "BadRequest": _json("A parameter or the body is invalid; the message names it", "Error"),
         "Unauthorized": _json("No valid API key", "Error"),
         "Forbidden": _json("The key may read but not write", "Error"),
-        "NotFound": _json("No such customer or event", "Error"),
+        "NotFound": _json("No such customer, event or campaign", "Error"),
+        "Conflict": _json("Not done in the state the resource is in", "Error"),
         "TooLarge": _json("The body is larger than MAX_REQUEST_BYTES", "Error"),
         "TooManyRequests": {**_json("Too many wrong API keys from this address; retry after Retry-After seconds",
                                     "Error"), "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
@@ -183,6 +194,9 @@ def _parameters(rules: Rules) -> Schema:
         "status": _query("status", "Only events with this delivery status.", {"enum": list(STATUSES)}),
         "contactID": {"name": "contactID", "in": "path", "required": True, "schema": {"type": "string"}},
         "eventId": {"name": "eventId", "in": "path", "required": True, "schema": {"type": "string"}},
+        "campaign": {"name": "campaign", "in": "path", "required": True, "schema": {"type": "string"}},
+        "effect": _query("effect", "The uplift, as a share of customers, that 'too few customers yet' sizes the "
+                         "groups for.", {"type": "number", "minimum": 0.001, "maximum": 0.5, "default": 0.05}),
     }
 
 
@@ -297,6 +311,41 @@ def _schemas() -> Schema:
             "campaign": {"type": ["string", "null"]},
         }),
         "EventResponse": _object({"data": _ref("Event")}),
+        "CampaignList": _object({"data": {"type": "array", "items": _ref("Campaign")},
+                                 "count": {"type": "integer", "minimum": 0}}),
+        "Campaign": _object({
+            "name": {"type": "string"}, "description": {"type": "string"}, "webhook": {"type": "string"},
+            "trigger": {"type": "object"}, "segment": {"type": ["string", "null"]},
+            "holdoutPercent": {"type": "number", "minimum": 0, "maximum": 50},
+            "outcomeDays": {"type": "integer", "minimum": 1},
+        }),
+        "CampaignOutcomes": _object({"data": _ref("CampaignReport")}),
+        "CampaignReport": _object({
+            "campaign": {"type": "string"}, "holdoutPercent": {"type": "number"},
+            "outcomeDays": {"type": "integer"}, "asOf": _ref("Timestamp"), "currency": {"type": "string"},
+            "confidence": {"type": "number"}, "total": _ref("OutcomePeriod"),
+            "months": {"type": "array", "items": _ref("OutcomePeriod")},
+        }),
+        "OutcomePeriod": _object({
+            "period": {"type": "string", "examples": ["all", "2026-02"]},
+            "sent": _ref("OutcomeGroup"), "heldOut": _ref("OutcomeGroup"),
+            "uplift": _object({
+                "absolute": {"type": ["number", "null"]},
+                "absoluteInterval": {"type": ["array", "null"], "items": {"type": "number"}},
+                "relative": {"type": ["number", "null"]},
+                "relativeInterval": {"type": ["array", "null"], "items": {"type": "number"}},
+            }),
+            "verdict": {"enum": ["uplift", "no measurable effect", "negative effect", "too few customers yet",
+                                 "no holdout group"]},
+            "explanation": {"type": "string"},
+            "moreNeeded": {"type": ["object", "null"]},
+        }),
+        "OutcomeGroup": _object({
+            "customers": {"type": "integer", "minimum": 0}, "converted": {"type": "integer", "minimum": 0},
+            "conversion": {"type": ["number", "null"]}, "orders": {"type": "integer", "minimum": 0},
+            "revenue": _ref("Money"), "revenuePerCustomer": _nullable(_ref("Money")),
+            "stillOpen": {"type": "integer", "minimum": 0},
+        }),
         "EventDetail": _object({"data": _ref("Event"), "attempts": {"type": "array", "items": _ref("Attempt")}}),
         "OrderInput": _object({
             "contactID": {"type": ["string", "integer"],

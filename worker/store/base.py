@@ -29,6 +29,9 @@ NO_ORDER_MS = -(1 << 62)
 # for the next call, which continues with them since the replayed ones are dead no more).
 BULK_REPLAY_LIMIT = 1000
 DELIVERY_STATE_KEY = "delivery_state"
+# Why a held-out event is never replayed, for every place a person can ask to.
+HELD_OUT_NOT_REPLAYED = ("it is held out: its customer is in the campaign's control group, and sending it would "
+                         "spoil the measurement of the campaign (see holdout_percent)")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 # Meta keys, as existing stores hold them: renaming one forgets what it kept.
@@ -95,6 +98,8 @@ class CustomerRecord:
     # when the customer entered the stored segment (its last transition's occurredAt; the baseline's time)
     segment_since: datetime | None = None
     changed: bool = False  # orders arrived or changed since the last evaluation
+    # campaign -> held out (True) or sent (False): the customer's group in each campaign with a holdout, drawn once
+    holdouts: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,9 @@ class NewEvent:
     occurred_at: datetime
     body: str
     ordered: bool = True  # waits while an earlier event of the customer is retrying (campaign `ordered: false`)
+    held_out: bool = False  # the customer is in the campaign's control group: recorded `held_out`, never sent
+    # the end (exclusive) of the window in which the customer's orders are the event's outcome; None: not measured
+    outcome_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +141,8 @@ class EventRecord(NewEvent):
     delivered_at: datetime | None
     superseded_by: str | None = None  # the transition that undid the move, when one was recorded
     recheck: bool = True  # False after a superseded event is replayed by hand: send it as it is
+    outcome_orders: int = 0  # counted orders of the customer in the outcome window so far
+    outcome_cents: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +177,7 @@ class Evaluation:
     transition: TransitionRecord | None = None
     events: Sequence[NewEvent] = field(default_factory=tuple)
     segment_since: datetime | None = None  # set when the segment changes (with or without a transition)
+    holdouts: Mapping[str, bool] | None = None  # the customer's holdout groups, when this evaluation drew new ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +233,21 @@ class SegmentSummary:
     segment: str
     customers: int
     total_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeCell:
+    """A campaign's events of one month (of occurredAt, UTC) in one group, windows closed or still open: how many,
+    how many customers ordered in their window, their orders and spend (and its sum of squares, for spreads)."""
+
+    month: str  # YYYY-MM
+    held_out: bool
+    closed: bool
+    events: int
+    converted: int
+    orders: int
+    cents: int
+    cents_squared: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +543,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def events_for(self, contact_id: str, limit: int = 100) -> list[EventRecord]:
         """The customer's latest `limit` events (every status), oldest first."""
+
+    @abc.abstractmethod
+    def campaign_outcomes(self, campaign: str, now: datetime) -> list[OutcomeCell]:
+        """The campaign's measured events (those with an outcome window) summed per month, group and whether the
+        window had closed by `now`."""
 
     @abc.abstractmethod
     def event_counts(self, now: datetime) -> dict[str, float]:

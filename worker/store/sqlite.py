@@ -6,10 +6,11 @@ next to the SQL for the others it joins, and splitting it by noun would scatter 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from rules.schema import status_key
 from worker.store.base import (
     BULK_REPLAY_LIMIT,
     EVENT_STATUSES,
+    HELD_OUT,
     NO_ORDER_MS,
     ORDER_DAYS_TIMEZONE_KEY,
+    PENDING,
     Attempt,
     CustomerOrder,
     CustomerRecord,
@@ -27,6 +30,7 @@ from worker.store.base import (
     EventRecord,
     IngestResult,
     Order,
+    OutcomeCell,
     PurchaseRow,
     SaveResult,
     SegmentSummary,
@@ -40,7 +44,7 @@ from worker.store.times import from_ms, local_day_function, to_ms
 
 # 2: customers.segment_since, events.superseded_by, events.recheck and events.ordered. 3: customers.last_order_key
 # and the indexes of the sorted customer lists and of a customer's events (_migrate adds them to older files).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 WAL_AUTOCHECKPOINT_PAGES = 25_000  # ~100 MB of WAL at the most between checkpoints
 # How long a write waits for another writer's transaction to end. Background writes (evaluation, the outbox,
 # leases) wait long: giving up after a send means sending again. Order writes (POST /api/orders, an import's
@@ -84,7 +88,8 @@ CREATE TABLE IF NOT EXISTS customers (
     evaluated_at INTEGER,
     segment_since INTEGER,
     purchase_days INTEGER NOT NULL DEFAULT 0,
-    first_day_cents INTEGER NOT NULL DEFAULT 0
+    first_day_cents INTEGER NOT NULL DEFAULT 0,
+    holdouts TEXT
 );
 CREATE INDEX IF NOT EXISTS customers_dirty ON customers (contact_id) WHERE dirty = 1;
 CREATE INDEX IF NOT EXISTS customers_due ON customers (next_check_at) WHERE next_check_at IS NOT NULL;
@@ -124,7 +129,10 @@ CREATE TABLE IF NOT EXISTS events (
     delivered_at INTEGER,
     superseded_by TEXT,
     recheck INTEGER NOT NULL DEFAULT 1,
-    ordered INTEGER NOT NULL DEFAULT 1
+    ordered INTEGER NOT NULL DEFAULT 1,
+    outcome_until INTEGER,
+    outcome_orders INTEGER NOT NULL DEFAULT 0,
+    outcome_cents INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS events_by_status ON events (status, seq);
@@ -150,13 +158,18 @@ _LAST_ORDER_INDEXES = (
     "CREATE INDEX IF NOT EXISTS customers_by_last_order ON customers (last_order_key, contact_id)",
     "CREATE INDEX IF NOT EXISTS customers_by_segment_last_order ON customers (segment, last_order_key, contact_id)",
 )
+# A campaign's outcome report reads this index alone (it covers every column the report sums). Made after the
+# migrations, since a file from before version 5 gains the outcome columns there.
+_CAMPAIGN_INDEX = ("CREATE INDEX IF NOT EXISTS events_by_campaign ON events "
+                   "(campaign, occurred_at, status, outcome_until, outcome_orders, outcome_cents)")
 _SORT_COLUMNS = {"total_spend": "total_cents", "last_order": "last_order_key"}
 
 _CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_order_at, last_order_at, "
                      "last_order_ref, version, segment, purchase_frequency, next_check_at, evaluated_at, "
-                     "segment_since, dirty, purchase_days, first_day_cents")
+                     "segment_since, dirty, purchase_days, first_day_cents, holdouts")
 _EVENT_COLUMNS = ("id, contact_id, campaign, webhook, type, occurred_at, created_at, body, status, attempts, "
-                  "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck, ordered")
+                  "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck, ordered, "
+                  "outcome_orders, outcome_cents")
 # Version 1 stores gain the columns of version 2; a customer's segment_since comes from its last transition, or
 # for a customer recorded silently (the baseline) from the store's first run.
 # Version 4 (the churn and value model's aggregates): each order's local day, each customer's purchase days and
@@ -165,6 +178,13 @@ _MIGRATE_TO_4 = (
     ("orders", "order_day", "ALTER TABLE orders ADD COLUMN order_day INTEGER"),
     ("customers", "purchase_days", "ALTER TABLE customers ADD COLUMN purchase_days INTEGER NOT NULL DEFAULT 0"),
     ("customers", "first_day_cents", "ALTER TABLE customers ADD COLUMN first_day_cents INTEGER NOT NULL DEFAULT 0"),
+)
+# Version 5 (campaign outcomes): each customer's holdout groups, each event's outcome window and what it measured.
+_MIGRATE_TO_5 = (
+    ("customers", "holdouts", "ALTER TABLE customers ADD COLUMN holdouts TEXT"),
+    ("events", "outcome_until", "ALTER TABLE events ADD COLUMN outcome_until INTEGER"),
+    ("events", "outcome_orders", "ALTER TABLE events ADD COLUMN outcome_orders INTEGER NOT NULL DEFAULT 0"),
+    ("events", "outcome_cents", "ALTER TABLE events ADD COLUMN outcome_cents INTEGER NOT NULL DEFAULT 0"),
 )
 _MIGRATE_TO_2 = (
     "ALTER TABLE customers ADD COLUMN segment_since INTEGER",
@@ -215,6 +235,25 @@ SELECT d.contact_id, c.segment, f.first_day, max(d.order_day), count(*), sum(d.c
        sum(CASE WHEN d.order_day = f.first_day THEN d.cents ELSE 0 END)
 FROM days d JOIN firsts f ON f.contact_id = d.contact_id LEFT JOIN customers c ON c.contact_id = d.contact_id
 GROUP BY d.contact_id ORDER BY d.contact_id
+"""
+
+# The outcome of each measured event of the touched customers that the changed orders can reach (a window open
+# somewhere between the earliest and the latest order time that changed: temp.touched's since and until): their
+# counted orders after the event and before the end of its window, from the orders themselves (exact under late
+# orders, cancellations and corrections). Only the rows whose figures change are written; customers without
+# measured events do no work (the index by contact finds none).
+_REFRESH_OUTCOMES = """
+UPDATE events SET outcome_orders = measured.orders, outcome_cents = measured.cents
+FROM (
+    SELECT e.id, count(o.order_ref) AS orders, coalesce(sum(o.total_cents), 0) AS cents
+    FROM temp.touched t
+    JOIN events e INDEXED BY events_by_contact ON e.contact_id = t.contact_id
+    LEFT JOIN orders o ON o.contact_id = e.contact_id AND o.cancelled = 0
+         AND o.order_at > e.occurred_at AND o.order_at < e.outcome_until
+    WHERE e.outcome_until IS NOT NULL AND e.outcome_until > t.since AND e.occurred_at < t.until
+    GROUP BY e.id
+) AS measured
+WHERE events.id = measured.id AND (events.outcome_orders != measured.orders OR events.outcome_cents != measured.cents)
 """
 
 
@@ -278,19 +317,18 @@ class SQLiteStore(Store):
                 # version 3's column and indexes were added above, as for every store that lacks them
                 if int(row[0]) < 4:
                     self._migrate_to_4(db)
+                _add_columns(db, _MIGRATE_TO_5)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            db.execute(_CAMPAIGN_INDEX)
 
     @staticmethod
     def _migrate_to_4(db: sqlite3.Connection) -> None:
-        for table, column, statement in _MIGRATE_TO_4:
-            if column not in {row[1] for row in db.execute(f"PRAGMA table_xinfo({table})")}:
-                db.execute(statement)
+        _add_columns(db, _MIGRATE_TO_4)
         db.create_function("local_day", 1, local_day_function("UTC"), deterministic=True)
         db.execute("UPDATE orders SET order_day = local_day(order_at)")
         db.execute("INSERT INTO meta (key, value) VALUES (?, 'UTC') ON CONFLICT (key) DO UPDATE SET value = 'UTC'",
                    (ORDER_DAYS_TIMEZONE_KEY,))
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (contact_id TEXT PRIMARY KEY)")
-        db.execute("DELETE FROM temp.touched")
+        _fill_touched(db, ())
         db.execute("INSERT INTO temp.touched (contact_id) SELECT DISTINCT contact_id FROM orders")
         # recounted as unchanged: the migration changes no segment, so nobody is made due by it
         db.execute(_REFRESH_AGGREGATES.replace("dirty = 1", "dirty = customers.dirty")
@@ -318,6 +356,7 @@ class SQLiteStore(Store):
         received = to_ms(now)
         inserted = updated = unchanged = 0
         touched: set[str] = set()
+        spans: dict[str, tuple[int, int]] = {}  # per customer: the earliest and latest order time that changed
         with _Transaction(self._db, ORDER_WRITE_WAIT_SECONDS) as db:
             excluded = self.excluded_statuses()
             day_of = local_day_function(self.order_days_timezone())
@@ -335,7 +374,9 @@ class SQLiteStore(Store):
                 else:
                     updated += 1
                     touched.add(before[1])
+                    _widen(spans, before[1], before[2])
                 touched.add(order.contact_id)
+                _widen(spans, order.contact_id, at)
                 rows.append(row + (received,))
             db.executemany(
                 "INSERT INTO orders (order_ref, contact_id, order_at, total_cents, status, cancelled, email, name, "
@@ -346,15 +387,16 @@ class SQLiteStore(Store):
                 rows,
             )
             if touched:
-                self._refresh_aggregates(db, touched)
+                self._refresh_aggregates(db, touched, spans)
         return IngestResult(inserted, updated, unchanged, frozenset(touched))
 
     @staticmethod
-    def _refresh_aggregates(db: sqlite3.Connection, contact_ids: set[str]) -> None:
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (contact_id TEXT PRIMARY KEY)")
-        db.execute("DELETE FROM temp.touched")
-        db.executemany("INSERT INTO temp.touched (contact_id) VALUES (?)", [(c,) for c in contact_ids])
+    def _refresh_aggregates(db: sqlite3.Connection, contact_ids: set[str],
+                            spans: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """The touched customers' aggregates, and the outcomes of their campaign events, from their orders."""
+        _fill_touched(db, contact_ids, spans)
         db.execute(_REFRESH_AGGREGATES)
+        db.execute(_REFRESH_OUTCOMES)
 
     def _recount_statuses(self, statuses: frozenset[str]) -> int:
         with self._write() as db:
@@ -428,6 +470,9 @@ class SQLiteStore(Store):
                 [(to_ms(e.next_check_at), to_ms(e.evaluated_at), e.contact_id)
                  for e in fresh if current[e.contact_id][1:] == (e.segment, e.purchase_frequency)],
             )
+            db.executemany("UPDATE customers SET holdouts = ? WHERE contact_id = ?",
+                           [(json.dumps(e.holdouts, sort_keys=True), e.contact_id)
+                            for e in fresh if e.holdouts is not None])
             transitions = [e.transition for e in fresh if e.transition is not None]
             before = db.total_changes
             db.executemany(
@@ -440,12 +485,17 @@ class SQLiteStore(Store):
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO events (id, contact_id, campaign, webhook, type, occurred_at, created_at, "
-                "body, next_attempt_at, ordered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "body, next_attempt_at, ordered, status, outcome_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(ev.id, ev.contact_id, ev.campaign, ev.webhook, ev.type, to_ms(ev.occurred_at),
-                  to_ms(e.evaluated_at), ev.body, to_ms(e.evaluated_at), int(ev.ordered))
+                  to_ms(e.evaluated_at), ev.body, None if ev.held_out else to_ms(e.evaluated_at), int(ev.ordered),
+                  HELD_OUT if ev.held_out else PENDING, to_ms(ev.outcome_until))
                  for e in fresh for ev in e.events],
             )
             events_added = db.total_changes - before
+            measured = {ev.contact_id for e in fresh for ev in e.events if ev.outcome_until is not None}
+            if events_added and measured:  # orders already placed after the move count at once
+                _fill_touched(db, measured)
+                db.execute(_REFRESH_OUTCOMES)
         return SaveResult(len(fresh), transitions_added, events_added, len(evaluations) - len(fresh))
 
     def get_meta(self, key: str) -> str | None:
@@ -687,7 +737,7 @@ class SQLiteStore(Store):
                 # table keeps the full history
                 "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?, claimed_by = NULL, "
                 "claimed_until = NULL, recheck = CASE WHEN status = 'superseded' THEN 0 ELSE 1 END "
-                "WHERE id = ?", (to_ms(now), event_id)).rowcount
+                "WHERE id = ? AND status != 'held_out'", (to_ms(now), event_id)).rowcount
         return changed == 1
 
     def replay_dead_events(self, now: datetime, campaign: str | None = None, limit: int = BULK_REPLAY_LIMIT) -> int:
@@ -708,6 +758,16 @@ class SQLiteStore(Store):
         rows = self._db.execute(f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_by_contact "
                                 "WHERE contact_id = ? ORDER BY seq DESC LIMIT ?", (contact_id, limit))
         return [_event(r) for r in rows][::-1]
+
+    def campaign_outcomes(self, campaign: str, now: datetime) -> list[OutcomeCell]:
+        rows = self._db.execute(
+            "SELECT strftime('%Y-%m', occurred_at / 1000, 'unixepoch'), status = 'held_out', outcome_until <= ?, "
+            "count(*), sum(outcome_orders > 0), sum(outcome_orders), sum(outcome_cents), "
+            "sum(outcome_cents * outcome_cents) FROM events INDEXED BY events_by_campaign "
+            "WHERE campaign = ? AND outcome_until IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            (to_ms(now), campaign))
+        return [OutcomeCell(month, bool(held), bool(closed), n, converted, orders, cents, squared)
+                for month, held, closed, n, converted, orders, cents, squared in rows]
 
     def event_counts(self, now: datetime) -> dict[str, float]:
         counts: dict[str, float] = dict.fromkeys(EVENT_STATUSES, 0)
@@ -812,13 +872,39 @@ def _rows_in(db: sqlite3.Connection, query: str, keys: Sequence[str]) -> Iterato
         yield from db.execute(query.format(marks=",".join("?" * len(chunk))), chunk)
 
 
+_EVER = (-(1 << 62), 1 << 62)  # a span of order times that reaches every outcome window
+
+
+def _fill_touched(db: sqlite3.Connection, contact_ids: Iterable[str],
+                  spans: Mapping[str, tuple[int, int]] | None = None) -> None:
+    """The customers a refresh works on; `spans`: per customer, the earliest and latest order time (ms) that
+    changed, which bounds the outcome windows to look at (all of them without)."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (contact_id TEXT PRIMARY KEY, since INTEGER, until INTEGER)")
+    db.execute("DELETE FROM temp.touched")
+    spans = spans or {}
+    db.executemany("INSERT OR IGNORE INTO temp.touched (contact_id, since, until) VALUES (?, ?, ?)",
+                   [(c, *spans.get(c, _EVER)) for c in contact_ids])
+
+
+def _widen(spans: dict[str, tuple[int, int]], contact_id: str, at: int) -> None:
+    low, high = spans.get(contact_id, (at, at))
+    spans[contact_id] = (min(low, at), max(high, at))
+
+
+def _add_columns(db: sqlite3.Connection, columns: Sequence[tuple[str, str, str]]) -> None:
+    """Each (table, column, ALTER statement) whose column the table lacks (a file from an older version)."""
+    for table, column, statement in columns:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_xinfo({table})")}:
+            db.execute(statement)
+
+
 def _customer(row: tuple) -> CustomerRecord:
     return CustomerRecord(
         contact_id=row[0], name=row[1], email=row[2],
         facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6]), row[15], row[16]),
         last_order_ref=row[7], version=row[8], segment=row[9], purchase_frequency=row[10],
         next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]), segment_since=from_ms(row[13]),
-        changed=bool(row[14]),
+        changed=bool(row[14]), holdouts=json.loads(row[17]) if row[17] else {},
     )
 
 
@@ -835,5 +921,5 @@ def _event(row: tuple) -> EventRecord:
         id=row[0], contact_id=row[1], campaign=row[2], webhook=row[3], type=row[4], occurred_at=from_ms(row[5]),
         created_at=from_ms(row[6]), body=row[7], status=row[8], attempts=row[9], next_attempt_at=from_ms(row[10]),
         last_error=row[11], last_status=row[12], delivered_at=from_ms(row[13]), superseded_by=row[14],
-        recheck=bool(row[15]), ordered=bool(row[16]),
+        recheck=bool(row[15]), ordered=bool(row[16]), outcome_orders=row[17], outcome_cents=row[18],
     )

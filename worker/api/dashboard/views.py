@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Response, flash, g, redirect, render_template, request, url_for
-from werkzeug.exceptions import BadRequest, Forbidden, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, Forbidden, NotFound
 
 from rules import Rules
 from rules.schema import CHURN_BANDS
@@ -26,7 +26,7 @@ from worker.api.dashboard.session import csrf_token
 from worker.api.events import MAX_CAMPAIGN_CHARS, STATUSES
 from worker.api.params import choice_param
 from worker.prediction import FAILED, UNEVALUATED, SavedModel, saved_model
-from worker.store.base import BULK_REPLAY_LIMIT, DEAD, SegmentSummary
+from worker.store.base import BULK_REPLAY_LIMIT, DEAD, HELD_OUT, HELD_OUT_NOT_REPLAYED, SegmentSummary
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,9 @@ def replay(event_id: str) -> Response:
     if g.access != "write":
         raise Forbidden(_WRITE_KEY_NEEDED)
     ctx = context()
+    event = ctx.store.get_event(event_id)
+    if event is not None and event.status == HELD_OUT:
+        raise Conflict(f"Event {event_id} is not replayed: {HELD_OUT_NOT_REPLAYED}.")
     if not ctx.store.replay_event(event_id, ctx.clock()):
         raise NotFound(f"No event has the id '{event_id}'.")
     log.info("dashboard: event %s replayed", event_id)
