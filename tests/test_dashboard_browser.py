@@ -410,12 +410,13 @@ def test_no_page_overflows_sideways(open_page, crowd, served_env, width):
     page, watch = open_page(width)
     sign_in(page, ADMIN_KEY)
     pages = {"overview": "/", "customers": "/customers?sort=-totalSpend", "customer": "/customers/C-VIP",
-             "events": "/events", "bulk-replay": "/events/replay", "rules": "/rules"}
+             "events": "/events", "bulk-replay": "/events/replay", "rules": "/rules", "campaigns": "/campaigns",
+             "campaign": "/campaigns/win-back"}
 
     for name, path in pages.items():
         page.goto(path)
         assert no_sideways_scroll(page), f"{path} at {width} px is wider than the window"
-        for link in ("Overview", "Customers", "Events", "Rules"):
+        for link in ("Overview", "Customers", "Events", "Campaigns", "Rules"):
             assert page.locator(f"header.top nav >> text={link}").is_visible(), (path, link)
         assert page.locator("header.top button:has-text('Sign out')").is_visible()
         screenshot(page, f"{name}-{width}px.png")

@@ -1,7 +1,13 @@
 """The dashboard at /: server-rendered pages for people, signed in with an API key (segments, transitions per day,
-the event queue with replay, customers with search), warning on every page while something is wrong."""
+the event queue with replay, customers with search, the rules, campaigns' measured outcomes), warning on every page
+while something is wrong."""
 
-from worker.api.dashboard import customers, rules_page, views  # noqa: F401  (importing the pages adds them to bp)
+from worker.api.dashboard import (  # noqa: F401  (importing the pages adds them to bp)
+    campaigns_page,
+    customers,
+    rules_page,
+    views,
+)
 from worker.api.dashboard.banners import DELIVERY_BEHIND_SECONDS
 from worker.api.dashboard.blueprint import CONTENT_SECURITY_POLICY, bp
 from worker.api.dashboard.charts import PLOT_BOTTOM, PLOT_TOP, horizontal_bars, transitions_chart

@@ -1,13 +1,17 @@
 """The dashboard's charts as plain SVG geometry the templates draw: horizontal bars, transitions per day stacked by
-segment, and the colour class each segment is drawn in."""
+segment, a campaign's conversion per month by group (sent beside held out) with the uplift's interval, and the colour
+class each segment is drawn in."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from worker.api.dashboard.formats import number
+from worker.api.dashboard.formats import number, points, share
+from worker.outcomes import Group, Period
 
 SEGMENT_COLOURS = 6  # seg-0 ... seg-5 in dashboard.css; further segments reuse them
 
@@ -154,3 +158,179 @@ def _round_up(value: int) -> int:
             if factor * magnitude >= value and factor * magnitude % 2 == 0:
                 return factor * magnitude
         magnitude *= 10
+
+
+# --- a campaign's conversion per month, sent beside held out --------------------------------------------------
+
+@dataclass(frozen=True)
+class GroupBar:
+    """One group's bar in a month: `conversion` None when none of its windows has closed (no bar, a dash)."""
+
+    group: str  # 'sent' or 'held out', as the legend and the table say it
+    css: str
+    conversion: float | None
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def value(self) -> str:
+        return share(self.conversion)
+
+    @property
+    def middle(self) -> float:
+        return round(self.x + self.width / 2, 2)
+
+
+@dataclass(frozen=True)
+class MonthBars:
+    month: str  # YYYY-MM
+    label: str  # 'Jan 2026', or '' where labels would collide
+    centre: float
+    bars: tuple[GroupBar, ...]  # sent, then held out (when the campaign has a control group)
+    title: str
+
+
+@dataclass(frozen=True)
+class ConversionChart:
+    """Paired columns per month in a width x height viewBox: the plot spans (left, top) to (right, bottom),
+    conversion ticks at the left, months below; values above the bars where they fit."""
+
+    months: list[MonthBars]
+    y_ticks: list[tuple[float, str]]
+    show_values: bool
+    width: float
+    height: float
+    left: float
+    right: float
+    top: float
+    bottom: float
+
+
+@dataclass(frozen=True)
+class Whisker:
+    """A month's uplift in points (the dot) and its 95 % interval (the line from low to high)."""
+
+    month: str
+    x: float
+    y: float
+    low_y: float
+    high_y: float
+    title: str
+
+
+@dataclass(frozen=True)
+class UpliftChart:
+    whiskers: list[Whisker]
+    x_labels: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    zero_y: float
+    width: float
+    height: float
+    left: float
+    right: float
+    top: float
+    bottom: float
+
+
+# Narrower than the day chart and shown at most 680 px wide (dashboard.css), so that its text reads like the page's;
+# on a phone the stylesheet enlarges the text instead, which the bars' and labels' spacing leaves room for.
+CAMPAIGN_WIDTH = 600.0
+CAMPAIGN_LEFT = 52.0
+CAMPAIGN_RIGHT = CAMPAIGN_WIDTH - 12
+CONVERSION_HEIGHT = 280.0
+CONVERSION_TOP = 28.0  # room for the values above the tallest bars
+CONVERSION_BOTTOM = 226.0
+UPLIFT_HEIGHT = 214.0
+UPLIFT_TOP = 26.0  # room for the axis title above the top tick
+UPLIFT_BOTTOM = 164.0
+BAR_MAX_WIDTH = 56.0
+VALUE_MIN_BAR = 34.0  # narrower bars carry no value text ('29.6 %' would overlap); their titles and the table do
+MONTH_LABEL_WIDTH = 80.0  # 'Dec 2025' at a phone's enlarged text, with a gap
+
+
+def conversion_chart(months: Sequence[Period], held_out: bool = True) -> ConversionChart | None:
+    """Each month's conversion of sent and of held-out customers (closed windows), side by side, on a scale from 0
+    to the first multiple of 10 % above the highest; sent alone for a campaign without a control group (`held_out`
+    False). None while no window has closed: there is nothing to draw yet."""
+    groups = [("sent", "group-sent")] + ([("held out", "group-held")] if held_out else [])
+    conversions = [(p.sent if g == "sent" else p.held_out).conversion for p in months for g, _ in groups]
+    if all(c is None for c in conversions):
+        return None
+    top = _share_top(max(c for c in conversions if c is not None))
+    step = (CAMPAIGN_RIGHT - CAMPAIGN_LEFT) / len(months)
+    width = round(min(step * 0.36, BAR_MAX_WIDTH), 2)
+    gap = min(4.0, step * 0.04)
+    every = max(1, math.ceil(MONTH_LABEL_WIDTH / step))
+    plot = CONVERSION_BOTTOM - CONVERSION_TOP
+    shown = []
+    for index, period in enumerate(months):
+        centre = CAMPAIGN_LEFT + step * (index + 0.5)
+        left = centre - (len(groups) * width + (len(groups) - 1) * gap) / 2
+        bars = []
+        for place, (group, css) in enumerate(groups):
+            conversion = (period.sent if group == "sent" else period.held_out).conversion
+            height = 0.0 if conversion is None else round(plot * conversion / top, 2)
+            bars.append(GroupBar(group, css, conversion, round(left + place * (width + gap), 2),
+                                 round(CONVERSION_BOTTOM - height, 2), width, height))
+        label = _month_label(period.label) if index % every == 0 else ""
+        shown.append(MonthBars(period.label, label, round(centre, 2), tuple(bars), _month_title(period, held_out)))
+    ticks = [(round(CONVERSION_BOTTOM - plot * part, 2), share(top * part, 0)) for part in (0, 0.5, 1)]
+    return ConversionChart(shown, ticks, width >= VALUE_MIN_BAR, CAMPAIGN_WIDTH, CONVERSION_HEIGHT, CAMPAIGN_LEFT,
+                           CAMPAIGN_RIGHT, CONVERSION_TOP, CONVERSION_BOTTOM)
+
+
+def uplift_chart(months: Sequence[Period]) -> UpliftChart | None:
+    """Each month's uplift (sent minus held out, in points) with its 95 % interval, around a zero line; None when
+    no month has an interval yet (no held-out window closed)."""
+    measured = [(index, p, p.comparison.absolute_interval) for index, p in enumerate(months)
+                if p.comparison.absolute_interval is not None]
+    if not measured:
+        return None
+    top = _points_top(max(abs(end) for _, _, pair in measured for end in pair))
+    step = (CAMPAIGN_RIGHT - CAMPAIGN_LEFT) / len(months)
+    every = max(1, math.ceil(MONTH_LABEL_WIDTH / step))
+    middle = (UPLIFT_TOP + UPLIFT_BOTTOM) / 2
+    half = (UPLIFT_BOTTOM - UPLIFT_TOP) / 2
+
+    def y_of(difference: float) -> float:
+        return round(middle - half * difference / top, 2)
+
+    whiskers = []
+    for index, period, (low, high) in measured:
+        c = period.comparison
+        whiskers.append(Whisker(period.label, round(CAMPAIGN_LEFT + step * (index + 0.5), 2), y_of(c.absolute or 0.0),
+                                y_of(low), y_of(high),
+                                f"{period.label}: uplift {points(c.absolute)} points, 95 % interval {points(low)} to "
+                                f"{points(high)} ({c.verdict})"))
+    labels = [(round(CAMPAIGN_LEFT + step * (index + 0.5), 2), _month_label(p.label))
+              for index, p in enumerate(months) if index % every == 0]
+    ticks = [(y_of(value), f"{round(value * 100):+d}" if value else "0") for value in (top, 0.0, -top)]
+    return UpliftChart(whiskers, labels, ticks, y_of(0.0), CAMPAIGN_WIDTH, UPLIFT_HEIGHT, CAMPAIGN_LEFT,
+                       CAMPAIGN_RIGHT, UPLIFT_TOP, UPLIFT_BOTTOM)
+
+
+def _month_label(month: str) -> str:
+    return date.fromisoformat(f"{month}-01").strftime("%b %Y")
+
+
+def _month_title(period: Period, held_out: bool) -> str:
+    """The month's bars in words: '2026-01: sent 29.6 % ordered (266 of 900), held out 20.0 % ordered (20 of
+    100)'."""
+    def group(g: Group) -> str:
+        if not g.customers:
+            return "no closed window yet"
+        return f"{share(g.conversion)} ordered ({number(g.converted)} of {number(g.customers)})"
+
+    return f"{period.label}: sent {group(period.sent)}" + (f", held out {group(period.held_out)}" if held_out else "")
+
+
+def _share_top(highest: float) -> float:
+    """The conversion scale's top: the first of 10 %, 20 % ... 100 % not below `highest`."""
+    return min(10, max(1, math.ceil(round(highest * 100, 6) / 10))) / 10
+
+
+def _points_top(reach: float) -> float:
+    """The uplift scale's reach either side of 0: the first of 5, 10, 20, 25, 50, 100 points not below `reach`."""
+    return next((p for p in (5, 10, 20, 25, 50) if p >= round(reach * 100, 6)), 100) / 100
