@@ -59,6 +59,11 @@ def import_with_cli(orders_csv: Path, db: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of `python -m worker import-orders` into an empty store."""
     for leftover in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         leftover.unlink(missing_ok=True)
+    return import_into(orders_csv, db)
+
+
+def import_into(orders_csv: Path, db: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of `python -m worker import-orders` into the store as it is (empty or not)."""
     cpu, started = children_cpu(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "worker", "import-orders", str(orders_csv)], cwd=REPO,
                           env=bench_env(f"sqlite:///{db}"), capture_output=True, text=True)

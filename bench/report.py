@@ -14,6 +14,7 @@ from typing import Any
 # Every run reports every scenario, in this order; a scenario that was skipped or failed says so in its row.
 SCENARIOS: dict[str, str] = {
     "import": "import orders from CSV (CLI: validate, upsert, aggregates)",
+    "outcome_import_overhead": "second import with measured campaign events vs without (CLI)",
     "first_eval_vs_groupby": "first full evaluation vs one GROUP BY aggregate",
     "first_eval_vs_naive": "first full evaluation vs per-customer queries (speed-up)",
     "idle_tick": "idle tick (nothing due, nothing new)",
@@ -21,6 +22,7 @@ SCENARIOS: dict[str, str] = {
     "daily_tick": "daily tick (customers due one day later)",
     "api_get_one": "API GET one customer, in process, p50",
     "api_list_1000": "API list limit=1000, in process, median",
+    "campaign_report": "campaign outcome report, one event per customer, warm, median",
     "http_throughput": "HTTP GET one customer, `python -m worker api` (waitress), requests/s",
     "http_p99": "HTTP GET one customer, `python -m worker api` (waitress), p99",
     "delivery_rate": "webhook delivery to a local receiver, events/s",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from bench import api, evaluation, model
+from bench import api, evaluation, model, outcomes
 from bench.dataset import Dataset, baseline_import, bench_env, prepare, snapshot
 from bench.delivery import delivery
 from bench.generate import AS_OF
@@ -27,7 +27,8 @@ from bench.ruleset import bench_rules, fit_rules
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_FIT_GOAL_CUSTOMERS, MODEL_FIT_GOAL_SECONDS = 100_000, 10.0  # the goal: a fit on 100k in <= 10 s
 LARGE_FIT = 1_000_000
-GROUPS = ("naive", "http", "delivery", "model", "scaling")  # what --skip can leave out; the rows stay, marked skipped
+# What --skip can leave out; the rows stay, marked skipped.
+GROUPS = ("naive", "http", "delivery", "model", "outcomes", "scaling")
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,15 @@ class Sizes:
     scoring_pairs: int = 3  # re-evaluations of everyone with and without the model (median of each)
     first_run_pairs: int = 1  # first evaluations with and without the model (the one-off run; in the details)
     large_fit: int | None = None  # simulated customers for model_fit_1m; None: skipped unless asked for
+    outcome_import_pairs: int = 3  # second imports with and without measured events (median of each)
+    cleared_windows_runs: int = 1  # second imports with the events kept but their windows cleared (in the details)
+    report_repeats: int = 7  # warm campaign reports (median)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(daily_ticks=2, get_one_requests=100, list_pages=2, http_seconds=1.0, http_threads=4,
                    http_max_requests=2000, deliver_events=50, model_fits=1, scoring_pairs=1, first_run_pairs=0,
-                   large_fit=2000)
+                   large_fit=2000, outcome_import_pairs=1, cleared_windows_runs=0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -155,6 +159,9 @@ class Bench:
             self.guarded(("first_eval_vs_naive",), lambda: self.naive(pristine))
         if not self.skipped("model", ("model_fit", "scoring_overhead", "model_fit_1m")):
             self.model_scenarios(pristine, evaluated)
+        if not self.skipped("outcomes", ("outcome_import_overhead", "campaign_report")):
+            self.guarded(("outcome_import_overhead",), lambda: self.outcome_import(evaluated))
+            self.guarded(("campaign_report",), lambda: self.campaign_report(evaluated))
         for copy in (pristine, evaluated):
             if copy is not None:
                 copy.unlink(missing_ok=True)
@@ -287,6 +294,56 @@ class Bench:
         row.notes = f"{customers:,} simulated, inputs built in {found['build_inputs_seconds']:.1f} s"
         row.details = found
         row.judge(found["converged"])
+
+    def outcome_import(self, evaluated: Path | None) -> None:
+        if evaluated is None:
+            raise RuntimeError("needs the store as the first full evaluation left it (its events measured)")
+        second = self.work / "more-orders.csv"
+        orders, buyers = outcomes.more_orders(evaluated, second, 0.10, self.args.seed + 2)
+        pairs = self.sizes.outcome_import_pairs
+        self.say(f"outcome tracking: a second import of {orders} new orders ({len(buyers)} customers) on copies of "
+                 f"the evaluated store, {pairs} with its events and {pairs} with them deleted")
+        run = outcomes.import_overhead(evaluated, second, orders, buyers, self.work, pairs,
+                                       self.sizes.cleared_windows_runs)
+        second.unlink(missing_ok=True)
+        seconds, baseline = run.seconds(outcomes.MEASURED), run.seconds(outcomes.NO_EVENTS)
+        row = self.rows["outcome_import_overhead"]
+        row.figure, row.unit, row.baseline, row.baseline_label = seconds, "s", baseline, "same import, events deleted"
+        row.ratio, row.target = seconds / baseline, "<= 1.05x baseline"
+        row.notes = (f"+{orders:,} orders for {len(buyers):,} customers with {run.measured_events:,} measured events"
+                     + (f", median of {pairs}" if pairs > 1 else ""))
+        cpu, baseline_cpu = run.cpu_seconds(outcomes.MEASURED), run.cpu_seconds(outcomes.NO_EVENTS)
+        row.details = {"orders": orders, "customers": len(buyers), "measured_events": run.measured_events,
+                       "outcome_orders_before": run.outcome_orders_before,
+                       "outcome_orders_after": run.outcome_orders_after,
+                       "runs": [r.as_dict() for r in run.runs], "cpu_seconds": cpu,
+                       "baseline_cpu_seconds": baseline_cpu, "cpu_ratio": cpu / baseline_cpu if baseline_cpu else None,
+                       "first_import_seconds": self.main.import_seconds}
+        if run.has(outcomes.NO_WINDOWS):
+            cleared = run.seconds(outcomes.NO_WINDOWS)
+            row.details.update(windows_cleared_seconds=cleared, windows_cleared_ratio=cleared / baseline)
+            row.notes += f"; windows cleared {cleared / baseline:.2f}x"
+        if run.outcome_orders_after <= run.outcome_orders_before:
+            raise RuntimeError("the import with measured events counted no new outcome")
+        row.judge(row.ratio <= 1.05)
+
+    def campaign_report(self, evaluated: Path | None) -> None:
+        if evaluated is None:
+            raise RuntimeError("needs the store as the first full evaluation left it")
+        copy = self.work / "report.db"
+        self.say(f"campaign report: one event per customer ({outcomes.REPORT_HOLDOUT}% held out), then "
+                 f"{self.sizes.report_repeats} warm reports")
+        rules, events = outcomes.report_copy(evaluated, copy, self.rules, AS_OF, self.args.seed + 3)
+        run = outcomes.report_timing(copy, rules, AS_OF, self.sizes.report_repeats)
+        copy.unlink(missing_ok=True)
+        row = self.rows["campaign_report"]
+        row.figure, row.unit, row.baseline, row.baseline_label = run.milliseconds, "ms", run.query_milliseconds, \
+            "campaign_outcomes GROUP BY alone"
+        row.ratio, row.target = run.milliseconds / run.query_milliseconds, "<= 200 ms"
+        row.notes = (f"{events:,} events, {run.details['groups']} groups, verdict: {run.details['verdict']}; "
+                     f"first call {run.first_call_milliseconds:,.0f} ms")
+        row.details = run.details
+        row.judge(run.milliseconds <= 200)
 
     def idle(self) -> None:
         self.idle_ms, evaluated = evaluation.idle_tick(self.main.db, self.rules, AS_OF)
