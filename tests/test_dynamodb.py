@@ -94,6 +94,7 @@ def test_tables_are_on_demand_with_the_keys_and_indexes_the_queries_need(url):
             "retrying_by_contact": (["retrying_contact", "seq"], "KEYS_ONLY"),
             "by_status": (["status_shard", "seq"], "INCLUDE"),
             "by_contact": (["contact_id", "seq"], "KEYS_ONLY"),
+            "by_campaign": (["campaign_shard", "occurred_at"], "INCLUDE"),
         }),
         "attempts": (["event_id", "at"], {}),
         "leases": (["name"], {}),

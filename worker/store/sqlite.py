@@ -169,7 +169,7 @@ _CUSTOMER_COLUMNS = ("contact_id, name, email, order_count, total_cents, first_o
                      "segment_since, dirty, purchase_days, first_day_cents, holdouts")
 _EVENT_COLUMNS = ("id, contact_id, campaign, webhook, type, occurred_at, created_at, body, status, attempts, "
                   "next_attempt_at, last_error, last_status, delivered_at, superseded_by, recheck, ordered, "
-                  "outcome_orders, outcome_cents")
+                  "outcome_orders, outcome_cents, outcome_until")
 # Version 1 stores gain the columns of version 2; a customer's segment_since comes from its last transition, or
 # for a customer recorded silently (the baseline) from the store's first run.
 # Version 4 (the churn and value model's aggregates): each order's local day, each customer's purchase days and
@@ -922,4 +922,5 @@ def _event(row: tuple) -> EventRecord:
         created_at=from_ms(row[6]), body=row[7], status=row[8], attempts=row[9], next_attempt_at=from_ms(row[10]),
         last_error=row[11], last_status=row[12], delivered_at=from_ms(row[13]), superseded_by=row[14],
         recheck=bool(row[15]), ordered=bool(row[16]), outcome_orders=row[17], outcome_cents=row[18],
+        held_out=row[8] == HELD_OUT, outcome_until=from_ms(row[19]),
     )

@@ -15,7 +15,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from rules import CustomerFacts
-from worker.store.base import CustomerRecord, EventRecord, Order, StoreError, TransitionRecord
+from worker.store.base import HELD_OUT, CustomerRecord, EventRecord, Order, StoreError, TransitionRecord
 from worker.store.times import from_ms, to_ms
 
 # Partitions per sharded index: writes spread over several partition keys instead of one hot one (about 1,000
@@ -28,8 +28,12 @@ _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 _CUSTOMER_FIELDS = ("contact_id", "name", "email", "order_count", "total_cents", "first_order_at", "last_order_at",
                     "last_order_ref", "version", "segment", "purchase_frequency", "next_check_at", "evaluated_at",
-                    "segment_since", "due_at", "purchase_days", "first_day_cents")
-_INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs", "purchase_day_set")
+                    "segment_since", "due_at", "purchase_days", "first_day_cents", "holdouts")
+# measured_events: the ids of the customer's events with an outcome window (a string set, absent without one), so
+# that ingest measures their outcomes again when the customer's orders change, and does nothing for the others.
+_INGEST_FIELDS = _CUSTOMER_FIELDS + ("name_key", "email_key", "order_refs", "purchase_day_set", "measured_events")
+# What an event's outcome is computed from and compared with.
+_OUTCOME_FIELDS = ("id", "occurred_at", "outcome_until", "outcome_orders", "outcome_cents")
 # order_day is compared too: an order re-sent unchanged is unchanged, one stored without its day (before purchase
 # days were kept) or with a day of another timezone is written again, as the SQLite store compares its whole row.
 _ORDER_FIELDS = ("contact_id", "order_at", "total_cents", "status", "cancelled", "email", "name", "order_day")
@@ -143,6 +147,7 @@ def _customer(item: dict[str, Any]) -> CustomerRecord:
         purchase_frequency=item.get("purchase_frequency"), next_check_at=from_ms(_int(item.get("next_check_at"))),
         evaluated_at=from_ms(_int(item.get("evaluated_at"))), segment_since=from_ms(_int(item.get("segment_since"))),
         changed=_int(item.get("due_at")) == 0,  # ingest marks a customer changed with due_at 0
+        holdouts={campaign: bool(held) for campaign, held in item.get("holdouts", {}).items()},
     )
 
 
@@ -160,8 +165,19 @@ def _event(item: dict[str, Any]) -> EventRecord:
         next_attempt_at=from_ms(_int(item.get("next_attempt_at"))), last_error=item.get("last_error"),
         last_status=_int(item.get("last_status")), delivered_at=from_ms(_int(item.get("delivered_at"))),
         superseded_by=item.get("superseded_by"), recheck=item.get("recheck", True),
-        ordered=not item.get("unordered", False),
+        ordered=not item.get("unordered", False), held_out=item["status"] == HELD_OUT,
+        # events stored before outcomes were measured have no window and count nothing
+        outcome_until=from_ms(_int(item.get("outcome_until"))), outcome_orders=_int(item.get("outcome_orders", 0)),
+        outcome_cents=_int(item.get("outcome_cents", 0)),
     )
+
+
+def _outcome(event: dict[str, Any], orders: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(orders, cents) of the counted `orders` after the event and before the end of its window, both exclusive, as
+    the SQLite store counts them."""
+    after, until = _int(event["occurred_at"]), _int(event["outcome_until"])
+    inside = [_int(o["total_cents"]) for o in orders if not o["cancelled"] and after < _int(o["order_at"]) < until]
+    return len(inside), sum(inside)
 
 
 def _to_item(values: dict[str, Any]) -> dict[str, Any]:

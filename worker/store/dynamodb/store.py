@@ -26,6 +26,8 @@ from worker.store.base import (
     BULK_REPLAY_LIMIT,
     DEAD,
     EVENT_STATUSES,
+    HELD_OUT,
+    PENDING,
     SUPERSEDED,
     Attempt,
     CustomerOrder,
@@ -35,6 +37,7 @@ from worker.store.base import (
     IngestResult,
     NewEvent,
     Order,
+    OutcomeCell,
     PurchaseRow,
     SaveResult,
     SegmentSummary,
@@ -47,6 +50,7 @@ from worker.store.base import (
 from worker.store.dynamodb.items import (
     _CUSTOMER_FIELDS,
     _INGEST_FIELDS,
+    _OUTCOME_FIELDS,
     CUSTOMER_SHARDS,
     EVENT_SHARDS,
     _claim_key,
@@ -58,6 +62,7 @@ from worker.store.dynamodb.items import (
     _from_item,
     _int,
     _order_item,
+    _outcome,
     _paginate,
     _projection,
     _read,
@@ -154,10 +159,12 @@ class DynamoDBStore(Store):
             raise _NoTables(f"the DynamoDB tables {config.table_prefix}* have schema version {version}, newer "
                                f"than this program ({SCHEMA_VERSION}); upgrade segment-worker")
         if int(version) < SCHEMA_VERSION:
-            # Version 3 reads a customer's events from an index older tables lack; `init-db` adds it (DynamoDB fills
-            # it from the events already there) and only then records version 3. Version 4 (purchase days) changes
-            # no table: `init-db` records it, so that version 3 programs stop starting against the tables.
-            todo = "to add the index of events by customer" if int(version) < 3 else "to record the upgrade"
+            # Versions 3 and 5 read events through indexes older tables lack (a customer's, a campaign's measured
+            # ones); `init-db` adds them (DynamoDB fills them from the events already there) and only then records
+            # the version. Version 4 (purchase days) changed no table: `init-db` recorded it, so that version 3
+            # programs stopped starting against the tables.
+            todo = ("to add the indexes of events by customer and by campaign" if int(version) < 3
+                    else "to add the index of events by campaign")
             raise _NoTables(f"the DynamoDB tables {config.table_prefix}* were made by an older version (schema "
                             f"version {version}, this one needs {SCHEMA_VERSION}): run `python -m worker init-db` "
                             f"{todo}, then start again")
@@ -209,11 +216,14 @@ class DynamoDBStore(Store):
             if not _refs(counted_before.get(contact_id)) & (change.arrived.keys() | change.left):
                 reduce(_Totals.add, change.arrived.values(), _Totals.of(counted_before.get(contact_id)))
         self._write_items("orders", written)
-        self._in_parallel(lambda cid: self._count_orders(cid, counted_before.get(cid), changes[cid]), list(changes))
+        measured = self._in_parallel(lambda cid: self._count_orders(cid, counted_before.get(cid), changes[cid]),
+                                     list(changes))
+        self._in_parallel(self._measure_outcomes, [cid for cid, m in zip(changes, measured, strict=True) if m])
         return IngestResult(inserted, updated, unchanged, frozenset(changes))
 
-    def _count_orders(self, contact_id: str, seen: dict[str, Any] | None, change: _CustomerChange) -> None:
-        """Bring one customer's aggregates up to date with `change`, retrying while other writers get in first."""
+    def _count_orders(self, contact_id: str, seen: dict[str, Any] | None, change: _CustomerChange) -> bool:
+        """Bring one customer's aggregates up to date with `change`, retrying while other writers get in first;
+        True when the customer has measured events, whose outcomes the change may move."""
         for attempt in range(RETRIES):
             counted = _refs(seen)
             if counted & (change.arrived.keys() | change.left):
@@ -224,7 +234,7 @@ class DynamoDBStore(Store):
                 totals = reduce(_Totals.add, change.arrived.values(), _Totals.of(seen))
                 refs = counted | change.arrived.keys()
             if self._write_totals(contact_id, seen, totals, refs):
-                return
+                return bool(seen and seen.get("measured_events"))
             _pause(attempt)
             seen = self._get_item("customers", {"contact_id": contact_id}, _INGEST_FIELDS)
         raise RuntimeError(f"customer {contact_id}: gave up after {RETRIES} conflicting writes; send the batch again")
@@ -261,14 +271,51 @@ class DynamoDBStore(Store):
         return len(changed)
 
     def _count_changed(self, changed: dict[str, _CustomerChange]) -> None:
-        """Each customer's aggregates brought up to date with the orders of its that a full pass rewrote."""
-        self._in_parallel(lambda cid: self._count_orders(
+        """Each customer's aggregates, and its events' outcomes, brought up to date with the orders of its that a
+        full pass rewrote."""
+        measured = self._in_parallel(lambda cid: self._count_orders(
             cid, self._get_item("customers", {"contact_id": cid}, _INGEST_FIELDS), changed[cid]), list(changed))
+        self._in_parallel(self._measure_outcomes, [cid for cid, m in zip(changed, measured, strict=True) if m])
 
     def _recount(self, contact_id: str, refs: set[str]) -> tuple[_Totals, set[str]]:
-        owned = [item for item in self._get_items("orders", [{"order_ref": r} for r in sorted(refs)])
-                 if item["contact_id"] == contact_id]
+        owned = self._orders_of(contact_id, refs)
         return reduce(_Totals.add, owned, _Totals()), {item["order_ref"] for item in owned}
+
+    def _orders_of(self, contact_id: str, refs: set[str]) -> list[dict[str, Any]]:
+        """The orders of these references that `contact_id` still owns (the orders table says who owns one)."""
+        return [item for item in self._get_items("orders", [{"order_ref": r} for r in sorted(refs)])
+                if item["contact_id"] == contact_id]
+
+    def _measure_outcomes(self, contact_id: str) -> None:
+        """The outcome of each measured event of the customer, from its counted orders, written where it changed.
+
+        Measured again while the customer's orders change meanwhile: a measurement that read the orders before
+        another writer changed them can land after that writer's own, so the last to finish must have read the
+        last orders (the customer's version moves with every change of them).
+        """
+        for _ in range(RETRIES):
+            customer = self._get_item("customers", {"contact_id": contact_id},
+                                      ("version", "order_refs", "measured_events"))
+            if customer is None or not customer.get("measured_events"):
+                return
+            orders = self._orders_of(contact_id, _refs(customer))
+            events = self._get_items("events", [{"id": i} for i in sorted(customer["measured_events"])],
+                                     _OUTCOME_FIELDS)
+            moved = {event["id"]: outcome for event in events
+                     if (outcome := _outcome(event, orders)) != (_int(event.get("outcome_orders", 0)),
+                                                                 _int(event.get("outcome_cents", 0)))}
+            for event_id, (count, cents) in moved.items():
+                self._conditional(self._client.update_item, TableName=self._tables["events"],
+                                  Key=_to_item({"id": event_id}),
+                                  **_expression({":orders": count, ":cents": cents},
+                                                UpdateExpression="SET #outcome_orders = :orders, "
+                                                                 "#outcome_cents = :cents",
+                                                ConditionExpression="attribute_exists(#id)"))
+            if not moved:
+                return
+            now = self._get_item("customers", {"contact_id": contact_id}, ("version",))
+            if now is None or _int(now["version"]) == _int(customer["version"]):
+                return
 
     def _write_totals(self, contact_id: str, seen: dict[str, Any] | None, totals: _Totals, refs: set[str]) -> bool:
         """Conditional on the version read: False when someone else wrote the customer meanwhile."""
@@ -281,6 +328,10 @@ class DynamoDBStore(Store):
         else:
             condition = "#version = :seen_version"
             values[":seen_version"] = _int(seen["version"])
+            if not seen.get("measured_events"):
+                # An evaluation that saves the customer's first measured event meanwhile measures it with the
+                # orders it finds, which may not count these yet: refused, the retry sees the event and measures.
+                condition += " AND attribute_not_exists(#measured_events)"
         return self._conditional(self._client.update_item, TableName=self._tables["customers"],
                                  Key=_to_item({"contact_id": contact_id}),
                                  **_expression(values, UpdateExpression=update, ConditionExpression=condition))
@@ -308,8 +359,10 @@ class DynamoDBStore(Store):
         quiet = [e for e in evaluations if e.transition is None and not e.events]
         eventful = [e for e in evaluations if e.transition is not None or e.events]
         saved = sum(self._in_parallel(self._save_state, quiet))
-        history = self._save_with_history(eventful)
+        history, measured = self._save_with_history(eventful)
         saved += history.saved
+        # orders the customer placed after a new measured event's move count at once
+        self._in_parallel(self._measure_outcomes, sorted(set(measured)))
         return SaveResult(saved, history.transitions, history.events, len(evaluations) - saved)
 
     def _save_state(self, evaluation: Evaluation) -> bool:
@@ -317,15 +370,23 @@ class DynamoDBStore(Store):
 
     def _state_update(self, e: Evaluation) -> dict[str, Any]:
         shard = _shard(e.contact_id, CUSTOMER_SHARDS)
-        update, values = _set_or_remove({
+        fields = {
             "segment": e.segment, "purchase_frequency": e.purchase_frequency,
             "segment_key": f"{e.segment}#{shard}", "frequency_key": f"{e.purchase_frequency}#{shard}",
             "next_check_at": to_ms(e.next_check_at), "due_at": to_ms(e.next_check_at),
             "evaluated_at": to_ms(e.evaluated_at),
-        })
-        if e.segment_since is not None:  # only a changed segment moves it; None must not remove it
-            update = update.replace("SET ", "SET #segment_since = :segment_since, ", 1)
-            values[":segment_since"] = to_ms(e.segment_since)
+        }
+        # None leaves these as they are (it must not remove them): only a changed segment moves segment_since,
+        # only an evaluation that drew new groups writes the holdouts
+        if e.segment_since is not None:
+            fields["segment_since"] = to_ms(e.segment_since)
+        if e.holdouts is not None:
+            fields["holdouts"] = dict(e.holdouts)
+        update, values = _set_or_remove(fields)
+        measured = {event.id for event in e.events if event.outcome_until is not None}
+        if measured:  # a set only grows: no read needed, and one the event was put with already is left as it is
+            update += " ADD #measured_events :measured"
+            values[":measured"] = measured
         values[":seen_version"] = e.seen_version
         if e.seen_segment is None:
             condition = "#version = :seen_version AND attribute_not_exists(#segment)"
@@ -335,28 +396,31 @@ class DynamoDBStore(Store):
         return {"TableName": self._tables["customers"], "Key": _to_item({"contact_id": e.contact_id}),
                 **_expression(values, UpdateExpression=update, ConditionExpression=condition)}
 
-    def _save_with_history(self, evaluations: Sequence[Evaluation]) -> SaveResult:
+    def _save_with_history(self, evaluations: Sequence[Evaluation]) -> tuple[SaveResult, list[str]]:
+        """The saves, and the customers that gained measured events."""
         if not evaluations:
-            return SaveResult(0, 0, 0, 0)
+            return SaveResult(0, 0, 0, 0), []
         known = self._known_history(evaluations)
         plans = [self._history_plan(e, known) for e in evaluations]
-        totals = SaveResult(0, 0, 0, 0)
+        totals, measured = SaveResult(0, 0, 0, 0), []
         for pack in _packs(plans):
             if self._transact([item for plan in pack for item in plan.items]) is None:
-                outcomes = [self._finish(plan) for plan in pack]
+                written = pack
             else:  # someone got in first somewhere in the pack: settle each customer on its own
-                outcomes = [self._save_alone(plan.evaluation) for plan in pack]
-            totals = reduce(_add_results, outcomes, totals)
-        return totals
+                written = [p for p in (self._save_alone(plan.evaluation) for plan in pack) if p is not None]
+            totals = reduce(_add_results, [self._finish(plan) for plan in written], totals)
+            measured += [plan.evaluation.contact_id for plan in written if plan.measured]
+        return totals, measured
 
-    def _save_alone(self, evaluation: Evaluation) -> SaveResult:
+    def _save_alone(self, evaluation: Evaluation) -> _HistoryPlan | None:
+        """The plan written, or None when the customer changed since it was read (it is evaluated again)."""
         for attempt in range(RETRIES):
             plan = self._history_plan(evaluation, self._known_history([evaluation]))
             reasons = self._transact(plan.items)
             if reasons is None:
-                return self._finish(plan)
-            if reasons[0] == "ConditionalCheckFailed":  # the customer changed since it was read: evaluated again
-                return SaveResult(0, 0, 0, 0)
+                return plan
+            if reasons[0] == "ConditionalCheckFailed":
+                return None
             _pause(attempt)  # a transition or event appeared meanwhile, or a concurrent transaction: look again
         raise RuntimeError(f"customer {evaluation.contact_id}: gave up saving after {RETRIES} conflicting writes")
 
@@ -388,19 +452,27 @@ class DynamoDBStore(Store):
         new_events = [self._event_item(event, e.evaluated_at) for event in first_of_each.values()]
         room = TRANSACTION_ITEMS - len(items)
         items += [self._put_new("events", item, "id") for item in new_events[:room]]
-        return _HistoryPlan(e, items, transitions, len(new_events[:room]), new_events[room:])
+        measured = any(event.outcome_until is not None for event in first_of_each.values())
+        return _HistoryPlan(e, items, transitions, len(new_events[:room]), new_events[room:], measured)
 
     def _put_new(self, noun: str, item: dict[str, Any], key: str) -> dict[str, Any]:
         return {"Put": {"TableName": self._tables[noun], "Item": _to_item(item),
                         **_expression(ConditionExpression=f"attribute_not_exists(#{key})")}}
 
     def _event_item(self, event: NewEvent, created_at: datetime) -> dict[str, Any]:
+        """A new event: pending and due at once, or held out, which leaves it out of the delivery indexes (no
+        claimable, never retrying) for good. A measured one starts with no outcome, in its campaign's index."""
         seq, shard, at = self._sequence.next(), _shard(event.id, EVENT_SHARDS), to_ms(created_at)
+        status = HELD_OUT if event.held_out else PENDING
+        measured = event.outcome_until is not None
         return {"id": event.id, "seq": seq, "shard": shard, "contact_id": event.contact_id,
                 "campaign": event.campaign, "webhook": event.webhook, "type": event.type,
-                "occurred_at": to_ms(event.occurred_at), "created_at": at, "body": event.body, "status": "pending",
-                "attempts": 0, "next_attempt_at": at, "claimable": _claim_key(at, seq),
-                "status_shard": f"pending#{shard}", "unordered": None if event.ordered else True}
+                "occurred_at": to_ms(event.occurred_at), "created_at": at, "body": event.body, "status": status,
+                "attempts": 0, "next_attempt_at": None if event.held_out else at,
+                "claimable": None if event.held_out else _claim_key(at, seq), "status_shard": f"{status}#{shard}",
+                "unordered": None if event.ordered else True, "outcome_until": to_ms(event.outcome_until),
+                "outcome_orders": 0 if measured else None, "outcome_cents": 0 if measured else None,
+                "campaign_shard": f"{event.campaign}#{shard}" if measured else None}
 
     def get_meta(self, key: str) -> str | None:
         item = self._get_item("meta", {"key": key})
@@ -747,10 +819,12 @@ class DynamoDBStore(Store):
             "claimable": _claim_key(at, _int(item["seq"])), "attempts": 0, "claimed_by": None, "claimed_until": None,
             "retrying_contact": None, "recheck": False if item.get("status") == SUPERSEDED else None,
         })
+        # never a held-out event: its customer is in the control group (the condition holds against a race too)
         return self._conditional(self._client.update_item, TableName=self._tables["events"],
                                  Key=_to_item({"id": event_id}),
-                                 **_expression(values, UpdateExpression=update,
-                                               ConditionExpression="attribute_exists(#id)"))
+                                 **_expression({**values, ":held_out": HELD_OUT}, UpdateExpression=update,
+                                               ConditionExpression="attribute_exists(#id) AND "
+                                                                   "#status <> :held_out"))
 
     def renew_claims(self, event_ids: Sequence[str], holder: str, until: datetime) -> int:
         at = to_ms(until)
@@ -830,6 +904,34 @@ class DynamoDBStore(Store):
             **_expression({":c": contact_id}, KeyConditionExpression="#contact_id = :c")), limit))
         items = sorted(self._get_items("events", [{"id": k["id"]} for k in keys]), key=lambda item: _int(item["seq"]))
         return [_event(item) for item in items if item["contact_id"] == contact_id]
+
+    def campaign_outcomes(self, campaign: str, now: datetime) -> list[OutcomeCell]:
+        """From the sharded `by_campaign` index, which holds the measured events only and projects what is summed
+        here: O(measured events of the campaign), a few dozen bytes each. Summed as the SQLite store's GROUP BY."""
+        closed_by = to_ms(now)
+
+        def cells(shard: int) -> dict[tuple[str, bool, bool], list[int]]:
+            sums: dict[tuple[str, bool, bool], list[int]] = {}
+            for item in self._query(TableName=self._tables["events"], IndexName="by_campaign", **_expression(
+                    {":p": f"{campaign}#{shard}"}, KeyConditionExpression="#campaign_shard = :p",
+                    ProjectionExpression=_projection(("occurred_at", "status", "outcome_until", "outcome_orders",
+                                                      "outcome_cents")))):
+                if "outcome_until" not in item:
+                    continue
+                month = from_ms(_int(item["occurred_at"])).strftime("%Y-%m")
+                key = (month, item.get("status") == HELD_OUT, _int(item["outcome_until"]) <= closed_by)
+                orders, cents = _int(item.get("outcome_orders", 0)), _int(item.get("outcome_cents", 0))
+                row = sums.setdefault(key, [0] * 5)  # events, converted, orders, cents, cents squared
+                for i, value in enumerate((1, int(orders > 0), orders, cents, cents * cents)):
+                    row[i] += value
+            return sums
+
+        merged: dict[tuple[str, bool, bool], list[int]] = {}
+        for part in self._in_parallel(cells, list(range(EVENT_SHARDS))):
+            for key, sums in part.items():
+                merged[key] = [a + b for a, b in zip(merged.get(key, [0] * 5), sums, strict=True)]
+        return [OutcomeCell(month, held_out, closed, *sums)
+                for (month, held_out, closed), sums in sorted(merged.items())]
 
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts from the status index (keys only, so cheap per event; still O(events) per call)."""
@@ -1017,6 +1119,7 @@ class _HistoryPlan:
     transitions: int
     events: int
     overflow: list[dict[str, Any]]  # events beyond one transaction
+    measured: bool  # new events with an outcome window among them
 
 
 class _Sequence:

@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 # by_contact (a customer's events), which `init-db` adds to tables made before it. 4: optional attributes order_day
 # (orders) and purchase_days, first_day_cents, purchase_day_set (customers): no table change, but a version 3 program
 # must no longer start against the tables (its orders would have no day); the first evaluation's apply_timezone
-# gives the orders stored before their day and recounts their customers.
-SCHEMA_VERSION = 4
+# gives the orders stored before their day and recounts their customers. 5: the events index by_campaign (a
+# campaign's measured events, for its outcomes), which `init-db` adds; optional attributes holdouts and
+# measured_events (customers), outcome_until, outcome_orders, outcome_cents, campaign_shard (events) and the status
+# held_out. Events stored before have no outcome window: they are not measured, and not in the new index.
+SCHEMA_VERSION = 5
 DEFAULT_TABLE_PREFIX = "segment_worker_"
 WORKERS = 8  # concurrent requests for per-item writes (conditional updates cannot be batched)
 INDEX_WAIT_SECONDS = 3600  # how long init-db waits for DynamoDB to fill an index it added to a table with data
@@ -92,6 +95,9 @@ TABLES = (
         Index("retrying_by_contact", ("retrying_contact", "S"), ("seq", "N")),  # failed, waiting for a retry
         Index("by_status", ("status_shard", "S"), ("seq", "N"), include=("created_at",)),
         Index("by_contact", ("contact_id", "S"), ("seq", "N")),  # a customer's events, newest first
+        # a campaign's measured events (only they carry campaign_shard), with what its outcome report sums
+        Index("by_campaign", ("campaign_shard", "S"), ("occurred_at", "N"),
+              include=("status", "outcome_until", "outcome_orders", "outcome_cents")),
     )),
     TableDesign("attempts", ("event_id", "S"), ("at", "S")),
     TableDesign("leases", ("name", "S")),
