@@ -246,8 +246,8 @@ _REFRESH_OUTCOMES = """
 UPDATE events SET outcome_orders = measured.orders, outcome_cents = measured.cents
 FROM (
     SELECT e.id, count(o.order_ref) AS orders, coalesce(sum(o.total_cents), 0) AS cents
-    FROM temp.touched t
-    JOIN events e INDEXED BY events_by_contact ON e.contact_id = t.contact_id
+    FROM temp.touched t  -- CROSS JOIN: the touched customers drive (SQLite keeps no statistics of a temp table)
+    CROSS JOIN events e INDEXED BY events_by_contact ON e.contact_id = t.contact_id
     LEFT JOIN orders o ON o.contact_id = e.contact_id AND o.cancelled = 0
          AND o.order_at > e.occurred_at AND o.order_at < e.outcome_until
     WHERE e.outcome_until IS NOT NULL AND e.outcome_until > t.since AND e.occurred_at < t.until
