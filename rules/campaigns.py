@@ -137,10 +137,15 @@ def undone_because(rules: Rules, announced: Announced, facts: CustomerFacts, cur
     value = current.last_order_days_ago if metric == "lastOrderDaysAgo" else current.first_order_days_ago
     if value is None or value < days:
         return f"a newer order since: {metric} is now {value}, below the milestone's {days}"
+    return _left_segment(rules, announced, current, "milestone")
+
+
+def _left_segment(rules: Rules, announced: Announced, current: Classification, trigger: str) -> str | None:
+    """A `reached` trigger counts only in its campaign's segment: why it no longer does, or None."""
     campaign = rules.campaigns.get(announced.campaign)
     segment = campaign.segment if campaign is not None else announced.to_segment
     if segment is not None and current.segment != segment:
-        return f"the customer is now {current.segment}, no longer {segment} (the milestone counts only there)"
+        return f"the customer is now {current.segment}, no longer {segment} (the {trigger} counts only there)"
     return None
 
 
@@ -156,8 +161,4 @@ def _band_undone(rules: Rules, announced: Announced, band: str, current: Classif
         return "no churn prediction can be made now (the model is not fitted, or the customer has no order days)"
     if band in CHURN_BANDS and CHURN_BANDS.index(predicted.band) < CHURN_BANDS.index(band):
         return f"the churn risk is now {predicted.churn_risk:.2f} ({predicted.band}), below {band}"
-    campaign = rules.campaigns.get(announced.campaign)
-    segment = campaign.segment if campaign is not None else announced.to_segment
-    if segment is not None and current.segment != segment:
-        return f"the customer is now {current.segment}, no longer {segment} (the trigger counts only there)"
-    return None
+    return _left_segment(rules, announced, current, "trigger")

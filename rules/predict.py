@@ -166,6 +166,21 @@ def inputs_from_days(first_day: ArrayLike, last_day: ArrayLike, as_of_day: int, 
     return ModelInputs(x, (last - first) / DAYS_PER_WEEK, (as_of_day - first) / DAYS_PER_WEEK, mean)
 
 
+def inputs_from_store_days(first_day: ArrayLike, last_day: ArrayLike, today: ArrayLike, purchase_days: ArrayLike,
+                           repeat_cents: ArrayLike) -> ModelInputs:
+    """inputs_from_days for aggregates as a store keeps them, at `today` (one day, or one per customer), tolerant
+    of what a live store holds: an order dated after `today` (an asOf in the past, a clock a little behind) counts
+    the customer at that order's day; purchase days counted in another timezone than the rules' (until the store
+    recounts them) can exceed the calendar span by one and are clipped to it; repeat spend below 0 (refunds
+    booked as negative totals) counts as 0."""
+    first = np.asarray(first_day, dtype=np.int64)
+    last = np.asarray(last_day, dtype=np.int64)
+    days = np.minimum(np.maximum(np.asarray(purchase_days, dtype=np.int64), 1), last - first + 1)
+    shifted = np.maximum(np.asarray(today, dtype=np.int64), last)  # each customer's today becomes day 0
+    return inputs_from_days(first - shifted, last - shifted, 0, days,
+                            np.maximum(np.asarray(repeat_cents, dtype=np.int64), 0) / 100)
+
+
 # eligibility -----------------------------------------------------------------------------------------------------
 
 def eligibility(customers_with_orders: int, history_days: int, customers_with_3_orders: int, *,

@@ -21,7 +21,7 @@ from rules.predict import (
     GammaGammaParams,
     ModelInputs,
     PredictionError,
-    inputs_from_days,
+    inputs_from_store_days,
     predict,
     probability_no_purchase,
 )
@@ -202,18 +202,13 @@ class _Rows:
             days.append(f.purchase_days)
             repeat.append(f.total_cents - (f.first_day_cents or 0))
         first_a, last_a = np.array(first, dtype=np.int64), np.array(last, dtype=np.int64)
-        days_a = np.array(days, dtype=np.int64)
-        # purchase days counted in another timezone than the rules' (until the store recounts them) can exceed
-        # the calendar span by one: clip rather than refuse the customer
-        days_a = np.minimum(days_a, last_a - first_a + 1)
+        # as the model reads them (inputs_from_store_days): clipped to the calendar span
+        days_a = np.minimum(np.array(days, dtype=np.int64), last_a - first_a + 1)
         return cls(np.array(index, dtype=np.int64), first_a, last_a,
-                   np.full(len(index), today, dtype=np.int64), days_a, np.maximum(np.array(repeat, dtype=np.int64), 0))
+                   np.full(len(index), today, dtype=np.int64), days_a, np.array(repeat, dtype=np.int64))
 
     def inputs(self) -> ModelInputs:
-        """The model's arrays. Days are shifted so each customer's today is day 0: an order dated after as_of (the
-        API's asOf in the past, a clock a little behind) scores the customer at that order's day."""
-        today = np.maximum(self.today, self.last)
-        return inputs_from_days(self.first - today, self.last - today, 0, self.days, self.repeat_cents / 100)
+        return inputs_from_store_days(self.first, self.last, self.today, self.days, self.repeat_cents)
 
     @property
     def x(self) -> np.ndarray:

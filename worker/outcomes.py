@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from rules import Rules
+from worker.serialize import iso
 from worker.store.base import OutcomeCell, Store
 
 CONFIDENCE = 0.95
@@ -175,7 +176,7 @@ def _points(share: float) -> str:
 
 def report_json(report: CampaignReport, currency: str) -> dict[str, Any]:
     return {"campaign": report.campaign, "holdoutPercent": float(report.holdout_percent),
-            "outcomeDays": report.outcome_days, "asOf": _iso(report.as_of), "currency": currency,
+            "outcomeDays": report.outcome_days, "asOf": iso(report.as_of), "currency": currency,
             "confidence": CONFIDENCE, "total": period_json(report.total),
             "months": [period_json(p) for p in report.months]}
 
@@ -215,7 +216,3 @@ def _pair(pair: tuple[float, float] | None) -> list[float] | None:
     return None if pair is None else [round(pair[0], 4), round(pair[1], 4)]
 
 
-def _iso(moment: datetime) -> str:
-    from worker.serialize import iso
-
-    return iso(moment)  # type: ignore[return-value]

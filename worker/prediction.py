@@ -235,16 +235,14 @@ def _rows_and_inputs(store: Store, rules: Rules, moment: datetime, until: dateti
     clock a little behind, counts at its own day)."""
     import numpy as np
 
-    from rules.predict import inputs_from_days
+    from rules.predict import inputs_from_store_days
 
     rows = [row for batch in store.purchase_rows(until) for row in batch]
     first = np.fromiter((r.first_day for r in rows), np.int64, len(rows))
     last = np.fromiter((r.last_day for r in rows), np.int64, len(rows))
     days = np.fromiter((r.purchase_days for r in rows), np.int64, len(rows))
     repeat = np.fromiter((r.total_cents - r.first_day_cents for r in rows), np.int64, len(rows))
-    today = np.maximum(moment.astimezone(rules.tz).date().toordinal(), last)
-    days = np.minimum(np.maximum(days, 1), last - first + 1)
-    return rows, inputs_from_days(first - today, last - today, 0, days, np.maximum(repeat, 0) / 100)
+    return rows, inputs_from_store_days(first, last, moment.astimezone(rules.tz).toordinal(), days, repeat)
 
 
 def _report_json(report: Any) -> dict[str, Any]:

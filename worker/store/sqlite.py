@@ -10,9 +10,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rules import CustomerFacts
 from rules.schema import status_key
@@ -399,28 +400,22 @@ class SQLiteStore(Store):
         db.execute(_REFRESH_OUTCOMES)
 
     def _recount_statuses(self, statuses: frozenset[str]) -> int:
-        with self._write() as db:
-            # status_key in SQL would need casefold(); a Python function keeps one definition of "same status"
-            db.create_function("excluded_status", 1, lambda status: int(status is not None and
-                                                                       status_key(status) in statuses),
-                               deterministic=True)
-            touched = {r[0] for r in db.execute(
-                "SELECT DISTINCT contact_id FROM orders WHERE cancelled != excluded_status(status)")}
-            if touched:
-                db.execute("UPDATE orders SET cancelled = excluded_status(status) "
-                           "WHERE cancelled != excluded_status(status)")
-                self._refresh_aggregates(db, touched)
-        return len(touched)
+        # status_key in SQL would need casefold(); a Python function keeps one definition of "same status"
+        return self._recount_orders("cancelled", "status", lambda status: int(status is not None and
+                                                                              status_key(status) in statuses))
 
     def _recount_days(self, timezone_name: str) -> int:
-        day_of = local_day_function(timezone_name)
+        return self._recount_orders("order_day", "order_at", local_day_function(timezone_name))
+
+    def _recount_orders(self, column: str, source: str, derive: Callable[[Any], Any]) -> int:
+        """Set every order's `column` to derive(`source`) where it differs, and refresh the aggregates (and
+        outcomes) of the customers whose orders changed; returns how many customers that was."""
         with self._write() as db:
-            db.create_function("local_day", 1, day_of, deterministic=True)
-            touched = {r[0] for r in db.execute(
-                "SELECT DISTINCT contact_id FROM orders WHERE order_day IS NOT local_day(order_at)")}
+            db.create_function("derived", 1, derive, deterministic=True)
+            differs = f"{column} IS NOT derived({source})"
+            touched = {r[0] for r in db.execute(f"SELECT DISTINCT contact_id FROM orders WHERE {differs}")}
             if touched:
-                db.execute("UPDATE orders SET order_day = local_day(order_at) "
-                           "WHERE order_day IS NOT local_day(order_at)")
+                db.execute(f"UPDATE orders SET {column} = derived({source}) WHERE {differs}")
                 self._refresh_aggregates(db, touched)
         return len(touched)
 
