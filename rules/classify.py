@@ -10,6 +10,7 @@ from fractions import Fraction
 from math import floor
 from typing import TYPE_CHECKING, NamedTuple
 
+from rules.holdouts import experiment_arm
 from rules.metrics import CustomerFacts, avg_days_between_orders, local_date, local_midnight
 from rules.rfm import DEFAULT_GROUPS, RfmCutoffs, RfmGroup, RfmScore, rfm_score
 from rules.schema import (
@@ -45,16 +46,28 @@ class Classification(NamedTuple):
     # the local date (ordinal) its risk reached that band since the last order.
     risk_changes_in: int | None = None
     band_reached: tuple[tuple[str, int], ...] = ()
+    # (experiment, arm) of each running experiment the customer is in: its segment was decided under these arms
+    experiments: tuple[tuple[str, str], ...] = ()
 
 
 class Classifier:
     """Rules compiled once per run so that classifying a customer is a few comparisons, not a walk of the YAML."""
 
-    def __init__(self, rules: Rules, rfm: RfmCutoffs | None = None, model: FittedModel | None = None):
+    def __init__(self, rules: Rules, rfm: RfmCutoffs | None = None, model: FittedModel | None = None,
+                 arms: tuple[tuple[str, str], ...] = ()):
         """`rfm`: the quintile boundaries of the base, when known; without them RFM conditions never hold.
         `model`: the fitted churn and value model; without it (or with `prediction.enabled: false`) the predicted
-        figures are None and conditions on them never hold."""
+        figures are None and conditions on them never hold.
+
+        While an experiment runs, each customer (known by the contact_id of its facts) is classified by the
+        classifier of its arms (`for_customer`); `arms` makes one such classifier. Facts without a contact_id are
+        classified as the segments are written."""
         self.rules = rules
+        self.arms = arms
+        self._running = () if arms else tuple((name, rules.experiments[name].shares)
+                                              for name in rules.running_experiments)
+        self._variants: dict[tuple[tuple[str, str], ...], Classifier] = {}
+        segments = rules.segments_under(dict(arms)) if rules.experiments else rules.segments
         self.tz = rules.tz
         self.rfm_cutoffs = rfm
         self.model = model if rules.prediction.enabled else None
@@ -66,14 +79,14 @@ class Classifier:
             RfmGroup(g.name, g.recency, g.frequency_monetary) for g in rules.rfm_groups)
         self._segments = [
             (s.name, [(c.metric, _OPS[c.op], _threshold(c.metric, c.value)) for c in s.conditions])
-            for s in rules.segments
+            for s in segments
         ]
         self._bands = [(b.name, None if b.max_avg_days is None else _whole(Fraction(b.max_avg_days) * _MS_PER_DAY))
                        for b in rules.purchase_frequency]
         self._campaign_tests = {
             name: [(c, _OPS[c.op], _threshold(c.metric, c.value)) for c in campaign.conditions]
             for name, campaign in rules.campaigns.items() if campaign.when}
-        metrics = {c.metric for s in rules.segments for c in s.conditions}
+        metrics = {c.metric for s in segments for c in s.conditions}
         metrics |= {c.metric for tests in self._campaign_tests.values() for c, _, _ in tests}
         self._needs_avg = "avgDaysBetweenOrders" in metrics
         self._no_rfm = dict.fromkeys(RFM_METRICS)
@@ -85,12 +98,12 @@ class Classifier:
         cuts = rules.prediction.churn_bands
         band_cut = {"Medium": float(cuts.medium), "High": float(cuts.high)}
         self._band_cuts = {band: band_cut[band] for band in self._band_triggers}
-        self._risk_thresholds = sorted({float(c.value) for s in rules.segments for c in s.conditions
+        self._risk_thresholds = sorted({float(c.value) for s in segments for c in s.conditions
                                         if c.metric == "churnRisk"} | set(self._band_cuts.values()))
         self._today_cache: tuple[datetime, date] | None = None
         # Day counts at which some condition can flip: a threshold v flips between day floor(v) and floor(v)+1.
         days: dict[str, set[int]] = {m: set() for m in DAY_METRICS}
-        for segment in rules.segments:
+        for segment in segments:
             for c in segment.conditions:
                 if c.metric in DAY_METRICS:
                     days[c.metric].update({floor(c.value), floor(c.value) + 1})
@@ -107,13 +120,32 @@ class Classifier:
                 milestones[metric].add(value)
         self._milestone_days = {m: sorted(v) for m, v in milestones.items()}
 
+    def for_customer(self, contact_id: str | None) -> Classifier:
+        """The classifier of the customer's arms while experiments run (built once per combination of arms);
+        this one otherwise."""
+        if not self._running or contact_id is None:
+            return self
+        salt = self.rules.holdout_salt
+        arms = tuple((name, experiment_arm(salt, name, contact_id, shares)) for name, shares in self._running)
+        variant = self._variants.get(arms)
+        if variant is None:
+            variant = self._variants[arms] = Classifier(self.rules, self.rfm_cutoffs, self.model, arms)
+        return variant
+
     def classify(self, facts: CustomerFacts, as_of: datetime) -> Classification:
+        if self._running and facts.contact_id is not None:
+            return self.for_customer(facts.contact_id).classify(facts, as_of)
         if self._scorer is None:
             return self._classify(facts, as_of)
         return self.classify_many([facts], as_of)[0]
 
     def classify_many(self, facts: list[CustomerFacts], as_of: datetime) -> list[Classification]:
-        """`classify` for a batch: the model scores the whole batch in one vectorised pass."""
+        """`classify` for a batch: the model scores the whole batch in one vectorised pass (per arm)."""
+        if self._running:
+            return self._classify_by_arm(facts, as_of)
+        return self._classify_here(facts, as_of)
+
+    def _classify_here(self, facts: list[CustomerFacts], as_of: datetime) -> list[Classification]:
         scorer = self._scorer
         if scorer is None or not facts:
             return [self._classify(f, as_of) for f in facts]
@@ -128,10 +160,25 @@ class Classifier:
             result.append(self._classify(f, as_of, predicted[i], changes_in[i], bands))
         return result
 
+    def _classify_by_arm(self, facts: list[CustomerFacts], as_of: datetime) -> list[Classification]:
+        groups: dict[int, tuple[Classifier, list[int]]] = {}
+        for i, f in enumerate(facts):
+            variant = self.for_customer(f.contact_id)
+            groups.setdefault(id(variant), (variant, []))[1].append(i)
+        result: list[Classification | None] = [None] * len(facts)
+        for variant, indexes in groups.values():
+            batch = [facts[i] for i in indexes]  # this classifier's own: facts without a contact id
+            classified_batch = variant._classify_here(batch, as_of) if variant is self else variant.classify_many(
+                batch, as_of)
+            for i, classified in zip(indexes, classified_batch, strict=True):
+                result[i] = classified
+        return result  # type: ignore[return-value] - every index was filled
+
     def _classify(self, facts: CustomerFacts, as_of: datetime, predicted: Predicted | None = None,
                   risk_changes_in: int | None = None, band_reached: tuple[tuple[str, int], ...] = ()) -> Classification:
         if facts.order_count == 0 or facts.last_order_at is None or facts.first_order_at is None:
-            return Classification(self.rules.no_orders_segment, NO_ORDERS_FREQUENCY, None, None)
+            return Classification(self.rules.no_orders_segment, NO_ORDERS_FREQUENCY, None, None,
+                                  experiments=self.arms)
         today = self._today(as_of)
         tz = self.tz
         last_days = (today - facts.last_order_at.astimezone(tz).date()).days
@@ -142,11 +189,13 @@ class Classifier:
             rfm = rfm_score(last_days, facts.order_count, facts.total_cents, self.rfm_cutoffs, self._rfm_groups)
             values.update(zip(RFM_METRICS, rfm[:3], strict=True))
         return Classification(self._segment(values), self._frequency(facts), last_days, first_days, rfm, predicted,
-                              risk_changes_in, band_reached)
+                              risk_changes_in, band_reached, self.arms)
 
     def campaign_blocked(self, campaign: str, facts: CustomerFacts, current: Classification) -> str | None:
         """Which of the campaign's `when` conditions does not hold for the customer as classified, in words
         ('predictedClv12m is 120.00, needs gte 200'); None when all hold (or it has none)."""
+        if self._running and facts.contact_id is not None:
+            return self.for_customer(facts.contact_id).campaign_blocked(campaign, facts, current)
         tests = self._campaign_tests.get(campaign)
         if not tests:
             return None
@@ -171,6 +220,8 @@ class Classifier:
 
         Both day counts grow by one at each local midnight, so the future is a walk over day offsets.
         """
+        if self._running and facts.contact_id is not None:
+            return self.for_customer(facts.contact_id).next_check_at(facts, as_of, current)
         current = current or self.classify(facts, as_of)
         if current.last_order_days_ago is None:
             return None
@@ -193,6 +244,8 @@ class Classifier:
 
         Either the local midnight a day threshold was crossed (even if nobody evaluated then) or the last order.
         """
+        if self._running and facts.contact_id is not None:
+            return self.for_customer(facts.contact_id).entered_at(facts, as_of, current)
         current = current or self.classify(facts, as_of)
         if facts.last_order_at is None or current.last_order_days_ago is None:
             return as_of

@@ -1,5 +1,6 @@
-"""Who is held out of a campaign: a deterministic draw from a hash of the salt, the campaign and the contactID, so
-every process and backend, before and after a restart, puts a customer in the same group. Pure."""
+"""Who is held out of a campaign, and who is in which arm of an experiment: deterministic draws from a hash of the
+salt, the campaign (or experiment) and the contactID, so every process and backend, before and after a restart, puts
+a customer in the same group. Pure."""
 
 from __future__ import annotations
 
@@ -18,3 +19,16 @@ def bucket(salt: str, campaign: str, contact_id: str) -> int:
 def draws_held_out(salt: str, campaign: str, contact_id: str, percent: Decimal) -> bool:
     """Whether a customer not assigned yet is held out at `percent` (0 to 50)."""
     return bucket(salt, campaign, contact_id) < int(percent * BUCKETS / 100)
+
+
+def experiment_arm(salt: str, experiment: str, contact_id: str, shares: tuple[tuple[str, Decimal], ...]) -> str:
+    """The arm of a threshold experiment a customer is in: the arms fill 0 .. BUCKETS - 1 in the order listed, each
+    as wide as its share. The draw has its own namespace, so it is independent of every campaign's holdout draw.
+    The same shares always give the same arm; changing them moves the customers whose bucket changes hands."""
+    place = bucket(salt, "experiment\x1f" + experiment, contact_id)
+    edge = 0
+    for arm, share in shares:
+        edge += int(share * BUCKETS / 100)
+        if place < edge:
+            return arm
+    return shares[-1][0]  # rounding of shares with hundredths never leaves a gap, but the last arm takes any

@@ -25,6 +25,8 @@ class CustomerFacts:
     # BG/NBD paper). None where a caller builds facts without them: no prediction is made then.
     purchase_days: int | None = None
     first_day_cents: int | None = None
+    # Whose facts these are: it decides the customer's arm of a running experiment. None: in no experiment.
+    contact_id: str | None = None
 
     @property
     def total_spend(self) -> Decimal:

@@ -25,6 +25,9 @@ class Preview:
     samples: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
     before: Counter = field(default_factory=Counter)
     after: Counter = field(default_factory=Counter)
+    # per running experiment of the candidate, per arm: its customers and their moves
+    arm_customers: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    arm_moves: dict[tuple[str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
 
     @property
     def moved(self) -> int:
@@ -37,8 +40,10 @@ def preview(customers: Iterable[tuple[str, CustomerFacts]], current: Rules, cand
     """Classify every customer at `as_of` under both rule sets; nothing is stored, nothing is sent.
 
     Both sides are evaluated at the same moment, so the result shows the effect of the rule change alone,
-    not of time passing since the last evaluation. The classifiers, when given, carry the base's RFM boundaries
-    and churn model (conditions on them hold as in an evaluation); customers are classified a batch at a time.
+    not of time passing since the last evaluation. Under a candidate with a running experiment each customer is
+    classified in its arm, and the moves are also counted per arm. The classifiers, when given, carry the base's RFM
+    boundaries and churn model (conditions on them hold as in an evaluation); customers are classified a batch at a
+    time.
     """
     in_force = current_classifier or Classifier(current)
     proposed = candidate_classifier or Classifier(candidate)
@@ -50,6 +55,10 @@ def preview(customers: Iterable[tuple[str, CustomerFacts]], current: Rules, cand
                                                   proposed.classify_many(facts, as_of), strict=True):
             fired = _count(result, fired_by_move, candidate, contact_id, f, before.segment, after.segment,
                            sample_size)
+            for arm in after.experiments:
+                result.arm_customers[arm] += 1
+                if before.segment != after.segment:
+                    result.arm_moves[arm][(before.segment, after.segment)] += 1
             result.campaigns.update(c for c in fired if proposed.campaign_blocked(c, f, after) is None)
     return result
 

@@ -48,6 +48,7 @@ DEFAULT_EXCLUDED_STATUSES = ("cancelled", "canceled", "refunded", "void")
 # An order may be dated this many days after the server's clock (time zones, a clock a little fast); later is a typo.
 DEFAULT_MAX_FUTURE_DAYS = 1
 MAX_STATUS_LENGTH = 64
+MAX_ARMS = 10
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,61 @@ class Campaign(SettingsModel):
         return tuple(Condition(m, op, v) for m, tests in self.when.items() for op, v in tests.items())
 
 
+class Arm(SettingsModel):
+    """One arm of a threshold experiment: the value its customers' segment condition uses, and its share (%)."""
+
+    value: Decimal
+    share: Decimal = Field(gt=0, le=100)
+
+    @field_validator("share")
+    @classmethod
+    def _whole_hundredths(cls, share: Decimal) -> Decimal:
+        if share != share.quantize(Decimal("0.01")):
+            raise ValueError(f"use at most 2 decimal places, got {share}")
+        return share
+
+
+class Experiment(SettingsModel):
+    """A threshold A/B test: each customer is drawn into one arm (by a hash of the experiment, contactID and
+    holdout_salt) and classified with the segment's condition on `metric` at that arm's value. `winner` ends it:
+    everyone is classified at the winner's value, through normal transitions."""
+
+    segment: str = Field(min_length=1)
+    metric: str | None = None  # which of the segment's conditions; may be left out when it has only one
+    arms: dict[str, Arm]
+    winner: str | None = None
+    # How long after entering the segment an order counts in the report: through the `outcome_days`-th day.
+    outcome_days: int = Field(default=30, ge=1, le=365)
+
+    @field_validator("arms")
+    @classmethod
+    def _arms_add_up(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
+        if not 2 <= len(arms) <= MAX_ARMS:
+            raise ValueError(f"give 2 to {MAX_ARMS} arms, got {len(arms)}")
+        for name in arms:
+            if not name or len(name) > 64:
+                raise ValueError(f"arm names must be 1 to 64 characters, got '{name}'")
+        total = sum(arm.share for arm in arms.values())
+        if total != 100:
+            raise ValueError(f"the arms' shares must add up to 100, they add up to {total}")
+        return arms
+
+    @model_validator(mode="after")
+    def _winner_is_an_arm(self) -> Experiment:
+        if self.winner is not None and self.winner not in self.arms:
+            raise ValueError(f"winner '{self.winner}' is not one of the arms ({', '.join(self.arms)})")
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.winner is None
+
+    @property
+    def shares(self) -> tuple[tuple[str, Decimal], ...]:
+        """(arm, share) in the order the arms are listed: the order the draw fills them in."""
+        return tuple((name, arm.share) for name, arm in self.arms.items())
+
+
 def status_key(status: str | None) -> str:
     """How order statuses are compared: 'Cancelled ', 'CANCELLED' and 'cancelled' are one status."""
     return (status or "").strip().casefold()
@@ -281,6 +337,7 @@ class Rules(SettingsModel):
     orders: OrderRules = Field(default_factory=OrderRules)
     prediction: PredictionRules = Field(default_factory=PredictionRules)
     holdout_salt: str = Field(default="segment-worker", min_length=1, max_length=200)  # see Campaign.holdout_percent
+    experiments: dict[str, Experiment] = Field(default_factory=dict)
     currency: str = "USD"  # how people see money (dashboard); amounts are stored and sent without it
     # Webhooks whose `${VAR}`s are unset: name -> the variables. They are left out of `webhooks`, and nothing is
     # delivered while any is (see `delivery_problem`); everything else works without delivery settings.
@@ -352,6 +409,47 @@ class Rules(SettingsModel):
                     raise ProblemAt(("campaigns", key, *at), f"{at[-1]} names unknown segment '{value}'")
         return self
 
+    @model_validator(mode="after")
+    def _experiments_make_sense(self) -> Rules:
+        by_name = {s.name: s for s in self.segments}
+        tested: dict[tuple[str, str], str] = {}
+        for key, experiment in self.experiments.items():
+            if key in self.campaigns:
+                raise ProblemAt(("experiments", key), f"'{key}' is also a campaign's name; give the experiment its own")
+            segment = by_name.get(experiment.segment)
+            if segment is None:
+                raise ProblemAt(("experiments", key, "segment"),
+                                f"segment names unknown segment '{experiment.segment}'")
+            if not segment.when:
+                raise ProblemAt(("experiments", key, "segment"),
+                                f"segment '{segment.name}' has no condition for the arms to change")
+            metric = experiment.metric
+            if metric is None:
+                if len(segment.conditions) != 1:
+                    raise ProblemAt(("experiments", key),
+                                    f"segment '{segment.name}' has several conditions: say which one the arms change "
+                                    f"with `metric` (one of {', '.join(segment.when)})")
+                metric = segment.conditions[0].metric
+            elif metric not in segment.when:
+                raise ProblemAt(("experiments", key, "metric"),
+                                f"segment '{segment.name}' has no condition on '{metric}' (it has "
+                                f"{', '.join(segment.when)})")
+            if len(segment.when[metric]) != 1:
+                raise ProblemAt(("experiments", key, "metric"),
+                                f"the condition on '{metric}' of segment '{segment.name}' has several comparisons; "
+                                "an experiment changes a condition with one")
+            op = next(iter(segment.when[metric]))
+            for arm, settings in experiment.arms.items():
+                problem = _condition_problem(metric, {op: settings.value})
+                if problem:
+                    raise ProblemAt(("experiments", key, "arms", arm, "value"), problem)
+            if (segment.name, metric) in tested:
+                raise ProblemAt(("experiments", key),
+                                f"experiment '{tested[(segment.name, metric)]}' already changes {metric} of segment "
+                                f"'{segment.name}'; run one experiment per condition")
+            tested[(segment.name, metric)] = key
+        return self
+
     @property
     def undeliverable(self) -> Mapping[str, tuple[str, ...]]:
         """The webhooks that cannot deliver for want of environment variables: name -> the variables unset."""
@@ -381,6 +479,36 @@ class Rules(SettingsModel):
                        for c in self.campaigns.values()))
 
     @cached_property
+    def experiment_conditions(self) -> Mapping[str, tuple[int, str, str]]:
+        """Experiment -> (index of its segment, metric, operator): the condition its arms change."""
+        index = {s.name: i for i, s in enumerate(self.segments)}
+        found = {}
+        for key, experiment in self.experiments.items():
+            i = index[experiment.segment]
+            metric = experiment.metric or self.segments[i].conditions[0].metric
+            found[key] = (i, metric, next(iter(self.segments[i].when[metric])))
+        return found
+
+    @cached_property
+    def running_experiments(self) -> tuple[str, ...]:
+        """The experiments without a winner yet: each customer's arm decides its segment."""
+        return tuple(key for key, experiment in self.experiments.items() if experiment.running)
+
+    def segments_under(self, arms: Mapping[str, str]) -> tuple[Segment, ...]:
+        """The segments as a customer in these arms is classified: each experiment's condition at the value of the
+        customer's arm, or of its winner once it has one; a running experiment without an arm here leaves the
+        condition as written in `segments`."""
+        segments = list(self.segments)
+        for key, experiment in self.experiments.items():
+            arm = arms.get(key) or experiment.winner
+            if arm is None:
+                continue
+            i, metric, op = self.experiment_conditions[key]
+            when = {**segments[i].when, metric: {op: experiment.arms[arm].value}}
+            segments[i] = segments[i].model_copy(update={"when": when})
+        return tuple(segments)
+
+    @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
@@ -400,7 +528,7 @@ class Rules(SettingsModel):
         semantic = self.model_dump(mode="json", by_alias=True, include={
             "version", "timezone", "segments", "no_orders_segment", "purchase_frequency", "campaigns", "rfm_groups",
             "holdout_salt",
-            *(("prediction",) if self.uses_predictions else ())})
+            *(("prediction",) if self.uses_predictions else ()), *(("experiments",) if self.experiments else ())})
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
