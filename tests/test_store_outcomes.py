@@ -18,7 +18,7 @@ from tests.conftest import Backend, new_dynamodb_url
 from tests.dynamo_server import REGION
 from tests.factories import T0, order
 from worker.store import open_store
-from worker.store.base import Evaluation, NewEvent, OutcomeCell, Store, StoreUnavailable
+from worker.store.base import Evaluation, NewEvent, OutcomeCell, Store, StoreUnavailable, TransitionRecord
 from worker.store.dynamodb import TABLES, DynamoConfig, DynamoDBStore, create_tables, make_client
 from worker.store.dynamodb import tables as dynamo_tables
 
@@ -223,6 +223,47 @@ def test_a_window_is_closed_from_its_end_on(store):
     customer_with(store, "C-1", event("C-1", start, T0))
     assert [cell.closed for cell in store.campaign_outcomes("win-back", T0 - timedelta(milliseconds=1))] == [False]
     assert [cell.closed for cell in store.campaign_outcomes("win-back", T0)] == [True]
+
+
+# --- what a threshold experiment's report reads -----------------------------------------------------------------
+
+def moved(store: Store, contact_id: str, to_segment: str, at: datetime, n: int = 1) -> None:
+    """A transition of the customer into `to_segment` at `at`, saved as an evaluation saves it."""
+    record = store.get_customer(contact_id)
+    transition = TransitionRecord(id=f"trn_{contact_id}_{n}", contact_id=contact_id, from_segment=record.segment,
+                                  to_segment=to_segment, occurred_at=at, detected_at=at, rules_version="v")
+    saved = store.save_evaluations([Evaluation(
+        contact_id=contact_id, seen_version=record.version, seen_segment=record.segment, segment=to_segment,
+        purchase_frequency="One-time", next_check_at=None, evaluated_at=at, transition=transition,
+        segment_since=at)])
+    assert saved.saved == 1
+
+
+def test_segment_entries_are_each_customer_s_first_move_into_the_segment_within_the_span(store):
+    for contact_id in ("C-1", "C-2", "C-3", "C-4"):
+        store.upsert_orders([order(contact_id, f"FIRST-{contact_id}", FIRST_ORDER)], T0)
+    moved(store, "C-1", "VIP", T0 + DAY)
+    moved(store, "C-1", "Active", T0 + 2 * DAY, n=2)
+    moved(store, "C-1", "VIP", T0 + 3 * DAY, n=3)  # entered again: the first entry is the one that counts
+    moved(store, "C-2", "VIP", T0)  # at the start itself: not after it
+    moved(store, "C-3", "Dormant", T0 + DAY)  # another segment
+    moved(store, "C-4", "VIP", T0 + 10 * DAY)  # after the span
+
+    assert store.segment_entries("VIP", T0, T0 + 5 * DAY) == [("C-1", T0 + DAY)]
+    assert store.segment_entries("VIP", T0 - DAY, T0 + 10 * DAY) == [("C-1", T0 + DAY), ("C-2", T0),
+                                                                     ("C-4", T0 + 10 * DAY)]
+    assert store.segment_entries("Gold", T0 - DAY, T0 + 10 * DAY) == []
+
+
+def test_orders_in_windows_count_counted_orders_strictly_inside_each_window_in_the_order_given(store):
+    store.upsert_orders([order("C-1", "A", T0 + DAY, 1_000), order("C-1", "B", T0 + 5 * DAY, 2_000),
+                         order("C-1", "X", T0 + 2 * DAY, 9_000, status="cancelled"),
+                         order("C-2", "C", T0 + 3 * DAY, 4_000)], T0 + 6 * DAY)
+    windows = [("C-2", T0, T0 + 10 * DAY), ("C-1", T0, T0 + 5 * DAY), ("C-1", T0 + DAY, T0 + 6 * DAY),
+               ("C-9", T0, T0 + 10 * DAY)]
+    # C-1's first window ends at B (exclusive); its second starts at A (exclusive); C-9 has no orders
+    assert store.orders_in_windows(windows) == [(1, 4_000), (1, 1_000), (1, 2_000), (0, 0)]
+    assert store.orders_in_windows([]) == []
 
 
 # --- DynamoDB only: races, and tables of version 4 -------------------------------------------------------------

@@ -550,6 +550,16 @@ class Store(abc.ABC):
         window had closed by `now`."""
 
     @abc.abstractmethod
+    def segment_entries(self, segment: str, after: datetime, until: datetime) -> list[tuple[str, datetime]]:
+        """Each customer's first move into `segment` dated after `after` and no later than `until`:
+        (contact_id, occurredAt), in contact_id order. What a threshold experiment's report counts."""
+
+    @abc.abstractmethod
+    def orders_in_windows(self, windows: Sequence[tuple[str, datetime, datetime]]) -> list[tuple[int, int]]:
+        """For each (contact_id, start, end): the customer's counted orders dated after `start` and before `end`
+        (both exclusive, as an event's outcome), and their spend in cents; in the order given."""
+
+    @abc.abstractmethod
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts per status (every one of EVENT_STATUSES) and the age in seconds of the oldest pending event."""
 

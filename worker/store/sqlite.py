@@ -764,6 +764,25 @@ class SQLiteStore(Store):
         return [OutcomeCell(month, bool(held), bool(closed), n, converted, orders, cents, squared)
                 for month, held, closed, n, converted, orders, cents, squared in rows]
 
+    def segment_entries(self, segment: str, after: datetime, until: datetime) -> list[tuple[str, datetime]]:
+        rows = self._db.execute(
+            "SELECT contact_id, min(occurred_at) FROM transitions INDEXED BY transitions_by_day "
+            "WHERE occurred_at > ? AND occurred_at <= ? AND to_segment = ? GROUP BY contact_id ORDER BY contact_id",
+            (to_ms(after), to_ms(until), segment))
+        return [(contact_id, from_ms(at)) for contact_id, at in rows]
+
+    def orders_in_windows(self, windows: Sequence[tuple[str, datetime, datetime]]) -> list[tuple[int, int]]:
+        if not windows:
+            return []
+        # the windows travel as one JSON parameter: no temporary table, so a read stays a read
+        spans = json.dumps([[contact_id, to_ms(start), to_ms(end)] for contact_id, start, end in windows])
+        rows = self._db.execute(
+            "SELECT w.key, count(o.order_ref), coalesce(sum(o.total_cents), 0) FROM json_each(?) w "
+            "LEFT JOIN orders o INDEXED BY orders_by_contact ON o.contact_id = w.value ->> 0 "
+            "AND o.order_at > w.value ->> 1 AND o.order_at < w.value ->> 2 AND o.cancelled = 0 "
+            "GROUP BY w.key ORDER BY w.key", (spans,))
+        return [(orders, cents) for _, orders, cents in rows]
+
     def event_counts(self, now: datetime) -> dict[str, float]:
         counts: dict[str, float] = dict.fromkeys(EVENT_STATUSES, 0)
         for status, count in self._db.execute("SELECT status, count(*) FROM events GROUP BY status"):
@@ -896,7 +915,7 @@ def _add_columns(db: sqlite3.Connection, columns: Sequence[tuple[str, str, str]]
 def _customer(row: tuple) -> CustomerRecord:
     return CustomerRecord(
         contact_id=row[0], name=row[1], email=row[2],
-        facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6]), row[15], row[16]),
+        facts=CustomerFacts(row[3], row[4], from_ms(row[5]), from_ms(row[6]), row[15], row[16], row[0]),
         last_order_ref=row[7], version=row[8], segment=row[9], purchase_frequency=row[10],
         next_check_at=from_ms(row[11]), evaluated_at=from_ms(row[12]), segment_since=from_ms(row[13]),
         changed=bool(row[14]), holdouts=json.loads(row[17]) if row[17] else {},

@@ -142,7 +142,8 @@ def _customer(item: dict[str, Any]) -> CustomerRecord:
         # purchase_days and first_day_cents are 0 on a customer written before they were kept (until a recount)
         facts=CustomerFacts(_int(item.get("order_count", 0)), _int(item.get("total_cents", 0)),
                             from_ms(_int(item.get("first_order_at"))), from_ms(_int(item.get("last_order_at"))),
-                            _int(item.get("purchase_days", 0)), _int(item.get("first_day_cents", 0))),
+                            _int(item.get("purchase_days", 0)), _int(item.get("first_day_cents", 0)),
+                            item["contact_id"]),
         last_order_ref=item.get("last_order_ref"), version=_int(item["version"]), segment=item.get("segment"),
         purchase_frequency=item.get("purchase_frequency"), next_check_at=from_ms(_int(item.get("next_check_at"))),
         evaluated_at=from_ms(_int(item.get("evaluated_at"))), segment_since=from_ms(_int(item.get("segment_since"))),

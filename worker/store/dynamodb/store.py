@@ -933,6 +933,29 @@ class DynamoDBStore(Store):
         return [OutcomeCell(month, held_out, closed, *sums)
                 for (month, held_out, closed), sums in sorted(merged.items())]
 
+    def segment_entries(self, segment: str, after: datetime, until: datetime) -> list[tuple[str, datetime]]:
+        """From the sharded `by_time` index: the transitions of the span, not all of them."""
+        first: dict[str, int] = {}
+        for item in self._query_partitions("transitions", "by_time", range(EVENT_SHARDS),
+                                           "#occurred_at BETWEEN :after AND :until",
+                                           {":after": to_ms(after) + 1, ":until": to_ms(until)}):
+            if item.get("to_segment") == segment:
+                at = _int(item["occurred_at"])
+                first[item["contact_id"]] = min(at, first.get(item["contact_id"], at))
+        return [(contact_id, from_ms(first[contact_id])) for contact_id in sorted(first)]
+
+    def orders_in_windows(self, windows: Sequence[tuple[str, datetime, datetime]]) -> list[tuple[int, int]]:
+        """The orders of each customer of the windows, read once per customer (its order_refs, then the orders)."""
+        contacts = sorted({contact_id for contact_id, _, _ in windows})
+
+        def orders_of(contact_id: str) -> list[dict[str, Any]]:
+            customer = self._get_item("customers", {"contact_id": contact_id}, ("order_refs",))
+            return [] if customer is None else self._orders_of(contact_id, _refs(customer))
+
+        owned = dict(zip(contacts, self._in_parallel(orders_of, contacts), strict=True))
+        return [_outcome({"occurred_at": to_ms(start), "outcome_until": to_ms(end)}, owned[contact_id])
+                for contact_id, start, end in windows]
+
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts from the status index (keys only, so cheap per event; still O(events) per call)."""
         pending = [item for shard in range(EVENT_SHARDS) for item in self._query(
