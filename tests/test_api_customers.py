@@ -51,6 +51,7 @@ def test_customer_json_matches_the_original_lambda_format(client, read_headers, 
             "rfm": None,  # no RFM boundaries computed yet
             "predicted": None,  # no churn model fitted yet
         },
+        "experiments": {},  # the rules run no threshold experiment
     }}
 
 

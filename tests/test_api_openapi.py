@@ -124,6 +124,9 @@ def test_real_responses_match_the_documented_schemas(client, read_headers, admin
     check("GET", "/api/campaigns/{campaign}/outcomes", client.get("/api/campaigns/nope/outcomes", headers=read_headers))
     check("GET", "/api/campaigns/{campaign}/outcomes", client.get("/api/campaigns/vip/outcomes?effect=x",
                                                                  headers=read_headers))
+    check("GET", "/api/experiments", client.get("/api/experiments", headers=read_headers))
+    check("GET", "/api/experiments/{experiment}/outcomes", client.get("/api/experiments/nope/outcomes",
+                                                                      headers=read_headers))
     check("GET", "/api/openapi.json", client.get("/api/openapi.json", headers=read_headers))
     check("GET", "/healthz", client.get("/healthz"))
     check("GET", "/metrics", client.get("/metrics", headers=read_headers))

@@ -161,6 +161,7 @@ def test_win_back_event_body_has_the_design_shape(store):
                 "rfm": None,
                 "predicted": None,
             },
+            "experiments": {},
         },
         "rulesVersion": BASELINE.rules_version,
     }

@@ -346,6 +346,13 @@ def rules_preview(ctx: Context, candidate: Path, as_of: str | None, as_json: boo
         click.echo(f"  {before:>10} -> {after:<10} {count:>7}   e.g. {sample}")
     for campaign, count in result.campaigns.most_common():
         click.echo(f"  campaign {campaign}: {count} event(s) would be sent")
+    for name in proposed.running_experiments:
+        click.echo(f"experiment {name}, per arm:")
+        for arm, settings in proposed.experiments[name].arms.items():
+            moves = result.arm_moves[(name, arm)]
+            shown = ", ".join(f"{before} -> {after} {count}" for (before, after), count in moves.most_common())
+            click.echo(f"  {arm} ({settings.value}): {result.arm_customers.get((name, arm), 0)} customers, "
+                       f"{sum(moves.values())} would move{': ' + shown if shown else ''}")
 
 
 @main.group()

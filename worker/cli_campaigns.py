@@ -8,6 +8,8 @@ import json
 import click
 
 from worker.cli import Context, _as_of, pass_context
+from worker.experiments import ExperimentReport, Interval, experiment_report
+from worker.experiments import report_json as experiment_json
 from worker.outcomes import DEFAULT_EFFECT, CampaignReport, Group, Period, campaign_report, report_json
 
 
@@ -24,19 +26,54 @@ def campaigns() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 @pass_context
 def campaigns_report(ctx: Context, name: str | None, as_of: str | None, effect: float, as_json: bool) -> None:
-    """Sent against held out for one campaign (or every one): conversion, uplift with its 95 % interval, verdict."""
+    """Sent against held out for one campaign (or every one): conversion, uplift with its 95 % interval, verdict.
+    NAME may also be a threshold experiment: each arm's entrants and what they ordered after."""
     rules = ctx.rules_source().current()
-    if name is not None and name not in rules.campaigns:
-        raise click.UsageError(f"'{name}' is not a campaign of the rules (campaigns: "
-                               f"{', '.join(rules.campaigns) or 'none'})")
+    if name is not None and name not in rules.campaigns and name not in rules.experiments:
+        raise click.UsageError(f"'{name}' is not a campaign or an experiment of the rules (campaigns: "
+                               f"{', '.join(rules.campaigns) or 'none'}; experiments: "
+                               f"{', '.join(rules.experiments) or 'none'})")
     moment = _as_of(as_of)
-    names = [name] if name else list(rules.campaigns)
-    reports = [campaign_report(ctx.store, rules, n, moment, effect) for n in names]
+    campaign_names = [name] if name in rules.campaigns else [] if name else list(rules.campaigns)
+    experiment_names = [name] if name in rules.experiments else [] if name else list(rules.experiments)
+    reports = [campaign_report(ctx.store, rules, n, moment, effect) for n in campaign_names]
+    experiments = [experiment_report(ctx.store, rules, n, moment) for n in experiment_names]
     if as_json:
-        shown = [report_json(r, rules.currency) for r in reports]
+        shown = [report_json(r, rules.currency) for r in reports] + [experiment_json(r, rules) for r in experiments]
         click.echo(json.dumps(shown[0] if name else shown, indent=2))
         return
-    click.echo("\n\n".join(report_text(r, rules.currency) for r in reports) or "No campaigns in the rules.")
+    texts = [report_text(r, rules.currency) for r in reports] + [experiment_text(r, rules.currency)
+                                                                  for r in experiments]
+    click.echo("\n\n".join(texts) or "No campaigns in the rules.")
+
+
+def experiment_text(report: ExperimentReport, currency: str) -> str:
+    """An experiment's report as people read it: one block per arm."""
+    span = report.span
+    when = ("not started: it starts at the next evaluation run" if span is None else
+            f"running since {span.started_at:%Y-%m-%d %H:%M} UTC" if span.ended_at is None else
+            f"ran {span.started_at:%Y-%m-%d} to {span.ended_at:%Y-%m-%d}, winner {span.winner}")
+    lines = [f"experiment {report.name}: {report.experiment.segment} at {report.metric} {report.op} <arm's value>; "
+             f"{when}; outcome window {report.outcome_days} days (as of {report.as_of:%Y-%m-%d %H:%M} UTC)"]
+    for arm in report.arms:
+        lines.append(f"  {arm.arm} ({report.metric} {report.op} {arm.value}, {arm.share} % of customers): "
+                     f"{arm.entered:,} entered {report.experiment.segment}, {arm.measured:,} measured, "
+                     f"{arm.still_open:,} still open")
+        if not arm.measured:
+            continue
+        conv, orders, spend = arm.conversion, arm.orders_per_customer, arm.spend_per_customer
+        lines.append(f"    ordered again {conv.value:.1%} ({_span(conv, '.1%')}); orders per customer "
+                     f"{orders.value:.2f} ({_span(orders, '.2f')}); spend per customer {spend.value:,.2f} {currency} "
+                     f"({_span(spend, ',.2f')})")
+        if arm.note:
+            lines.append(f"    {arm.note}")
+    return "\n".join(lines)
+
+
+def _span(interval: Interval, spec: str) -> str:
+    if interval.low is None or interval.high is None:
+        return "no interval from one customer"
+    return f"95 % interval {format(interval.low, spec)} to {format(interval.high, spec)}"
 
 
 def report_text(report: CampaignReport, currency: str) -> str:

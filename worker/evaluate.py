@@ -17,6 +17,7 @@ from rules.ids import digest_id
 from rules.metrics import local_date, local_midnight
 from rules.rfm import RfmCutoffs
 from rules.schema import BAND_METRIC
+from worker.experiments import track_experiments
 from worker.prediction import load_model, model_version, saved_model
 from worker.rfm_boundaries import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
 from worker.serialize import customer_json, event_body, iso
@@ -57,6 +58,8 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     batches = store.customers_to_evaluate(as_of, plan.everyone, batch_size)
     totals = _evaluate(store, plan.classifier, batches, as_of, plan.announce)
     store.save_evaluated_version(plan.version)
+    if rules.experiments:
+        track_experiments(store, rules, as_of)
     if plan.first_run:
         store.mark_first_run(as_of)
     result = RunResult(*totals, seconds=time.perf_counter() - started, baseline=not plan.announce)

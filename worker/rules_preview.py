@@ -51,6 +51,12 @@ def preview_json(result: Preview, current: Rules, candidate: Rules, as_of: datet
         "campaigns": dict(result.campaigns.most_common()),
         "segments": {name: {"before": result.before.get(name, 0), "after": result.after.get(name, 0)}
                      for name in dict.fromkeys(current.segment_names + candidate.segment_names)},
+        "experiments": {name: [{"arm": arm, "customers": result.arm_customers.get((name, arm), 0),
+                                "moved": sum(result.arm_moves[(name, arm)].values()),
+                                "moves": [{"from": f, "to": t, "customers": n}
+                                          for (f, t), n in result.arm_moves[(name, arm)].most_common()]}
+                               for arm in candidate.experiments[name].arms]
+                        for name in candidate.running_experiments},
     }
 
 

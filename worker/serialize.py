@@ -58,6 +58,8 @@ def customer_json(record: CustomerRecord, classification: Classification) -> dic
             "rfm": rfm_json(classification.rfm),
             "predicted": predicted_json(classification.predicted),
         },
+        # the arm of each running threshold experiment the customer is in; its segment was decided under it
+        "experiments": dict(classification.experiments),
     }
 
 

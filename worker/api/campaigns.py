@@ -8,9 +8,12 @@ from typing import Any
 from flask import Blueprint, request
 from werkzeug.exceptions import BadRequest, NotFound
 
+from rules import Rules
 from rules.describe import describe_campaign
 from worker.api.context import context
 from worker.api.params import as_of_param
+from worker.experiments import experiment_report, experiment_summary_json, spans
+from worker.experiments import report_json as experiment_json
 from worker.outcomes import DEFAULT_EFFECT, campaign_report, report_json
 
 bp = Blueprint("campaigns", __name__)
@@ -25,7 +28,31 @@ def list_campaigns() -> dict[str, Any]:
              "segment": campaign.segment, "holdoutPercent": float(campaign.holdout_percent),
              "outcomeDays": campaign.outcome_days}
             for name, campaign in rules.campaigns.items()]
-    return {"data": data, "count": len(data)}
+    return {"data": data, "count": len(data), "experiments": _experiments(rules)}
+
+
+@bp.get("/experiments")
+def list_experiments() -> dict[str, Any]:
+    experiments = _experiments(context().rules())
+    return {"data": experiments, "count": len(experiments)}
+
+
+@bp.get("/experiments/<name>/outcomes")
+def experiment_outcomes(name: str) -> dict[str, Any]:
+    ctx = context()
+    rules = ctx.rules()
+    if name not in rules.experiments:
+        raise NotFound(f"experiment '{name}' is not in the rules in force (experiments: "
+                       f"{', '.join(rules.experiments) or 'none'})")
+    as_of = as_of_param() or ctx.clock()
+    return {"data": experiment_json(experiment_report(ctx.store, rules, name, as_of), rules)}
+
+
+def _experiments(rules: Rules) -> list[dict[str, Any]]:
+    if not rules.experiments:
+        return []
+    started = spans(context().store)
+    return [experiment_summary_json(rules, name, started.get(name)) for name in rules.experiments]
 
 
 @bp.get("/campaigns/<name>/outcomes")

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, stream_with_context
 from werkzeug.exceptions import NotFound
 
 from rules import Classification
+from rules.holdouts import experiment_arm
 from worker.api.context import context
 from worker.api.params import as_of_param, choice_param, encode_position, limit_param, position_param, sort_param
 from worker.export import csv_chunks, export_filename, export_rows
@@ -75,18 +76,49 @@ def customer_events(contact_id: str) -> dict[str, Any]:
 
 @bp.get("/segments")
 def segments() -> dict[str, Any]:
+    """Counts and spend per segment; `experiment=NAME` adds them per arm of that threshold experiment (a read of
+    every customer, as `asOf` is)."""
     ctx = context()
+    rules = ctx.rules()
     as_of = as_of_param()
+    experiment = choice_param("experiment", tuple(rules.experiments))
     summary = ctx.store.segment_summary() if as_of is None else _evaluated_summary(as_of)
+    answer = {**_segment_rows(summary, rules.segment_names), "asOf": iso(as_of or ctx.clock())}
+    if experiment is not None:
+        answer["experiment"] = experiment
+        answer["arms"] = [{"arm": arm, **_segment_rows(rows, rules.segment_names)}
+                          for arm, rows in _summary_by_arm(experiment, as_of).items()]
+    return answer
+
+
+def _segment_rows(summary: list[SegmentSummary], names: tuple[str, ...]) -> dict[str, Any]:
     by_name = {row.segment: row for row in summary}
-    rows = [by_name.get(name, SegmentSummary(name, 0, 0)) for name in ctx.rules().segment_names]
+    rows = [by_name.get(name, SegmentSummary(name, 0, 0)) for name in names]
     total = sum(row.customers for row in rows)
     return {
         "data": [{"segment": row.segment, "customers": row.customers, "totalSpend": money(row.total_cents),
                   "share": round(row.customers / total, 4) if total else 0.0} for row in rows],
         "customers": total,
-        "asOf": iso(as_of or ctx.clock()),
     }
+
+
+def _summary_by_arm(experiment: str, as_of: datetime | None) -> dict[str, list[SegmentSummary]]:
+    """Per arm (in the order listed), the customers' stored segments, or their segments at `as_of`."""
+    rules = context().rules()
+    shares = rules.experiments[experiment].shares
+    counts: dict[str, dict[str, list[int]]] = {arm: {} for arm, _ in shares}
+    if as_of is None:
+        customers = ((r, r.segment) for batch in context().store.iter_customers() for r in batch)
+    else:
+        customers = ((r, c.segment) for r, c in _classified_at(as_of))
+    for record, segment in customers:
+        if segment is None:  # not evaluated yet: not in the stored totals either
+            continue
+        arm = experiment_arm(rules.holdout_salt, experiment, record.contact_id, shares)
+        totals = counts[arm].setdefault(segment, [0, 0])
+        totals[0] += 1
+        totals[1] += record.facts.total_cents
+    return {arm: [SegmentSummary(name, n, cents) for name, (n, cents) in rows.items()] for arm, rows in counts.items()}
 
 
 def _customer_or_404(contact_id: str) -> CustomerRecord:

@@ -74,8 +74,9 @@ def _paths() -> Schema:
             "The customer's latest `limit` webhook events, every status, oldest first.", "CustomerEvents",
             ["contactID", "limit"], read_errors)},
         "/api/segments": {"get": _operation(
-            "Customers and spend per segment, every segment of the rules included.", "SegmentsResponse",
-            ["asOf"], _errors(400, 401))},
+            "Customers and spend per segment, every segment of the rules included; with `experiment`, also per arm "
+            "of that threshold experiment (a read of every customer).", "SegmentsResponse",
+            ["asOf", "splitByExperiment"], _errors(400, 401))},
         "/api/orders": {"post": {
             **_operation("Record orders (upsert by orderReference; a batch is all or nothing) and re-evaluate "
                          "the touched customers at once. Needs a write key.", "OrdersResult", [],
@@ -109,6 +110,14 @@ def _paths() -> Schema:
             "outcome window has closed, how many ordered, the uplift with its 95 % interval, revenue per customer, "
             "and a verdict. `effect` sizes the 'too few customers yet' advice (default 0.05: 5 points).",
             "CampaignOutcomes", ["campaign", "asOf", "effect"], _errors(400, 401, 404))},
+        "/api/experiments": {"get": _operation(
+            "The threshold experiments of the rules in force: segment, condition, arms, status.", "ExperimentList",
+            [], _errors(401))},
+        "/api/experiments/{experiment}/outcomes": {"get": _operation(
+            "A threshold experiment's report per arm: customers who entered the segment after it started (each "
+            "customer's first entry), and, over the windows closed by asOf, how many ordered again, orders and "
+            "spend per customer, each with a 95 % interval.", "ExperimentOutcomes", ["experiment", "asOf"],
+            _errors(400, 401, 404))},
         "/api/rules/preview": {"post": {
             **_operation("Preview a candidate rules file: how many customers would move from which segment to "
                          "which, the campaign events the moves would fire, a sample of customers per move. "
@@ -195,6 +204,9 @@ def _parameters(rules: Rules) -> Schema:
         "contactID": {"name": "contactID", "in": "path", "required": True, "schema": {"type": "string"}},
         "eventId": {"name": "eventId", "in": "path", "required": True, "schema": {"type": "string"}},
         "campaign": {"name": "campaign", "in": "path", "required": True, "schema": {"type": "string"}},
+        "experiment": {"name": "experiment", "in": "path", "required": True, "schema": {"type": "string"}},
+        "splitByExperiment": _query("experiment", "Also count per arm of this experiment of the rules.",
+                                    {"enum": list(rules.experiments)} if rules.experiments else {"type": "string"}),
         "effect": _query("effect", "The uplift, as a share of customers, that 'too few customers yet' sizes the "
                          "groups for.", {"type": "number", "minimum": 0.001, "maximum": 0.5, "default": 0.05}),
     }
@@ -241,6 +253,9 @@ def _schemas() -> Schema:
             "name": {"type": ["string", "null"]},
             "email": {"type": ["string", "null"]},
             "metrics": _ref("CustomerMetrics"),
+            "experiments": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": "experiment -> arm, for each running threshold experiment: the customer's "
+                                           "segment was decided under that arm's threshold"},
         }),
         "CustomerResponse": _object({"data": _ref("Customer")}),
         "CustomerList": _page("Customer", total=_nullable_total(
@@ -257,7 +272,11 @@ def _schemas() -> Schema:
             "data": {"type": "array", "items": _ref("SegmentSummary")},
             "customers": {"type": "integer", "minimum": 0},
             "asOf": _ref("Timestamp"),
-        }),
+            "experiment": {"type": "string"},
+            "arms": {"type": "array", "items": _object({
+                "arm": {"type": "string"}, "data": {"type": "array", "items": _ref("SegmentSummary")},
+                "customers": {"type": "integer", "minimum": 0}})},
+        }, required=["data", "customers", "asOf"]),
         "Transition": _object({
             "id": {"type": "string"},
             "contactID": {"type": "string"},
@@ -312,7 +331,29 @@ def _schemas() -> Schema:
         }),
         "EventResponse": _object({"data": _ref("Event")}),
         "CampaignList": _object({"data": {"type": "array", "items": _ref("Campaign")},
-                                 "count": {"type": "integer", "minimum": 0}}),
+                                 "count": {"type": "integer", "minimum": 0},
+                                 "experiments": {"type": "array", "items": _ref("Experiment")}}),
+        "ExperimentList": _object({"data": {"type": "array", "items": _ref("Experiment")},
+                                   "count": {"type": "integer", "minimum": 0}}),
+        "Experiment": _object(_experiment_fields()),
+        "ExperimentOutcomes": _object({"data": _object({
+            **_experiment_fields(), "asOf": _ref("Timestamp"), "currency": {"type": "string"},
+            "confidence": {"type": "number"},
+            "restarted": {"type": "boolean", "description": "its arms changed (or a winner was withdrawn) once: "
+                                                            "measuring began again then"},
+            "arms": {"type": "array", "items": _ref("ArmReport")}})}),
+        "ArmReport": _object({
+            "arm": {"type": "string"}, "value": {"type": ["string", "number"]}, "share": {"type": "number"},
+            "entered": {"type": "integer", "minimum": 0}, "stillOpen": {"type": "integer", "minimum": 0},
+            "measured": {"type": "integer", "minimum": 0}, "converted": {"type": "integer", "minimum": 0},
+            "orders": {"type": "integer", "minimum": 0}, "revenue": _ref("Money"),
+            "conversion": _ref("Interval"), "ordersPerCustomer": _ref("Interval"),
+            "spendPerCustomer": _object({"value": _nullable(_ref("Money")), "low": _nullable(_ref("Money")),
+                                         "high": _nullable(_ref("Money"))}),
+            "note": {"type": "string"},
+        }),
+        "Interval": _object({"value": {"type": ["number", "null"]}, "low": {"type": ["number", "null"]},
+                             "high": {"type": ["number", "null"]}}, ),
         "Campaign": _object({
             "name": {"type": "string"}, "description": {"type": "string"}, "webhook": {"type": "string"},
             "trigger": {"type": "object"}, "segment": {"type": ["string", "null"]},
@@ -385,6 +426,13 @@ def _schemas() -> Schema:
             "campaigns": {"type": "object", "additionalProperties": {"type": "integer"}},
             "segments": {"type": "object", "additionalProperties": _object({
                 "before": {"type": "integer"}, "after": {"type": "integer"}})},
+            "experiments": {"type": "object", "description": "per running experiment of the candidate, each arm's "
+                            "customers and moves", "additionalProperties": {"type": "array", "items": _object({
+                                "arm": {"type": "string"}, "customers": {"type": "integer", "minimum": 0},
+                                "moved": {"type": "integer", "minimum": 0},
+                                "moves": {"type": "array", "items": _object({
+                                    "from": {"type": "string"}, "to": {"type": "string"},
+                                    "customers": {"type": "integer"}})}})}},
         })}),
         "Health": _object({
             "status": {"enum": ["ok", "degraded", "unavailable"]},
@@ -402,6 +450,17 @@ def _schemas() -> Schema:
             })), "description": "the churn model: fitted or not, when, and why not (never degrades the status)"},
         }),
     }
+
+
+def _experiment_fields() -> Schema:
+    return {
+        "name": {"type": "string"}, "segment": {"type": "string"}, "metric": {"type": "string"},
+        "operator": {"enum": ["gt", "gte", "lt", "lte", "eq"]},
+        "status": {"enum": ["not started", "running", "ended"]}, "winner": {"type": ["string", "null"]},
+        "outcomeDays": {"type": "integer", "minimum": 1},
+        "startedAt": _nullable(_ref("Timestamp")), "endedAt": _nullable(_ref("Timestamp")),
+        "arms": {"type": "array"},
+}
 
 
 def _object(properties: Schema, required: list[str] | None = None) -> Schema:
