@@ -1,10 +1,11 @@
 """The dashboard at /: server-rendered pages for people, signed in with an API key (segments, transitions per day,
-the event queue with replay, customers with search, the rules, campaigns' measured outcomes), warning on every page
-while something is wrong."""
+the event queue with replay, customers with search, the rules, campaigns' measured outcomes, threshold experiments
+by arm), warning on every page while something is wrong."""
 
 from worker.api.dashboard import (  # noqa: F401  (importing the pages adds them to bp)
     campaigns_page,
     customers,
+    experiments_page,
     rules_page,
     views,
 )

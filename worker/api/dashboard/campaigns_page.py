@@ -16,6 +16,7 @@ from rules.schema import Campaign
 from worker.api.context import context
 from worker.api.dashboard.blueprint import bp
 from worker.api.dashboard.charts import conversion_chart, uplift_chart
+from worker.api.dashboard.experiments_page import experiment_lines
 from worker.api.dashboard.formats import number, points, share, signed_share
 from worker.outcomes import (
     DEFAULT_EFFECT,
@@ -97,7 +98,8 @@ def campaigns() -> str:
     rules = ctx.rules()
     as_of = ctx.clock()
     cards = [_card(rules, name, as_of) for name in rules.campaigns]
-    return render_template("dashboard/campaigns.html", cards=cards, as_of=as_of, **_formats())
+    return render_template("dashboard/campaigns.html", cards=cards, as_of=as_of,
+                           experiments=experiment_lines(ctx.store, rules), **_formats())
 
 
 @bp.get("/campaigns/<path:name>")
