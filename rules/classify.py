@@ -10,7 +10,7 @@ from fractions import Fraction
 from math import floor
 from typing import TYPE_CHECKING, NamedTuple
 
-from rules.holdouts import experiment_arm
+from rules.holdouts import ArmDraw
 from rules.metrics import CustomerFacts, avg_days_between_orders, local_date, local_midnight
 from rules.rfm import DEFAULT_GROUPS, RfmCutoffs, RfmGroup, RfmScore, rfm_score
 from rules.schema import (
@@ -64,7 +64,7 @@ class Classifier:
         classified as the segments are written."""
         self.rules = rules
         self.arms = arms
-        self._running = () if arms else tuple((name, rules.experiments[name].shares)
+        self._running = () if arms else tuple((name, ArmDraw(rules.holdout_salt, name, rules.experiments[name].shares))
                                               for name in rules.running_experiments)
         self._variants: dict[tuple[tuple[str, str], ...], Classifier] = {}
         segments = rules.segments_under(dict(arms)) if rules.experiments else rules.segments
@@ -125,12 +125,19 @@ class Classifier:
         this one otherwise."""
         if not self._running or contact_id is None:
             return self
-        salt = self.rules.holdout_salt
-        arms = tuple((name, experiment_arm(salt, name, contact_id, shares)) for name, shares in self._running)
+        arms = tuple((name, draw.arm(contact_id)) for name, draw in self._running)
         variant = self._variants.get(arms)
         if variant is None:
             variant = self._variants[arms] = Classifier(self.rules, self.rfm_cutoffs, self.model, arms)
         return variant
+
+    def _variant(self, facts: CustomerFacts, current: Classification | None) -> Classifier:
+        """The customer's classifier, found from the arms its classification carries when there is one (no hash)."""
+        if current is not None and current.experiments:
+            known = self._variants.get(current.experiments)
+            if known is not None:
+                return known
+        return self.for_customer(facts.contact_id)
 
     def classify(self, facts: CustomerFacts, as_of: datetime) -> Classification:
         if self._running and facts.contact_id is not None:
@@ -195,7 +202,7 @@ class Classifier:
         """Which of the campaign's `when` conditions does not hold for the customer as classified, in words
         ('predictedClv12m is 120.00, needs gte 200'); None when all hold (or it has none)."""
         if self._running and facts.contact_id is not None:
-            return self.for_customer(facts.contact_id).campaign_blocked(campaign, facts, current)
+            return self._variant(facts, current).campaign_blocked(campaign, facts, current)
         tests = self._campaign_tests.get(campaign)
         if not tests:
             return None
@@ -221,7 +228,7 @@ class Classifier:
         Both day counts grow by one at each local midnight, so the future is a walk over day offsets.
         """
         if self._running and facts.contact_id is not None:
-            return self.for_customer(facts.contact_id).next_check_at(facts, as_of, current)
+            return self._variant(facts, current).next_check_at(facts, as_of, current)
         current = current or self.classify(facts, as_of)
         if current.last_order_days_ago is None:
             return None
@@ -245,7 +252,7 @@ class Classifier:
         Either the local midnight a day threshold was crossed (even if nobody evaluated then) or the last order.
         """
         if self._running and facts.contact_id is not None:
-            return self.for_customer(facts.contact_id).entered_at(facts, as_of, current)
+            return self._variant(facts, current).entered_at(facts, as_of, current)
         current = current or self.classify(facts, as_of)
         if facts.last_order_at is None or current.last_order_days_ago is None:
             return as_of

@@ -79,6 +79,9 @@ def describe_rules(rules: Rules) -> tuple[Section, ...]:
                 tuple(describe_campaign(name, c, rules.currency) for name, c in rules.campaigns.items())
                 or ("No campaigns: moves are recorded and nothing is sent",)),
     ]
+    if rules.experiments:
+        sections.append(Section("experiments", "Threshold experiments · each customer in one arm",
+                                tuple(describe_experiment(name, rules) for name in rules.experiments)))
     if rules.rfm_groups is not None:
         sections.append(Section("rfm_groups", "RFM groups · the first that fits",
                                 tuple(describe_rfm_group(g) for g in rules.rfm_groups)))
@@ -101,6 +104,20 @@ def describe_segment(segment: Segment, currency: str) -> str:
 def describe_condition(condition: Condition, currency: str) -> str:
     phrases, threshold = PHRASES[condition.metric]
     return phrases[condition.op].format(n=threshold(condition.value, currency))
+
+
+def describe_experiment(name: str, rules: Rules) -> str:
+    """'vip-threshold: VIP at lifetime spend over $5,000 (control, 34 %), $3,000 (low, 33 %) ...'; a winner's value
+    for everyone once it has one."""
+    experiment = rules.experiments[name]
+    _, metric, op = rules.experiment_conditions[name]
+    if experiment.winner is not None:
+        value = experiment.arms[experiment.winner].value
+        return (f"{name}: ended, winner {experiment.winner}: everyone is {experiment.segment} at "
+                f"{describe_condition(Condition(metric, op, value), rules.currency)}")
+    arms = ", ".join(f"{describe_condition(Condition(metric, op, arm.value), rules.currency)} ({arm_name}, "
+                     f"{number(arm.share)} %)" for arm_name, arm in experiment.arms.items())
+    return f"{name}: {experiment.segment} at {arms}"
 
 
 def describe_frequency(bands: tuple[FrequencyBand, ...]) -> tuple[str, ...]:

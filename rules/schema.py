@@ -203,12 +203,7 @@ class Arm(SettingsModel):
     value: Decimal
     share: Decimal = Field(gt=0, le=100)
 
-    @field_validator("share")
-    @classmethod
-    def _whole_hundredths(cls, share: Decimal) -> Decimal:
-        if share != share.quantize(Decimal("0.01")):
-            raise ValueError(f"use at most 2 decimal places, got {share}")
-        return share
+    _whole_hundredths = field_validator("share")(Campaign._whole_hundredths.__func__)
 
 
 class Experiment(SettingsModel):

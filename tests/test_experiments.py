@@ -68,6 +68,8 @@ def ids_in(arm: str, count: int, prefix: str = "C") -> list[str]:
     (EXPERIMENT + EXPERIMENT.replace("experiments:\n", "").replace("vip-threshold", "vip-again"),
      "experiment 'vip-threshold' already changes totalSpend of segment 'VIP'"),
     ("experiments:\n  x: {segment: VIP, arms: {only: {value: 1, share: 100}}}\n", "give 2 to 10 arms, got 1"),
+    (EXPERIMENT.replace("share: 34", "share: 33.999"), "rules.yaml:26 experiments.vip-threshold.arms.control.share: "
+                                                       "use at most 2 decimal places, got 33.999"),
 ])
 def test_a_mistaken_experiment_is_refused_naming_the_experiment_and_what_is_wrong(block, said):
     with pytest.raises(RulesError) as refused:
@@ -239,6 +241,47 @@ def test_on_generated_data_without_a_difference_the_intervals_overlap(store):
     assert max(a.conversion.low for a in arms) < min(a.conversion.high for a in arms)
 
 
+def test_the_whole_arms_compare_every_customer_drawn_and_find_the_threshold_that_earns_more(store):
+    """Customers from before the start; while it runs, each VIP orders again (500.00) with probability 0.8 and nobody
+    else orders: the low threshold makes more VIPs, so its arm earns more per customer, the high one less."""
+    import random
+    rng = random.Random(3)
+    rules = experiment_rules()
+    store.upsert_orders([order(f"W-{n}", f"W-{n}-1", T0 - 40 * DAY, rng.randint(300_000, 1_200_000))
+                         for n in range(1500)], T0)
+    evaluate_due(store, rules, T0)
+    vips = [r.contact_id for batch in store.iter_customers() for r in batch if r.segment == "VIP"]
+    again = [c for c in vips if rng.random() < 0.8]
+    store.upsert_orders([order(c, f"{c}-2", T0 + 5 * DAY, 50_000) for c in again], T0 + 5 * DAY)
+
+    report = experiment_report(store, rules, "vip-threshold", T0 + 10 * DAY)
+    whole = {t.arm: t for t in report.whole}
+    drawn = Counter(arm_of(f"W-{n}") for n in range(1500))
+    assert {arm: t.customers for arm, t in whole.items()} == dict(drawn)
+    reordered = Counter(arm_of(c) for c in again)
+    assert {arm: (t.buyers, t.orders, t.cents) for arm, t in whole.items()} == {
+        arm: (reordered[arm], reordered[arm], reordered[arm] * 50_000) for arm in drawn}
+    assert whole["control"].versus is None
+    assert whole["low"].versus.verdict == "more revenue per customer"
+    assert whole["high"].versus.verdict == "less revenue per customer"
+    low = whole["low"].versus.difference
+    assert low.low < low.value < low.high and low.low > 0
+    shown = report_json(report, rules)["wholeArms"]
+    assert shown[1]["versusFirstArm"]["difference"]["value"].startswith("+")
+
+
+def test_without_a_difference_the_whole_arms_find_none(store):
+    import random
+    rng = random.Random(5)
+    rules = experiment_rules()
+    store.upsert_orders([order(f"W-{n}", f"W-{n}-1", T0 - 40 * DAY, 100_000) for n in range(1500)], T0)
+    evaluate_due(store, rules, T0)
+    store.upsert_orders([order(f"W-{n}", f"W-{n}-2", T0 + 5 * DAY, 50_000) for n in range(1500)
+                         if rng.random() < 0.3], T0 + 5 * DAY)
+    whole = experiment_report(store, rules, "vip-threshold", T0 + 10 * DAY).whole
+    assert [t.versus.verdict for t in whole[1:]] == ["no measurable difference"] * 2
+
+
 def test_a_winner_ends_the_experiment_and_moves_everyone_through_normal_transitions(store):
     rules = experiment_rules()
     evaluate_due(store, rules, T0)
@@ -376,3 +419,13 @@ def _write(directory, text):
     path = directory / "candidate.yaml"
     path.write_text(text, encoding="utf-8")
     return str(path)
+
+
+def test_the_rules_page_describes_each_arm_in_words_and_an_ended_experiment_by_its_winner():
+    from rules.describe import describe_rules
+    running = {s.key: s.lines for s in describe_rules(experiment_rules())}["experiments"]
+    assert running == ("vip-threshold: VIP at lifetime spend over $5,000 (control, 34 %), lifetime spend over $3,000 "
+                       "(low, 33 %), lifetime spend over $10,000 (high, 33 %)",)
+    ended = {s.key: s.lines for s in describe_rules(experiment_rules(EXPERIMENT + "    winner: low\n"))}
+    assert ended["experiments"] == ("vip-threshold: ended, winner low: everyone is VIP at lifetime spend over $3,000",)
+    assert "experiments" not in {s.key for s in describe_rules(parse_rules(seed_rules(), env=ENV))}
