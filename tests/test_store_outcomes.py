@@ -266,6 +266,17 @@ def test_orders_in_windows_count_counted_orders_strictly_inside_each_window_in_t
     assert store.orders_in_windows([]) == []
 
 
+def test_spend_between_counts_every_customer_of_the_base_without_its_first_order(store):
+    store.upsert_orders([
+        order("A", "A-1", T0 - DAY, 1_000), order("A", "A-2", T0 + DAY, 2_000), order("A", "A-3", T0 + 2 * DAY, 4_000),
+        order("A", "A-X", T0 + DAY, 8_000, status="cancelled"), order("A", "A-4", T0 + 6 * DAY, 16_000),
+        order("B", "B-1", T0 + DAY, 32_000), order("B", "B-2", T0 + 3 * DAY, 64_000),  # B's first is no outcome
+        order("C", "C-1", T0 + 6 * DAY, 128_000),  # not a customer yet by the end of the span
+        order("D", "D-1", T0 - 9 * DAY, 256_000),  # a customer who bought nothing in the span
+    ], T0 + 7 * DAY)
+    assert store.spend_between(T0, T0 + 5 * DAY) == [("A", 2, 6_000), ("B", 1, 64_000), ("D", 0, 0)]
+
+
 # --- DynamoDB only: races, and tables of version 4 -------------------------------------------------------------
 
 class Meanwhile:

@@ -55,6 +55,21 @@ def experiment_text(report: ExperimentReport, currency: str) -> str:
             f"ran {span.started_at:%Y-%m-%d} to {span.ended_at:%Y-%m-%d}, winner {span.winner}")
     lines = [f"experiment {report.name}: {report.experiment.segment} at {report.metric} {report.op} <arm's value>; "
              f"{when}; outcome window {report.outcome_days} days (as of {report.as_of:%Y-%m-%d %H:%M} UTC)"]
+    if report.whole:
+        first = report.whole[0].arm
+        lines.append(f"  every customer of each arm, while it ran (compared with {first}, the first arm):")
+        for totals in report.whole:
+            spend = totals.spend_per_customer
+            line = (f"    {totals.arm}: {totals.customers:,} customers, {totals.buyers:,} bought, revenue "
+                    f"{totals.cents / 100:,.2f} {currency}, {spend.value or 0:,.2f} per customer")
+            if totals.versus is not None:
+                difference = totals.versus.difference
+                interval = "" if difference.low is None or difference.high is None else (
+                    f" (95 % interval {difference.low:+,.2f} to {difference.high:+,.2f})")
+                line += f"; {difference.value or 0:+,.2f}{interval}: {totals.versus.verdict}"
+            lines.append(line)
+        lines.append(f"  customers who entered {report.experiment.segment}, and what they did in the "
+                     f"{report.outcome_days} days after:")
     for arm in report.arms:
         lines.append(f"  {arm.arm} ({report.metric} {report.op} {arm.value}, {arm.share} % of customers): "
                      f"{arm.entered:,} entered {report.experiment.segment}, {arm.measured:,} measured, "

@@ -102,6 +102,33 @@ class ArmReport:
     note: str = ""
 
 
+MORE, LESS, NO_DIFFERENCE, TOO_FEW = ("more revenue per customer", "less revenue per customer",
+                                     "no measurable difference", "too few customers yet")
+
+
+@dataclass(frozen=True)
+class Versus:
+    """An arm's revenue per customer against the first arm's: the difference with its 95 % interval (Welch's)."""
+
+    difference: Interval  # currency units per customer, this arm minus the first
+    verdict: str
+
+
+@dataclass(frozen=True)
+class ArmTotals:
+    """Everyone in an arm (intent to treat: every customer of the base drawn into it, whether or not the arm's
+    threshold moved them), and what they ordered while the experiment ran. The fair comparison of thresholds."""
+
+    arm: str
+    customers: int
+    buyers: int  # ordered at least once during the experiment
+    orders: int
+    cents: int
+    conversion: Interval
+    spend_per_customer: Interval
+    versus: Versus | None = None  # None for the first arm, which the others are compared with
+
+
 @dataclass(frozen=True)
 class ExperimentReport:
     name: str
@@ -112,6 +139,7 @@ class ExperimentReport:
     outcome_days: int
     as_of: datetime
     arms: tuple[ArmReport, ...]
+    whole: tuple[ArmTotals, ...] = ()
 
     @property
     def status(self) -> str:
@@ -130,10 +158,12 @@ def experiment_report(store: Store, rules: Rules, name: str, as_of: datetime) ->
     if span is not None and span.definition != definition_digest(experiment):
         span = None  # the file changed since the last run: nothing has been measured under this definition yet
     entered: dict[str, list[tuple[str, datetime, datetime]]] = defaultdict(list)
+    whole: tuple[ArmTotals, ...] = ()
     if span is not None:
         # the run that ends it moves customers to the winner's rules: those moves are the end, not entrants
         until = as_of if span.ended_at is None else min(as_of, span.ended_at - timedelta(milliseconds=1))
         shares = experiment.shares
+        whole = _whole_arms(store, rules, name, span.started_at, until) if until > span.started_at else ()
         for contact_id, at in store.segment_entries(experiment.segment, span.started_at, until):
             arm = experiment_arm(rules.holdout_salt, name, contact_id, shares)
             window_end = local_midnight(local_date(at, rules.tz) + timedelta(days=experiment.outcome_days + 1),
@@ -143,7 +173,42 @@ def experiment_report(store: Store, rules: Rules, name: str, as_of: datetime) ->
     outcomes = dict(zip(((w[0], w[1]) for w in closed), store.orders_in_windows(closed), strict=True))
     arms = tuple(_arm_report(arm, settings.value, settings.share, entered.get(arm, []), outcomes, as_of)
                  for arm, settings in experiment.arms.items())
-    return ExperimentReport(name, experiment, metric, op, span, experiment.outcome_days, as_of, arms)
+    return ExperimentReport(name, experiment, metric, op, span, experiment.outcome_days, as_of, arms, whole)
+
+
+def _whole_arms(store: Store, rules: Rules, name: str, after: datetime, until: datetime) -> tuple[ArmTotals, ...]:
+    experiment = rules.experiments[name]
+    shares = experiment.shares
+    spend: dict[str, list[int]] = {arm: [] for arm, _ in shares}
+    orders: dict[str, int] = dict.fromkeys(spend, 0)
+    for contact_id, count, cents in store.spend_between(after, until):
+        arm = experiment_arm(rules.holdout_salt, name, contact_id, shares)
+        spend[arm].append(cents)
+        orders[arm] += count
+    first = spend[shares[0][0]]
+    totals = []
+    for arm, cents in spend.items():
+        buyers = sum(1 for c in cents if c > 0)
+        totals.append(ArmTotals(arm, len(cents), buyers, orders[arm], sum(cents), _proportion(buyers, len(cents)),
+                                _mean([c / 100 for c in cents]), None if cents is first else _versus(cents, first)))
+    return tuple(totals)
+
+
+def _versus(cents: list[int], first: list[int]) -> Versus:
+    """This arm's revenue per customer minus the first arm's, with Welch's 95 % interval (statsmodels)."""
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+    if min(len(cents), len(first)) < MIN_GROUP:
+        mean = (sum(cents) / len(cents) - sum(first) / len(first)) / 100 if cents and first else None
+        return Versus(Interval(mean), TOO_FEW)
+    mine, theirs = DescrStatsW([c / 100 for c in cents]), DescrStatsW([c / 100 for c in first])
+    difference = float(mine.mean - theirs.mean)
+    if mine.std == 0 and theirs.std == 0:  # nobody in either arm ordered anything (or all alike): no spread
+        return Versus(Interval(difference, difference, difference),
+                      NO_DIFFERENCE if difference == 0 else (MORE if difference > 0 else LESS))
+    low, high = CompareMeans(mine, theirs).tconfint_diff(alpha=1 - CONFIDENCE, usevar="unequal")
+    verdict = MORE if low > 0 else LESS if high < 0 else NO_DIFFERENCE
+    return Versus(Interval(difference, float(low), float(high)), verdict)
 
 
 def _arm_report(arm: str, value: Decimal, share: Decimal, windows: list[tuple[str, datetime, datetime]],
@@ -212,6 +277,13 @@ def report_json(report: ExperimentReport, rules: Rules) -> dict[str, Any]:
             "conversion": _interval(a.conversion), "ordersPerCustomer": _interval(a.orders_per_customer),
             "spendPerCustomer": _interval(a.spend_per_customer, money=True), "note": a.note,
         } for a in report.arms],
+        "wholeArms": [{
+            "arm": t.arm, "customers": t.customers, "buyers": t.buyers, "orders": t.orders,
+            "revenue": f"{Decimal(t.cents) / 100:.2f}", "conversion": _interval(t.conversion),
+            "revenuePerCustomer": _interval(t.spend_per_customer, money=True),
+            "versusFirstArm": None if t.versus is None else {
+                "difference": _interval(t.versus.difference, money=True, signed=True), "verdict": t.versus.verdict},
+        } for t in report.whole],
     }
 
 
@@ -219,9 +291,11 @@ def _value(metric: str, value: Decimal) -> str | float:
     return f"{value:.2f}" if metric in MONEY_METRICS else float(value)
 
 
-def _interval(interval: Interval, money: bool = False) -> dict[str, Any]:
+def _interval(interval: Interval, money: bool = False, signed: bool = False) -> dict[str, Any]:
     def shown(x: float | None) -> Any:
         if x is None:
             return None
-        return f"{Decimal(repr(x)).quantize(Decimal('0.01'))}" if money else round(x, 4)
+        if not money:
+            return round(x, 4)
+        return f"{Decimal(repr(x)).quantize(Decimal('0.01')):{'+' if signed else ''}f}"
     return {"value": shown(interval.value), "low": shown(interval.low), "high": shown(interval.high)}

@@ -341,7 +341,22 @@ def _schemas() -> Schema:
             "confidence": {"type": "number"},
             "restarted": {"type": "boolean", "description": "its arms changed (or a winner was withdrawn) once: "
                                                             "measuring began again then"},
-            "arms": {"type": "array", "items": _ref("ArmReport")}})}),
+            "arms": {"type": "array", "items": _ref("ArmReport")},
+            "wholeArms": {"type": "array", "items": _ref("ArmTotals"),
+                          "description": "every customer drawn into each arm, over the experiment: the fair "
+                                         "comparison of thresholds (empty before it starts)"}})}),
+        "ArmTotals": _object({
+            "arm": {"type": "string"}, "customers": {"type": "integer", "minimum": 0},
+            "buyers": {"type": "integer", "minimum": 0}, "orders": {"type": "integer", "minimum": 0},
+            "revenue": _ref("Money"), "conversion": _ref("Interval"),
+            "revenuePerCustomer": _object({"value": _nullable(_ref("Money")), "low": _nullable(_ref("Money")),
+                                           "high": _nullable(_ref("Money"))}),
+            "versusFirstArm": _nullable(_object({
+                "difference": _object({k: {"type": ["string", "null"], "pattern": r"^[+-]\d+\.\d{2}$"}
+                                       for k in ("value", "low", "high")}),
+                "verdict": {"enum": ["more revenue per customer", "less revenue per customer",
+                                     "no measurable difference", "too few customers yet"]}})),
+        }),
         "ArmReport": _object({
             "arm": {"type": "string"}, "value": {"type": ["string", "number"]}, "share": {"type": "number"},
             "entered": {"type": "integer", "minimum": 0}, "stillOpen": {"type": "integer", "minimum": 0},

@@ -560,6 +560,13 @@ class Store(abc.ABC):
         (both exclusive, as an event's outcome), and their spend in cents; in the order given."""
 
     @abc.abstractmethod
+    def spend_between(self, after: datetime, until: datetime) -> list[tuple[str, int, int]]:
+        """For every customer with a counted order at or before `until` (a customer of the base by then): its
+        counted orders dated after `after`, after its first counted order (which no threshold can have changed) and
+        no later than `until`, and their spend in cents, in contact_id order. What an experiment's whole-arm
+        comparison reads: O(customers), a read of the orders of the span."""
+
+    @abc.abstractmethod
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts per status (every one of EVENT_STATUSES) and the age in seconds of the oldest pending event."""
 

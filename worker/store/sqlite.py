@@ -783,6 +783,14 @@ class SQLiteStore(Store):
             "GROUP BY w.key ORDER BY w.key", (spans,))
         return [(orders, cents) for _, orders, cents in rows]
 
+    def spend_between(self, after: datetime, until: datetime) -> list[tuple[str, int, int]]:
+        return self._db.execute(
+            "SELECT c.contact_id, count(o.order_ref), coalesce(sum(o.total_cents), 0) FROM customers c "
+            "LEFT JOIN orders o INDEXED BY orders_by_contact ON o.contact_id = c.contact_id "
+            "AND o.order_at > max(?, c.first_order_at) AND o.order_at <= ? AND o.cancelled = 0 "
+            "WHERE c.first_order_at <= ? "
+            "GROUP BY c.contact_id ORDER BY c.contact_id", (to_ms(after), to_ms(until), to_ms(until))).fetchall()
+
     def event_counts(self, now: datetime) -> dict[str, float]:
         counts: dict[str, float] = dict.fromkeys(EVENT_STATUSES, 0)
         for status, count in self._db.execute("SELECT status, count(*) FROM events GROUP BY status"):

@@ -956,6 +956,37 @@ class DynamoDBStore(Store):
         return [_outcome({"occurred_at": to_ms(start), "outcome_until": to_ms(end)}, owned[contact_id])
                 for contact_id, start, end in windows]
 
+    def spend_between(self, after: datetime, until: datetime) -> list[tuple[str, int, int]]:
+        """A parallel scan of the orders (a few attributes each): O(orders), as the model's fit reads them."""
+        after_ms, until_ms = to_ms(after), to_ms(until)
+
+        Seen = tuple[int, list[tuple[int, int]]]  # the first counted order's time, the orders of the span
+
+        def per_customer(items: Iterator[dict[str, Any]]) -> dict[str, Seen]:
+            seen: dict[str, Seen] = {}
+            for item in items:
+                at = _int(item["order_at"])
+                if item.get("cancelled") or at > until_ms:
+                    continue
+                first, inside = seen.get(item["contact_id"], (at, []))
+                if at > after_ms:
+                    inside.append((at, _int(item["total_cents"])))
+                seen[item["contact_id"]] = (min(first, at), inside)
+            return seen
+
+        merged: dict[str, Seen] = {}
+        for part in self._parallel_scan("orders", ("contact_id", "order_at", "total_cents", "cancelled"), {},
+                                        per_customer):
+            for contact_id, (first, inside) in part.items():  # a customer's orders are spread over every segment
+                known_first, known = merged.get(contact_id, (first, []))
+                merged[contact_id] = (min(first, known_first), known + inside)
+        rows = []
+        for contact_id in sorted(merged):
+            first, inside = merged[contact_id]
+            cents = [c for at, c in inside if at > first]
+            rows.append((contact_id, len(cents), sum(cents)))
+        return rows
+
     def event_counts(self, now: datetime) -> dict[str, float]:
         """Counts from the status index (keys only, so cheap per event; still O(events) per call)."""
         pending = [item for shard in range(EVENT_SHARDS) for item in self._query(
