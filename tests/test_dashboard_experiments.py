@@ -1,14 +1,17 @@
 """The experiments page through Flask's test client, signed in with a read key: one threshold experiment per arm
-(who entered the segment, what they ordered in their window, with 95 % intervals and a chart), before its first run,
-before its windows close, after its winner ended it; an unknown experiment; and the experiments on the campaigns list.
+(every customer drawn into it against the first arm, with the verdict; who entered the segment, what they ordered in
+their window, with 95 % intervals and a chart), before its first run, before its windows close, after its winner
+ended it; an unknown experiment; and the experiments on the campaigns list.
 
 The data: customers whose one order puts their lifetime spend at $4,000, $7,000 or $12,000 are evaluated a day after
 the experiment started, so each enters VIP if its arm's threshold (low 3000, control 5000, high 10000) is below its
-spend; some order again within their 30-day window, some only after it."""
+spend; some order again within their 30-day window, some only after it. For the whole arms, as in
+tests/test_experiments.py: customers from before the start, of whom every VIP orders again with probability 0.8."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -102,9 +105,10 @@ def text(html: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", inline).split())
 
 
-def cells(html: str, arm: str) -> dict[str, str]:
-    """An arm's row of the arms table: the class of each cell -> what it reads."""
-    match = re.search(rf'<tr data-arm="{re.escape(arm)}">(.*?)</tr>', html, re.S)
+def cells(html: str, arm: str, row: str = "data-arm") -> dict[str, str]:
+    """An arm's row of the entrants' table (of the whole arms' with row="data-whole-arm"): the class of each cell ->
+    what it reads."""
+    match = re.search(rf'<tr {row}="{re.escape(arm)}">(.*?)</tr>', html, re.S)
     assert match, f"no row for arm {arm!r}"
     return {css.split()[-1]: text(inner) for css, inner in re.findall(r'<td class="([^"]+)">(.*?)</td>', match.group(1),
                                                                        re.S)}
@@ -128,7 +132,71 @@ def dollars(x: float) -> str:
     return f"${x:,.2f}"
 
 
+def signed_dollars(x: float) -> str:
+    return ("+" if x > 0 else "-") + dollars(abs(x))
+
+
+def run_whole_arms(store, rules, customers: int = 1500) -> list[str]:
+    """Customers from before the start (lifetime spend $3,000 to $12,000) are evaluated as the experiment starts at
+    T0; five days later each VIP orders $500 again with probability 0.8, nobody else orders: the low threshold makes
+    more VIPs, so its arm earns more per customer, the high one less. Returns who ordered again."""
+    import random
+    rng = random.Random(3)
+    store.upsert_orders([order(f"W-{n}", f"W-{n}-1", T0 - timedelta(days=40), rng.randint(300_000, 1_200_000))
+                         for n in range(customers)], T0)
+    evaluate_due(store, rules, T0)
+    vips = [r.contact_id for batch in store.iter_customers() for r in batch if r.segment == "VIP"]
+    again = [c for c in vips if rng.random() < 0.8]
+    store.upsert_orders([order(c, f"{c}-2", T0 + timedelta(days=5), 50_000) for c in again], T0 + timedelta(days=5))
+    return again
+
+
+def drawn_arm(rules, contact_id: str) -> str:
+    return experiment_arm(rules.holdout_salt, NAME, contact_id, rules.experiments[NAME].shares)
+
+
 # the page -----------------------------------------------------------------------------------------------------------
+
+def test_the_whole_arms_compare_every_customer_drawn_and_name_the_threshold_that_earns_more(client, store, rules,
+                                                                                             clock):
+    again = run_whole_arms(store, rules)
+    seen = T0 + timedelta(days=10)
+
+    html = read_at(client, clock, seen).get(f"/experiments/{NAME}").text
+    whole = {t.arm: t for t in experiment_report(store, rules, NAME, seen).whole}
+
+    drawn = Counter(drawn_arm(rules, f"W-{n}") for n in range(1500))
+    bought = Counter(drawn_arm(rules, c) for c in again)
+    for arm in THRESHOLDS:
+        shown = cells(html, arm, row="data-whole-arm")
+        assert shown["customers"] == f"{drawn[arm]:,}" and drawn[arm] > 400
+        assert shown["buyers"] == f"{bought[arm]} {with_interval(whole[arm].conversion, percent)}"
+        assert shown["revenue"] == dollars(bought[arm] * 500)
+        assert shown["revenue-per-customer"] == with_interval(whole[arm].spend_per_customer, dollars)
+        assert shown["revenue-per-customer"].startswith(dollars(bought[arm] * 500 / drawn[arm]) + " (")
+    assert cells(html, "control", row="data-whole-arm")["difference"] == "—"
+    assert "the first arm: the others are compared with it" in cells(html, "control", row="data-whole-arm")["verdict"]
+    low, high = cells(html, "low", row="data-whole-arm"), cells(html, "high", row="data-whole-arm")
+    assert low["verdict"] == "more revenue per customer" and high["verdict"] == "less revenue per customer"
+    assert '<span class="badge verdict-uplift">more revenue per customer</span>' in html
+    assert '<span class="badge verdict-negative">less revenue per customer</span>' in html
+    assert low["difference"] == with_interval(whole["low"].versus.difference, signed_dollars)
+    assert low["difference"].startswith("+$") and high["difference"].startswith("-$")
+    page = text(html)
+    assert "Which threshold earns more: every customer of each arm" in page
+    assert "compared with control, the first arm listed" in page
+    assert "whether or not the arm's threshold moved them" in page and "fair comparison of the thresholds" in page
+    assert html.index('id="whole-table"') < html.index('id="arm-table"')  # above the entrants' table
+    assert 'aria-current="page">Campaigns</a>' in html
+
+
+def test_before_the_experiment_starts_there_is_no_whole_arm_table(reader):
+    html = reader.get(f"/experiments/{NAME}").text
+
+    assert fact(html, "status") == "Status not started yet: it starts at the next evaluation run."
+    assert 'id="whole-table"' not in html and "data-whole-arm" not in html
+    assert "Nothing to compare yet: the experiment has not started." in text(html)
+
 
 def test_each_arm_shows_its_entrants_and_what_they_ordered_in_the_window(client, store, rules, clock):
     customers = 450

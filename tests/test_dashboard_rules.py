@@ -432,3 +432,27 @@ def test_the_uploaded_name_loses_its_folders(admin):
     assert response.status_code == 400
     assert text(element(response.text, "candidate-problems")).startswith("rules.yaml:1: not valid YAML")
     assert "Users" not in response.text
+
+
+def test_the_preview_of_an_experiment_counts_each_arms_customers_and_moves(admin, shop):
+    from decimal import Decimal
+
+    from rules.holdouts import experiment_arm
+    experiment = ("experiments:\n  vip-threshold:\n    segment: VIP\n    arms:\n"
+                  "      control: {value: 5000, share: 50}\n      low: {value: 800, share: 50}\n")
+    page = upload(admin, RULES_YAML + experiment).text
+
+    halves = (("control", Decimal(50)), ("low", Decimal(50)))
+    arm = {c: experiment_arm("segment-worker", "vip-threshold", c, halves)
+           for c in ("C-VIP", "C-ACT1", "C-ACT2", "C-ACT3", "C-ACT4", "C-OLD", "C-NEW")}
+    cells = {key: [text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+             for key, row in re.findall(r'<tr data-arm="([^"]+)">(.*?)</tr>', element(page, "arms"), re.S)}
+    # at 800 the three Active customers at $900 and the Dormant one at $1,000 are VIP: those of the low arm move
+    active = sum(arm[c] == "low" for c in ("C-ACT1", "C-ACT2", "C-ACT3"))
+    expected = {f"Active → VIP {active}"} if active else set()
+    if arm["C-OLD"] == "low":
+        expected.add("Dormant → VIP 1")
+    assert cells["vip-threshold/control"][1:] == [str(list(arm.values()).count("control")), "nobody"]
+    assert cells["vip-threshold/low"][0] == "vip-threshold · low (800)"
+    assert cells["vip-threshold/low"][1] == str(list(arm.values()).count("low"))
+    assert set(cells["vip-threshold/low"][2].split(", ")) == (expected or {"nobody"})

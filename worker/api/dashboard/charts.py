@@ -1,16 +1,19 @@
 """The dashboard's charts as plain SVG geometry the templates draw: horizontal bars, transitions per day stacked by
-segment, a campaign's conversion per month by group (sent beside held out) with the uplift's interval, and the colour
-class each segment is drawn in."""
+segment, a campaign's conversion per month by group (sent beside held out) with the uplift's interval, an
+experiment's spend per customer by arm with its interval, and the colour class each segment is drawn in."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 
+from rules.money import format_money
 from worker.api.dashboard.formats import number, points, share
+from worker.experiments import ArmReport, Interval
 from worker.outcomes import Group, Period
 
 SEGMENT_COLOURS = 6  # seg-0 ... seg-5 in dashboard.css; further segments reuse them
@@ -334,3 +337,72 @@ def _share_top(highest: float) -> float:
 def _points_top(reach: float) -> float:
     """The uplift scale's reach either side of 0: the first of 5, 10, 20, 25, 50, 100 points not below `reach`."""
     return next((p for p in (5, 10, 20, 25, 50) if p >= round(reach * 100, 6)), 100) / 100
+
+
+# --- an experiment's spend per customer per arm, with its 95 % interval ---------------------------------------
+
+@dataclass(frozen=True)
+class ArmBar:
+    """One arm's mean spend per customer (the bar's top) and its interval (the whisker from low to high); `y` None
+    when none of its windows has closed (no bar, a dash)."""
+
+    arm: str
+    x: float
+    centre: float
+    width: float
+    y: float | None
+    low_y: float | None
+    high_y: float | None
+    title: str
+
+    @property
+    def height(self) -> float:
+        return 0.0 if self.y is None else round(CONVERSION_BOTTOM - self.y, 2)
+
+
+@dataclass(frozen=True)
+class SpendChart:
+    bars: list[ArmBar]
+    y_ticks: list[tuple[float, str]]
+    width: float
+    height: float
+    left: float
+    right: float
+    top: float
+    bottom: float
+
+
+def spend_chart(arms: Sequence[ArmReport], currency: str, spend: Callable[[Interval], str]) -> SpendChart | None:
+    """Each arm's spend per customer in the outcome window (closed windows) as a bar with its 95 % interval as a
+    whisker, on a scale from 0 to the first of 1, 2, 5, 10 ... currency units above the highest; `spend` writes a
+    figure with its interval for the bars' titles ('$24.50 ($18.10 to $30.90)'). None while no arm has a closed
+    window: there is nothing to draw yet."""
+    figures = [a.spend_per_customer for a in arms]
+    if all(f.value is None for f in figures):
+        return None
+    top = _money_top(max(max(f.value, f.high or 0.0) for f in figures if f.value is not None))
+    step = (CAMPAIGN_RIGHT - CAMPAIGN_LEFT) / len(arms)
+    plot = CONVERSION_BOTTOM - CONVERSION_TOP
+
+    def y_of(value: float | None) -> float | None:
+        # a t interval of skewed spend can reach below 0: drawn from 0, the bar's title keeps the figure
+        return None if value is None else round(CONVERSION_BOTTOM - plot * max(value, 0.0) / top, 2)
+
+    bars = []
+    for index, arm in enumerate(arms):
+        f = arm.spend_per_customer
+        title = f"{arm.arm}: no closed window yet" if f.value is None else \
+            f"{arm.arm}: {spend(f)} per customer, {arm.measured} closed windows"
+        centre, width = CAMPAIGN_LEFT + step * (index + 0.5), min(step * 0.5, BAR_MAX_WIDTH)
+        bars.append(ArmBar(arm.arm, round(centre - width / 2, 2), round(centre, 2), round(width, 2), y_of(f.value),
+                           y_of(f.low), y_of(f.high), title))
+    ticks = [(y_of(top * part), format_money(Decimal(repr(top * part)), currency, cents=False))
+             for part in (0, 0.5, 1)]
+    return SpendChart(bars, ticks, CAMPAIGN_WIDTH, CONVERSION_HEIGHT, CAMPAIGN_LEFT, CAMPAIGN_RIGHT, CONVERSION_TOP,
+                      CONVERSION_BOTTOM)
+
+
+def _money_top(reach: float) -> float:
+    """The scale's top: the first of 1, 2, 5, 10, 20, 50 ... currency units not below `reach`."""
+    magnitude = 10 ** max(0, math.floor(math.log10(reach))) if reach > 0 else 1
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= reach)

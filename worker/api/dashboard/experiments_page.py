@@ -1,11 +1,11 @@
 """The experiments page: one threshold experiment of the rules in force (its segment, condition, status and outcome
-window) with, per arm, the customers who entered the segment and what they ordered after, with 95 % intervals and a
-chart of spend per customer; and the experiments as the campaigns list shows them. The figures are
+window) with, per arm, every customer drawn into it and what they ordered while it ran (revenue per customer against
+the first arm's, with the verdict), then the customers who entered the segment and what they ordered after, with 95 %
+intervals and a chart of spend per customer; and the experiments as the campaigns list shows them. The figures are
 worker.experiments' report, as in GET /api/experiments/<name>/outcomes."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,22 +19,27 @@ from rules.money import format_money
 from rules.schema import Condition, Experiment
 from worker.api.context import context
 from worker.api.dashboard.blueprint import bp
-from worker.api.dashboard.charts import (
-    BAR_MAX_WIDTH,
-    CAMPAIGN_LEFT,
-    CAMPAIGN_RIGHT,
-    CAMPAIGN_WIDTH,
-    CONVERSION_BOTTOM,
-    CONVERSION_HEIGHT,
-    CONVERSION_TOP,
-)
+from worker.api.dashboard.charts import spend_chart
 from worker.api.dashboard.formats import share, when
-from worker.experiments import ArmReport, Interval, Span, definition_digest, experiment_report, spans
+from worker.experiments import (
+    LESS,
+    MORE,
+    NO_DIFFERENCE,
+    TOO_FEW,
+    Interval,
+    Span,
+    definition_digest,
+    experiment_report,
+    spans,
+)
 from worker.outcomes import MIN_GROUP
 from worker.store.base import Store
 
 # The status badge: its words are always in it, the colour only repeats them.
 STATUS_CSS = {"not started": "verdict-none", "running": "verdict-waiting", "ended": "verdict-uplift"}
+# The whole arms' verdict, in the campaigns pages' badge colours (their words are always in the badge too).
+VERSUS_CSS = {MORE: "verdict-uplift", LESS: "verdict-negative", NO_DIFFERENCE: "verdict-none",
+              TOO_FEW: "verdict-waiting"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,16 @@ def money(value: float, currency: str) -> str:
     return format_money(Decimal(repr(value)).quantize(Decimal("0.01")), currency)
 
 
+def signed_money(value: float, currency: str) -> str:
+    """A difference of money with its sign: '+$12.40', '-$3.10', '$0.00'."""
+    rounded = Decimal(repr(value)).quantize(Decimal("0.01"))
+    return ("+" if rounded > 0 else "") + format_money(rounded, currency)
+
+
+def versus_css(verdict: str) -> str:
+    return VERSUS_CSS.get(verdict, "verdict-waiting")
+
+
 @bp.get("/experiments/<path:name>")
 def experiment(name: str) -> str:
     ctx = context()
@@ -132,80 +147,17 @@ def experiment(name: str) -> str:
     as_of = ctx.clock()
     report = experiment_report(ctx.store, rules, name, as_of)
     currency = rules.currency
+
+    def spend(figure: Interval) -> str:
+        return count_with_interval(figure, lambda x: money(x, currency))
+
     return render_template(
         "dashboard/experiments.html", report=report, as_of=as_of, currency=currency, min_group=MIN_GROUP,
         status_css=STATUS_CSS[report.status],
         status_words=status_words(report.experiment, report.span, report.metric, report.op, currency),
-        chart=spend_chart(report.arms, currency),
+        chart=spend_chart(report.arms, currency, spend), versus_css=versus_css,
         threshold=lambda value: threshold(report.metric, report.op, value, currency),
         arm_value=lambda value: arm_value(report.metric, value, currency), written=written,
         conversion=lambda figure: count_with_interval(figure, share),
         per_customer=lambda figure: count_with_interval(figure, lambda x: f"{x:.2f}"),
-        spend=lambda figure: count_with_interval(figure, lambda x: money(x, currency)))
-
-
-# --- spend per customer per arm, with its 95 % interval ---------------------------------------------------------
-
-@dataclass(frozen=True)
-class ArmBar:
-    """One arm's mean spend per customer (the bar's top) and its interval (the whisker from low to high); `y` None
-    when none of its windows has closed (no bar, a dash)."""
-
-    arm: str
-    x: float
-    centre: float
-    width: float
-    y: float | None
-    low_y: float | None
-    high_y: float | None
-    title: str
-
-    @property
-    def height(self) -> float:
-        return 0.0 if self.y is None else round(CONVERSION_BOTTOM - self.y, 2)
-
-
-@dataclass(frozen=True)
-class SpendChart:
-    bars: list[ArmBar]
-    y_ticks: list[tuple[float, str]]
-    width: float
-    height: float
-    left: float
-    right: float
-    top: float
-    bottom: float
-
-
-def spend_chart(arms: tuple[ArmReport, ...], currency: str) -> SpendChart | None:
-    """None while no arm has a closed window: there is nothing to draw yet."""
-    figures = [a.spend_per_customer for a in arms]
-    if all(f.value is None for f in figures):
-        return None
-    top = _money_top(max(max(f.value, f.high or 0.0) for f in figures if f.value is not None))
-    step = (CAMPAIGN_RIGHT - CAMPAIGN_LEFT) / len(arms)
-    plot = CONVERSION_BOTTOM - CONVERSION_TOP
-
-    def y_of(value: float | None) -> float | None:
-        # a t interval of skewed spend can reach below 0: drawn from 0, the bar's title keeps the figure
-        return None if value is None else round(CONVERSION_BOTTOM - plot * max(value, 0.0) / top, 2)
-
-    bars = []
-    for index, arm in enumerate(arms):
-        f = arm.spend_per_customer
-        title = f"{arm.arm}: no closed window yet" if f.value is None else \
-            f"{arm.arm}: {count_with_interval(f, lambda x: money(x, currency))} per customer, " \
-            f"{arm.measured} closed windows"
-        centre, width = CAMPAIGN_LEFT + step * (index + 0.5), min(step * 0.5, BAR_MAX_WIDTH)
-        bars.append(ArmBar(arm.arm, round(centre - width / 2, 2), round(centre, 2), round(width, 2), y_of(f.value),
-                           y_of(f.low), y_of(f.high), title))
-    ticks = [(y_of(top * part), format_money(Decimal(repr(top * part)), currency, cents=False))
-             for part in (0, 0.5, 1)]
-    return SpendChart(bars, ticks, CAMPAIGN_WIDTH, CONVERSION_HEIGHT, CAMPAIGN_LEFT, CAMPAIGN_RIGHT, CONVERSION_TOP,
-                      CONVERSION_BOTTOM)
-
-
-def _money_top(reach: float) -> float:
-    """The scale's top: the first of 1, 2, 5, 10, 20, 50 ... currency units not below `reach`."""
-    magnitude = 10 ** max(0, math.floor(math.log10(reach))) if reach > 0 else 1
-    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= reach)
+        spend=spend, difference=lambda figure: count_with_interval(figure, lambda x: signed_money(x, currency)))

@@ -74,6 +74,16 @@ class CandidatePreview:
                 for (before, after), count in self.result.moves.most_common()]
 
     @property
+    def arms(self) -> list[tuple[str, str, str, int, list[tuple[str, str, int]]]]:
+        """Per arm of the candidate's running experiments: (experiment, arm, its value, customers, moves)."""
+        if self.result is None or self.candidate is None:
+            return []
+        return [(name, arm, f"{settings.value.normalize():f}", self.result.arm_customers.get((name, arm), 0),
+                 [(before, after, n) for (before, after), n in self.result.arm_moves[(name, arm)].most_common()])
+                for name in self.candidate.running_experiments
+                for arm, settings in self.candidate.experiments[name].arms.items()]
+
+    @property
     def reads_the_same(self) -> bool:
         return not any(section.changed for section in self.changes)
 
