@@ -23,6 +23,8 @@ SCENARIOS: dict[str, str] = {
     "api_get_one": "API GET one customer, in process, p50",
     "api_list_1000": "API list limit=1000, in process, median",
     "campaign_report": "campaign outcome report, one event per customer, warm, median",
+    "experiment_eval_overhead": "full re-evaluation with a running threshold experiment vs without",
+    "experiment_report": "threshold experiment report over the whole base, 1 in 10 entrants, warm, median",
     "http_throughput": "HTTP GET one customer, `python -m worker api` (waitress), requests/s",
     "http_p99": "HTTP GET one customer, `python -m worker api` (waitress), p99",
     "delivery_rate": "webhook delivery to a local receiver, events/s",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from bench import api, evaluation, model, outcomes
+from bench import api, evaluation, experiments, model, outcomes
 from bench.dataset import Dataset, baseline_import, bench_env, prepare, snapshot
 from bench.delivery import delivery
 from bench.generate import AS_OF
@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_FIT_GOAL_CUSTOMERS, MODEL_FIT_GOAL_SECONDS = 100_000, 10.0  # the goal: a fit on 100k in <= 10 s
 LARGE_FIT = 1_000_000
 # What --skip can leave out; the rows stay, marked skipped.
-GROUPS = ("naive", "http", "delivery", "model", "outcomes", "scaling")
+GROUPS = ("naive", "http", "delivery", "model", "outcomes", "experiments", "scaling")
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,13 @@ class Sizes:
     outcome_import_pairs: int = 3  # second imports with and without measured events (median of each)
     cleared_windows_runs: int = 1  # second imports with the events kept but their windows cleared (in the details)
     report_repeats: int = 7  # warm campaign reports (median)
+    experiment_pairs: int = 3  # re-evaluations of everyone with and without a running experiment (median of each)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(daily_ticks=2, get_one_requests=100, list_pages=2, http_seconds=1.0, http_threads=4,
                    http_max_requests=2000, deliver_events=50, model_fits=1, scoring_pairs=1, first_run_pairs=0,
-                   large_fit=2000, outcome_import_pairs=1, cleared_windows_runs=0)
+                   large_fit=2000, outcome_import_pairs=1, cleared_windows_runs=0, experiment_pairs=1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -162,6 +163,9 @@ class Bench:
         if not self.skipped("outcomes", ("outcome_import_overhead", "campaign_report")):
             self.guarded(("outcome_import_overhead",), lambda: self.outcome_import(evaluated))
             self.guarded(("campaign_report",), lambda: self.campaign_report(evaluated))
+        if not self.skipped("experiments", ("experiment_eval_overhead", "experiment_report")):
+            self.guarded(("experiment_eval_overhead",), lambda: self.experiment_overhead(evaluated))
+            self.guarded(("experiment_report",), lambda: self.experiment_report(evaluated))
         for copy in (pristine, evaluated):
             if copy is not None:
                 copy.unlink(missing_ok=True)
@@ -344,6 +348,34 @@ class Bench:
                      f"first call {run.first_call_milliseconds:,.0f} ms")
         row.details = run.details
         row.judge(run.milliseconds <= 200)
+
+    def experiment_overhead(self, evaluated: Path | None) -> None:
+        if evaluated is None:
+            raise RuntimeError("needs the store as the first full evaluation left it")
+        pairs = self.sizes.experiment_pairs
+        self.say(f"experiment overhead: {pairs} re-evaluation(s) of everyone under an experiment whose arms keep the "
+                 "threshold, and as many under another holdout_salt")
+        run = experiments.evaluation_overhead(evaluated, self.work, self.rules, AS_OF, pairs)
+        row = self.rows["experiment_eval_overhead"]
+        row.figure, row.unit, row.baseline, row.baseline_label = run.seconds, "s", run.baseline_seconds, \
+            "same re-evaluation, no experiment"
+        row.ratio, row.target = run.seconds / run.baseline_seconds, "<= 1.10x baseline"
+        row.notes = f"{run.customers:,} customers, 3 arms" + (f", median of {pairs}" if pairs > 1 else "")
+        row.details = {"customers": run.customers, "runs": run.runs}
+        row.judge(row.ratio <= 1.10)
+
+    def experiment_report(self, evaluated: Path | None) -> None:
+        if evaluated is None:
+            raise RuntimeError("needs the store as the first full evaluation left it")
+        self.say("experiment report: the experiment started on a copy, 1 in 10 customers entering VIP after")
+        run = experiments.report_timing(evaluated, self.work / "experiment.db", self.rules, AS_OF,
+                                        self.sizes.report_repeats, self.args.seed + 4)
+        row = self.rows["experiment_report"]
+        row.figure, row.unit, row.target = run.milliseconds, "ms", "<= 1000 ms"
+        row.notes = (f"{run.details['customers']:,} customers, {run.details['entrants_added']:,} entrants; "
+                     f"first call {run.first_call_milliseconds:,.0f} ms")
+        row.details = run.details
+        row.judge(run.milliseconds <= 1000)
 
     def idle(self) -> None:
         self.idle_ms, evaluated = evaluation.idle_tick(self.main.db, self.rules, AS_OF)
