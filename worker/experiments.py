@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from rules import Rules
-from rules.holdouts import experiment_arm
+from rules.holdouts import ArmDraw
 from rules.metrics import local_date, local_midnight
 from rules.schema import MONEY_METRICS, Experiment
 from worker.outcomes import CONFIDENCE, MIN_GROUP
@@ -162,10 +162,10 @@ def experiment_report(store: Store, rules: Rules, name: str, as_of: datetime) ->
     if span is not None:
         # the run that ends it moves customers to the winner's rules: those moves are the end, not entrants
         until = as_of if span.ended_at is None else min(as_of, span.ended_at - timedelta(milliseconds=1))
-        shares = experiment.shares
+        draw = ArmDraw(rules.holdout_salt, name, experiment.shares)
         whole = _whole_arms(store, rules, name, span.started_at, until) if until > span.started_at else ()
         for contact_id, at in store.segment_entries(experiment.segment, span.started_at, until):
-            arm = experiment_arm(rules.holdout_salt, name, contact_id, shares)
+            arm = draw.arm(contact_id)
             window_end = local_midnight(local_date(at, rules.tz) + timedelta(days=experiment.outcome_days + 1),
                                         rules.tz)
             entered[arm].append((contact_id, at, window_end))
@@ -181,8 +181,9 @@ def _whole_arms(store: Store, rules: Rules, name: str, after: datetime, until: d
     shares = experiment.shares
     spend: dict[str, list[int]] = {arm: [] for arm, _ in shares}
     orders: dict[str, int] = dict.fromkeys(spend, 0)
+    draw = ArmDraw(rules.holdout_salt, name, shares)
     for contact_id, count, cents in store.spend_between(after, until):
-        arm = experiment_arm(rules.holdout_salt, name, contact_id, shares)
+        arm = draw.arm(contact_id)
         spend[arm].append(cents)
         orders[arm] += count
     first = spend[shares[0][0]]

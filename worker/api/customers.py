@@ -12,7 +12,7 @@ from flask import Blueprint, Response, stream_with_context
 from werkzeug.exceptions import NotFound
 
 from rules import Classification
-from rules.holdouts import experiment_arm
+from rules.holdouts import ArmDraw
 from worker.api.context import context
 from worker.api.params import as_of_param, choice_param, encode_position, limit_param, position_param, sort_param
 from worker.export import csv_chunks, export_filename, export_rows
@@ -106,6 +106,7 @@ def _summary_by_arm(experiment: str, as_of: datetime | None) -> dict[str, list[S
     """Per arm (in the order listed), the customers' stored segments, or their segments at `as_of`."""
     rules = context().rules()
     shares = rules.experiments[experiment].shares
+    draw = ArmDraw(rules.holdout_salt, experiment, shares)
     counts: dict[str, dict[str, list[int]]] = {arm: {} for arm, _ in shares}
     if as_of is None:
         customers = ((r, r.segment) for batch in context().store.iter_customers() for r in batch)
@@ -114,7 +115,7 @@ def _summary_by_arm(experiment: str, as_of: datetime | None) -> dict[str, list[S
     for record, segment in customers:
         if segment is None:  # not evaluated yet: not in the stored totals either
             continue
-        arm = experiment_arm(rules.holdout_salt, experiment, record.contact_id, shares)
+        arm = draw.arm(record.contact_id)
         totals = counts[arm].setdefault(segment, [0, 0])
         totals[0] += 1
         totals[1] += record.facts.total_cents
