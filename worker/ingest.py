@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import pickle
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from rules.schema import OrderRules
 from worker.serialize import iso, parse_instant
@@ -72,6 +74,10 @@ def parse_order(item: Any, where: str, intake: Intake | None = None) -> Order:
 
     With an `intake`, an order dated after its `not_after` is refused too.
     """
+    if item.__class__ is dict:  # a CSV row or a JSON object: most are plain text, checked in one go
+        plain = _plain_order(item, intake)
+        if plain is not None:
+            return plain
     if not isinstance(item, Mapping):
         raise RecordError(where, "must be an object with contactID, orderReference, orderDate, total")
     if not _FIELD_SET.issuperset(item):
@@ -102,6 +108,51 @@ def parse_order(item: Any, where: str, intake: Intake | None = None) -> Order:
         if isinstance(ref, str) and ref.strip():
             where = f"{where} (orderReference {ref.strip()[:64]})"
         raise RecordError(where, f"{exc.field}: {exc.message}") from None
+
+
+def _plain_order(item: dict[str, Any], intake: Intake | None) -> Order | None:
+    """The order of a record whose fields are all ASCII text of the usual forms (an instant ending in Z, an amount
+    such as 149.90) and valid; None for any other record, which parse_order's full checks then accept or refuse with
+    their message. Both paths give the same order: this one only skips work the common record does not need."""
+    if not _FIELD_SET.issuperset(item):
+        return None
+    get = item.get
+    contact, ref, when, total = get("contactID"), get("orderReference"), get("orderDate"), get("total")
+    if contact.__class__ is not str or ref.__class__ is not str or when.__class__ is not str \
+            or total.__class__ is not str:
+        return None
+    contact, ref, when = contact.strip(), ref.strip(), when.strip()
+    if not (contact and ref) or len(contact) > MAX_TEXT or len(ref) > MAX_TEXT or not contact.isascii() \
+            or not ref.isascii() or _UNADDRESSABLE_ID.search(contact):
+        return None
+    amount = _PLAIN_AMOUNT.fullmatch(total)
+    if amount is None or len(when) <= 10 or when[-1] != "Z" or "z" in when:
+        return None
+    try:
+        order_at = datetime.fromisoformat(when)  # ...Z: UTC, as parse_instant makes it
+    except ValueError:
+        return None
+    if not EARLIEST_ORDER_YEAR <= order_at.year <= LATEST_ORDER_YEAR or (
+            intake is not None and order_at > intake.not_after):
+        return None
+    cents = int(amount.group(1)) * 100 + int((amount.group(2) or "").ljust(2, "0") or 0)
+    if cents > MAX_TOTAL_CENTS:
+        return None
+    optional: list[str | None] = []
+    for name in ("status", "email", "name"):
+        value = get(name)
+        if value is None or value == "":
+            optional.append(None)
+            continue
+        if value.__class__ is not str:
+            return None
+        text = value.strip()
+        if len(text) > MAX_TEXT or not text.isascii():
+            return None
+        optional.append(text)
+    status, email, name = optional
+    return Order(contact_id=contact, order_ref=ref, order_at=order_at, total_cents=cents, status=status, email=email,
+                 name=name)
 
 
 def parse_orders(items: Sequence[Any], intake: Intake | None = None) -> list[Order]:
@@ -178,11 +229,12 @@ def import_order_file(store: Store, path: Path, now: datetime, skip_invalid: boo
                       order_rules: OrderRules | None = None) -> FileImport:
     """Upsert every order of a CSV / JSONL file in batches; bad records are reported by file and line.
 
-    Without `skip_invalid` a first pass validates the whole file and one bad record means nothing is stored. The
-    orders are then stored BATCH at a time, each batch its own short transaction, and the store records how
-    many of the file's records are stored (ImportCheckpoint): importing the same file again after an interruption
-    resumes after them. `on_progress` hears how many records are done: those an earlier run stored, then each
-    batch's.
+    Without `skip_invalid` a first pass validates the whole file and one bad record means nothing is stored; the
+    orders it parsed wait in a temporary file (a batch at a time: memory stays flat), so the file is read and
+    parsed once. The orders are then stored BATCH at a time, each batch its own short transaction, and the store
+    records how many of the file's records are stored (ImportCheckpoint): importing the same file again after an
+    interruption resumes after them. `on_progress` hears how many records are done: those an earlier run stored,
+    then each batch's.
     With `order_rules`, they apply (excluded statuses, how far ahead of `now` an order may be dated).
     Raises ValueError for a file that cannot be read as orders at all, ImportInterrupted when the store fails.
     """
@@ -192,46 +244,77 @@ def import_order_file(store: Store, path: Path, now: datetime, skip_invalid: boo
         store.apply_excluded_statuses(order_rules.excluded)
     checkpoint = ImportCheckpoint.load(store, path)
     result = FileImport(resumed_after=checkpoint.records)
-    if not skip_invalid:
-        result.rejected = [str(error) for error in _parsed(path, intake) if isinstance(error, RecordError)]
-        if result.rejected:
-            result.stored = False
-            return result
-    records, valid = _store_in_batches(store, path, now, intake, skip_invalid, checkpoint, result, progress)
-    if records == 0:
+    read = _Read()
+    if skip_invalid:
+        _store_batches(store, _batches(_parsed(path, intake), checkpoint.records, result.rejected, read), now, result,
+                       checkpoint, progress)
+    else:
+        with tempfile.TemporaryFile(prefix="segment-worker-import-") as spool:
+            for through, batch in _batches(_parsed(path, intake), checkpoint.records, result.rejected, read):
+                if not result.rejected:  # once one record is bad nothing will be stored: only the errors matter
+                    pickle.dump((through, [_order_tuple(o) for o in batch]), spool, pickle.HIGHEST_PROTOCOL)
+            if result.rejected:
+                result.stored = False
+                return result
+            spool.seek(0)
+            _store_batches(store, _unspooled(spool), now, result, checkpoint, progress)
+    if read.records == 0:
         raise ValueError(f"{path.name}: no order records found")
-    if valid == 0:  # every record was rejected: nothing was stored
+    if read.valid == 0:  # every record was rejected: nothing was stored
         result.stored = False
         return result
-    checkpoint.save(store, records, complete=True)
+    checkpoint.save(store, read.records, complete=True)
     return result
 
 
-def _store_in_batches(store: Store, path: Path, now: datetime, intake: Intake | None, skip_invalid: bool,
-                      checkpoint: ImportCheckpoint, result: FileImport,
-                      progress: Callable[[int], None]) -> tuple[int, int]:
-    """Upsert the valid orders after the checkpoint BATCH at a time; returns (records read, valid records)."""
+@dataclass
+class _Read:
+    records: int = 0  # records of the file
+    valid: int = 0
+
+
+def _batches(parsed: Iterable[Order | RecordError], after: int, rejected: list[str],
+             read: _Read) -> Iterator[tuple[int, list[Order]]]:
+    """(records read so far, up to BATCH valid orders among them) for the records after the first `after` (stored by
+    an earlier run), the last pair for the end of the file; each bad record's message goes to `rejected`."""
     batch: list[Order] = []
-    records = valid = 0
+    for read.records, order in enumerate(parsed, start=1):
+        if isinstance(order, RecordError):
+            rejected.append(str(order))
+            continue
+        read.valid += 1
+        if read.records > after:
+            batch.append(order)
+        if len(batch) >= BATCH:
+            yield read.records, batch
+            batch = []
+    yield read.records, batch
+
+
+def _order_tuple(order: Order) -> tuple:
+    return (order.contact_id, order.order_ref, order.order_at, order.total_cents, order.status, order.email,
+            order.name)
+
+
+def _unspooled(spool: BinaryIO) -> Iterator[tuple[int, list[Order]]]:
+    while True:
+        try:
+            through, rows = pickle.load(spool)
+        except EOFError:
+            return
+        yield through, [Order(*row) for row in rows]
+
+
+def _store_batches(store: Store, batches: Iterable[tuple[int, list[Order]]], now: datetime, result: FileImport,
+                   checkpoint: ImportCheckpoint, progress: Callable[[int], None]) -> None:
+    """Upsert each batch in its own transaction, the checkpoint saved after each."""
     stored = checkpoint.records
     progress(stored)
-    for records, parsed in enumerate(_parsed(path, intake), start=1):
-        if isinstance(parsed, RecordError):
-            if not skip_invalid:  # the first pass found none
-                raise ValueError(f"{parsed} (the file changed while it was being imported)")
-            result.rejected.append(str(parsed))
-            continue
-        valid += 1
-        if records > checkpoint.records:
-            batch.append(parsed)
-        if len(batch) >= BATCH:
-            _store_batch(store, batch, now, result, checkpoint, stored, records)
-            progress(records - stored)
-            stored, batch = records, []
-    if batch:
-        _store_batch(store, batch, now, result, checkpoint, stored, records)
-    progress(records - stored)
-    return records, valid
+    for through, batch in batches:
+        if batch:
+            _store_batch(store, batch, now, result, checkpoint, stored, through)
+        progress(through - stored)
+        stored = through
 
 
 def _store_batch(store: Store, batch: list[Order], now: datetime, result: FileImport, checkpoint: ImportCheckpoint,
