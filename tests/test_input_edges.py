@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import NOW, make_order
 from worker.cli import main
@@ -145,3 +147,42 @@ def test_skip_invalid_that_stores_nothing_fails_saying_why(cli, tmp_path, databa
     assert message in result.output
     assert "imported:" not in result.output
     assert open_store(database_url).count_customers() == 0
+
+
+# The short path for plain records (worker.ingest._plain_order) must give exactly the order the full checks give, or
+# leave the record to them: any text a file can hold in each field.
+_FIELD_TEXT = st.one_of(
+    st.sampled_from(["", " ", "C-1", " C-1 ", "C/1", ".", "..", "é", "x" * 257, "\t", "a\x00b"]),
+    st.text(max_size=12),
+)
+_DATES = st.sampled_from(["2026-02-21T08:30:00Z", "2026-02-21T08:30:00.123Z", "2026-02-21", "2026-02-21T08:30:00z",
+                          "2026-02-21T08:30:00+02:00Z", "2026-02-21T08:30:00", "1969-12-31T23:00:00Z",
+                          "2201-01-01T00:00:00Z", " 2026-02-21T08:30:00Z ", "2026-13-01T00:00:00Z", "Z", "",
+                          "2027-06-01T00:00:00Z"])
+_TOTALS = st.sampled_from(["149.90", "149.9", " 12 ", "0", "1.234", "-1", "1e3", "10000000000.00", "", "abc", "7."])
+
+
+@given(contact=_FIELD_TEXT, ref=_FIELD_TEXT, date=_DATES, total=_TOTALS,
+       optional=st.dictionaries(st.sampled_from(["status", "email", "name", "extra"]), _FIELD_TEXT, max_size=3))
+def test_the_short_path_for_plain_records_agrees_with_the_full_checks(contact, ref, date, total, optional):
+    from datetime import datetime, timezone
+
+    from worker.ingest import Intake, RecordError, _checked_order, _plain_order
+    item = {"contactID": contact, "orderReference": ref, "orderDate": date, "total": total, **optional}
+    intake = Intake(datetime(2026, 6, 2, tzinfo=timezone.utc), 1)
+    plain = _plain_order(item, intake)
+    try:
+        checked = _checked_order(item, "record 0", intake)
+    except RecordError:
+        checked = None
+    if plain is not None:
+        assert plain == checked
+
+
+def test_a_plain_record_takes_the_short_path_to_the_same_order():
+    from worker.ingest import _checked_order, _plain_order
+    item = {"contactID": " C-1", "orderReference": "O-1 ", "orderDate": "2026-02-21T08:30:00.120Z", "total": "149.9",
+            "email": "ann@example.com", "name": " ", "status": ""}
+    plain = _plain_order(item, None)
+    assert plain is not None and plain == _checked_order(item, "record 0", None)
+    assert (plain.total_cents, plain.name, plain.status) == (14_990, "", None)

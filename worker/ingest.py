@@ -78,6 +78,11 @@ def parse_order(item: Any, where: str, intake: Intake | None = None) -> Order:
         plain = _plain_order(item, intake)
         if plain is not None:
             return plain
+    return _checked_order(item, where, intake)
+
+
+def _checked_order(item: Any, where: str, intake: Intake | None) -> Order:
+    """parse_order's every check, for any record."""
     if not isinstance(item, Mapping):
         raise RecordError(where, "must be an object with contactID, orderReference, orderDate, total")
     if not _FIELD_SET.issuperset(item):
