@@ -305,6 +305,17 @@ def test_a_winner_ends_the_experiment_and_moves_everyone_through_normal_transiti
     assert sum(a.entered for a in report.arms) == 0
 
 
+def test_removing_the_experiment_puts_everyone_back_at_the_written_threshold_through_normal_transitions(store):
+    low, control = ids_in("low", 1)[0], ids_in("control", 1)[0]
+    store.upsert_orders([order(c, f"O-{c}", T0 - 40 * DAY, 400_000) for c in (low, control)], T0)
+    evaluate_due(store, experiment_rules(), T0)
+    assert (store.get_customer(low).segment, store.get_customer(control).segment) == ("VIP", "Active")
+
+    evaluate_due(store, parse_rules(seed_rules(), env=ENV), T0 + DAY)
+    assert (store.get_customer(low).segment, store.get_customer(control).segment) == ("Active", "Active")
+    assert [(t.from_segment, t.to_segment) for t in store.transitions_for(low)][-1] == ("VIP", "Active")
+
+
 def test_changing_the_arms_starts_measuring_again(store):
     evaluate_due(store, experiment_rules(), T0)
     changed = experiment_rules(EXPERIMENT.replace("value: 3000", "value: 2500"))
