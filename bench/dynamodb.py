@@ -1,13 +1,18 @@
-"""Import and first evaluation on the DynamoDB store (against moto's server on 127.0.0.1, not AWS) beside SQLite.
+"""Import and first evaluation on the DynamoDB store (against dynalite or moto on 127.0.0.1, not AWS) beside SQLite,
+measured against a bare boto3 floor on the same server in the same run.
 
     python -m bench.dynamodb [--customers 10000] [--seed 42] [--work-dir DIR] [--backends sqlite,dynamodb]
-                             [--dynamodb-url 'dynamodb://?region=...&table_prefix=bench_']
+                             [--server dynalite|moto] [--dynamodb-url 'dynamodb://?region=...&table_prefix=bench_']
 
 The same generated orders go through `store.upsert_orders` in import-orders' batches, then one `evaluate_due`
-(the store's first run: everyone, baseline). For DynamoDB it also counts requests per operation and splits the
-time into this process's CPU (boto3 and the store), the server's CPU (moto) and the rest (waiting, scheduling).
-DynamoDB means moto's server on 127.0.0.1, started here, unless --dynamodb-url names real tables (they are
-created with its prefix if missing, must be empty, and are left in place: delete them afterwards).
+(the store's first run: everyone, baseline), then a re-evaluation of everyone in which nothing changes (another
+holdout_salt: the rules version moves, no segment does). For DynamoDB it counts requests and the capacity units the
+server reports (ReturnConsumedCapacity) per operation, splits the time into this process's CPU (boto3 and the
+store), the server's CPU and the rest (waiting, scheduling), and runs the floor: BatchWriteItem of the orders 25 a
+request plus one UpdateItem per customer (8 threads), then a parallel Scan plus one UpdateItem per customer. From
+the units it prints what the same work costs on DynamoDB on demand for 100k and 1M customers.
+DynamoDB means dynalite (installed from npm on first use) or moto's server, started here, unless --dynamodb-url
+names real tables (they are created with its prefix if missing, must be empty, and are left in place).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +44,26 @@ from worker.store.base import Order, Store
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+# On-demand prices per million request units (us-east-1, as AWS lists them since November 2024; check the price list).
+WRITE_PRICE, READ_PRICE = 0.625, 0.125
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+DATA_OPERATIONS = WRITES | {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"}
+FLOOR_THREADS = 8
+
+
 @dataclass
 class Phase:
     seconds: float
     cpu_seconds: float  # this process: the store's code, boto3's (de)serialization and signing
-    server_cpu_seconds: float | None = None  # moto's process
+    server_cpu_seconds: float | None = None  # the server's process
     requests: dict[str, int] = field(default_factory=dict)
     request_seconds: dict[str, float] = field(default_factory=dict)  # summed per operation (threads overlap)
+    read_units: float = 0.0  # capacity units the server reported
+    write_units: float = 0.0
+
+    @property
+    def request_count(self) -> int:
+        return sum(self.requests.values())
 
 
 @dataclass
@@ -54,16 +74,24 @@ class Outcome:
     import_: Phase
     evaluation: Phase
     evaluated: int
+    unchanged: Phase | None = None  # the re-evaluation in which nothing changes
+    floor_import: Phase | None = None
+    floor_evaluation: Phase | None = None
 
 
 class RequestCounter:
-    """Counts and times each DynamoDB request through botocore's own events (no patching)."""
+    """Counts and times each DynamoDB request, and sums the capacity units the server reports for it, through
+    botocore's own events (no patching): every data request asks for ReturnConsumedCapacity TOTAL."""
 
     def __init__(self) -> None:
         self.count: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()
+        self.units: Counter[str] = Counter()  # "read" / "write"
+        self._lock = threading.Lock()
 
     def attach(self, client: Any) -> Any:
+        for operation in DATA_OPERATIONS:
+            client.meta.events.register(f"provide-client-params.dynamodb.{operation}", _ask_for_capacity)
         client.meta.events.register("before-call.dynamodb", self._before)
         client.meta.events.register("after-call.dynamodb", self._after)
         return client
@@ -71,15 +99,26 @@ class RequestCounter:
     def _before(self, model: Any, context: dict[str, Any], **_: Any) -> None:
         context["bench_started"] = time.perf_counter()
 
-    def _after(self, model: Any, context: dict[str, Any], **_: Any) -> None:
-        self.count[model.name] += 1
-        self.seconds[model.name] += time.perf_counter() - context.get("bench_started", time.perf_counter())
+    def _after(self, model: Any, context: dict[str, Any], parsed: dict[str, Any] | None = None, **_: Any) -> None:
+        consumed = (parsed or {}).get("ConsumedCapacity") or []
+        units = sum(c.get("CapacityUnits", 0) for c in ([consumed] if isinstance(consumed, dict) else consumed))
+        with self._lock:  # the store's requests run on a thread pool
+            self.count[model.name] += 1
+            self.seconds[model.name] += time.perf_counter() - context.get("bench_started", time.perf_counter())
+            self.units["write" if model.name in WRITES else "read"] += units
 
-    def take(self) -> tuple[dict[str, int], dict[str, float]]:
-        taken = dict(self.count), {k: round(v, 2) for k, v in self.seconds.items()}
-        self.count.clear()
-        self.seconds.clear()
-        return taken
+    def take(self, phase: Phase) -> Phase:
+        with self._lock:
+            phase.requests, phase.request_seconds = dict(self.count), {k: round(v, 2) for k, v in self.seconds.items()}
+            phase.read_units, phase.write_units = self.units["read"], self.units["write"]
+            self.count.clear()
+            self.seconds.clear()
+            self.units.clear()
+        return phase
+
+
+def _ask_for_capacity(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
 
 def read_orders(csv_path: Path) -> list[Order]:
@@ -103,12 +142,18 @@ def run_backend(name: str, store: Store, orders: list[Order], rules: Rules, coun
 
     _, imported = measure(import_all, server_cpu)
     if counter:
-        imported.requests, imported.request_seconds = counter.take()
+        counter.take(imported)
     run, evaluated = measure(lambda: evaluate_due(store, rules, AS_OF), server_cpu)
     if counter:
-        evaluated.requests, evaluated.request_seconds = counter.take()
+        counter.take(evaluated)
+    salted = rules.model_copy(update={"holdout_salt": rules.holdout_salt + "-again"})
+    again, unchanged = measure(lambda: evaluate_due(store, salted, AS_OF), server_cpu)
+    if again.transitions:
+        raise RuntimeError(f"the re-evaluation moved {again.transitions} customers: it should move nobody")
+    if counter:
+        counter.take(unchanged)
     customers = store.count_customers()
-    return Outcome(name, customers, len(orders), imported, evaluated, run.customers)
+    return Outcome(name, customers, len(orders), imported, evaluated, run.customers, unchanged)
 
 
 def sqlite_outcome(work: Path, orders: list[Order], rules: Rules) -> Outcome:
@@ -122,16 +167,17 @@ def sqlite_outcome(work: Path, orders: list[Order], rules: Rules) -> Outcome:
         store.close()
 
 
-def dynamodb_outcome(orders: list[Order], rules: Rules, url: str | None) -> Outcome:
+def dynamodb_outcome(orders: list[Order], rules: Rules, url: str | None, server_kind: str = "dynalite") -> Outcome:
+    from bench.dynalite import Dynalite
     from tests.dynamo_server import CLIENT_ENV, REGION, DynamoServer
     from worker.store.dynamodb import DynamoConfig
 
     if url:
         return _dynamodb_run("DynamoDB (" + url + ")", DynamoConfig.from_url(url), orders, rules, lambda: None)
     os.environ.update(CLIENT_ENV)
-    with DynamoServer() as server:
-        return _dynamodb_run("DynamoDB (moto server, 127.0.0.1)", DynamoConfig(REGION, server.endpoint_url, "bench_"),
-                             orders, rules, server.cpu_seconds)
+    with (Dynalite() if server_kind == "dynalite" else DynamoServer()) as server:
+        config = DynamoConfig(REGION, server.endpoint_url, "bench_")
+        return _dynamodb_run(f"DynamoDB ({server_kind}, 127.0.0.1)", config, orders, rules, server.cpu_seconds)
 
 
 def _dynamodb_run(label: str, config: Any, orders: list[Order], rules: Rules,
@@ -144,9 +190,78 @@ def _dynamodb_run(label: str, config: Any, orders: list[Order], rules: Rules,
     if store.count_customers():
         raise SystemExit(f"{label}: the tables with prefix {config.table_prefix!r} are not empty")
     try:
-        return run_backend(label, store, orders, rules, counter, server_cpu)
+        outcome = run_backend(label, store, orders, rules, counter, server_cpu)
     finally:
         store.close()
+    floor_client = counter.attach(make_client(config.region, config.endpoint_url))
+    outcome.floor_import, outcome.floor_evaluation = floor(floor_client, orders, config.table_prefix + "floor_",
+                                                           counter, server_cpu)
+    return outcome
+
+
+def floor(client: Any, orders: list[Order], prefix: str, counter: RequestCounter,
+          server_cpu: Callable[[], float | None]) -> tuple[Phase, Phase]:
+    """The least the same work can take on this server with bare boto3 and FLOOR_THREADS threads: the orders written
+    25 a request and one UpdateItem of each customer's totals; then a parallel Scan of the customers and one
+    UpdateItem of each one's segment. No validation, no history, no outbox: a floor, not a store."""
+    orders_table, customers_table = prefix + "orders", prefix + "customers"
+    for table, key in ((orders_table, "order_ref"), (customers_table, "contact_id")):
+        client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
+        client.get_waiter("table_exists").wait(TableName=table)
+    totals: dict[str, list[int]] = {}
+    for order in orders:
+        at = int(order.order_at.timestamp() * 1000)
+        seen = totals.setdefault(order.contact_id, [0, 0, at, at])
+        seen[0] += 1
+        seen[1] += order.total_cents
+        seen[2], seen[3] = min(seen[2], at), max(seen[3], at)
+    counter.take(Phase(0, 0))  # the tables' creation is not part of the floor
+
+    def write(chunk: list[Order]) -> None:
+        pending = {orders_table: [{"PutRequest": {"Item": {
+            "order_ref": {"S": o.order_ref}, "contact_id": {"S": o.contact_id},
+            "order_at": {"N": str(int(o.order_at.timestamp() * 1000))}, "total_cents": {"N": str(o.total_cents)}}}}
+            for o in chunk]}
+        while pending:
+            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+    def total(item: tuple[str, list[int]]) -> None:
+        contact_id, (count, cents, first, last) = item
+        client.update_item(TableName=customers_table, Key={"contact_id": {"S": contact_id}},
+                           UpdateExpression="SET order_count = :n, total_cents = :c, first_order_at = :f, "
+                                            "last_order_at = :l",
+                           ExpressionAttributeValues={":n": {"N": str(count)}, ":c": {"N": str(cents)},
+                                                      ":f": {"N": str(first)}, ":l": {"N": str(last)}})
+
+    def import_floor() -> None:
+        with ThreadPoolExecutor(FLOOR_THREADS) as pool:
+            list(pool.map(write, [orders[i:i + 25] for i in range(0, len(orders), 25)]))
+            list(pool.map(total, totals.items()))
+
+    def segment(number: int) -> None:
+        request: dict[str, Any] = {"TableName": customers_table, "Segment": number, "TotalSegments": FLOOR_THREADS}
+        while True:
+            page = client.scan(**request)
+            for item in page["Items"]:
+                client.update_item(TableName=customers_table, Key={"contact_id": item["contact_id"]},
+                                   UpdateExpression="SET #segment = :s",
+                                   ExpressionAttributeNames={"#segment": "segment"},
+                                   ExpressionAttributeValues={":s": {"S": "Active"}})
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def evaluation_floor() -> None:
+        with ThreadPoolExecutor(FLOOR_THREADS) as pool:
+            list(pool.map(segment, range(FLOOR_THREADS)))
+
+    _, imported = measure(import_floor, server_cpu)
+    counter.take(imported)
+    _, evaluated = measure(evaluation_floor, server_cpu)
+    counter.take(evaluated)
+    return imported, evaluated
 
 
 def table(outcomes: list[Outcome]) -> Iterator[str]:
@@ -159,10 +274,12 @@ def table(outcomes: list[Outcome]) -> Iterator[str]:
                f"{o.orders / o.import_.seconds:>9.0f} {o.evaluation.seconds:>8.1f} "
                f"{o.evaluated / o.evaluation.seconds:>8.0f} {requests or '-':>9}")
     for o in outcomes:
-        for label, phase in (("import", o.import_), ("first evaluation", o.evaluation)):
-            if not phase.requests:
+        yield from _against_floor(o)
+        for label, phase in (("import", o.import_), ("first evaluation", o.evaluation),
+                             ("re-evaluation, nothing changes", o.unchanged)):
+            if phase is None or not phase.requests:
                 continue
-            server = "" if phase.server_cpu_seconds is None else f", moto server CPU {phase.server_cpu_seconds:.1f} s"
+            server = "" if phase.server_cpu_seconds is None else f", server CPU {phase.server_cpu_seconds:.1f} s"
             yield (f"\n{o.backend}, {label}: {phase.seconds:.1f} s wall; client CPU {phase.cpu_seconds:.1f} s"
                    f"{server}")
             for operation, count in sorted(phase.requests.items(), key=lambda kv: -phase.request_seconds[kv[0]]):
@@ -171,13 +288,45 @@ def table(outcomes: list[Outcome]) -> Iterator[str]:
                        f"{1000 * spent / count:>6.1f} ms each")
 
 
+def _against_floor(o: Outcome) -> Iterator[str]:
+    """The ratios to the floor, requests and capacity units per order and per customer, and what it costs."""
+    if o.floor_import is None or o.floor_evaluation is None:
+        return
+    yield (f"\n{o.backend}: import {o.import_.seconds:.1f} s = {o.import_.seconds / o.floor_import.seconds:.2f}x the "
+           f"bare boto3 floor ({o.floor_import.seconds:.1f} s); first evaluation {o.evaluation.seconds:.1f} s = "
+           f"{o.evaluation.seconds / o.floor_evaluation.seconds:.2f}x its floor ({o.floor_evaluation.seconds:.1f} s)")
+    for label, phase, per, unit in (("import", o.import_, o.orders, "order"),
+                                    ("floor import", o.floor_import, o.orders, "order"),
+                                    ("first evaluation", o.evaluation, o.evaluated, "customer"),
+                                    ("floor evaluation", o.floor_evaluation, o.evaluated, "customer"),
+                                    ("re-evaluation, nothing changes", o.unchanged, o.evaluated, "customer")):
+        if phase is not None and per:
+            yield (f"  {label:<31} {phase.request_count / per:6.3f} requests, {phase.write_units / per:6.3f} write "
+                   f"and {phase.read_units / per:6.3f} read units per {unit}")
+    orders_per_customer = o.orders / o.customers if o.customers else 0
+    yield (f"  on demand (${WRITE_PRICE} per million write units, ${READ_PRICE} per million read units; the "
+           "units dynalite or moto report: the table's, not its indexes'):")
+    for customers in (100_000, 1_000_000):
+        scale = customers / o.customers if o.customers else 0
+        for label, phase in (("import", o.import_), ("first evaluation", o.evaluation),
+                             ("re-evaluation", o.unchanged)):
+            if phase is None:
+                continue
+            dollars = scale * (phase.write_units * WRITE_PRICE + phase.read_units * READ_PRICE) / 1e6
+            yield (f"    {customers:>9,} customers ({customers * orders_per_customer:,.0f} orders), {label:<16} "
+                   f"${dollars:,.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--backends", default="sqlite,dynamodb")
-    parser.add_argument("--dynamodb-url", default=None, help="real tables instead of the local moto server")
+    parser.add_argument("--server", choices=("dynalite", "moto"), default="dynalite",
+                        help="the local DynamoDB server to start (dynalite is installed from npm on first use)")
+    parser.add_argument("--dynamodb-url", default=None, help="real tables instead of a local server")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-dynamodb-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -190,11 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{backend}: importing {len(orders)} orders of {args.customers} customers ...", file=sys.stderr,
               flush=True)
         outcomes.append(sqlite_outcome(work, orders, rules) if backend == "sqlite" else
-                        dynamodb_outcome(orders, rules, args.dynamodb_url))
+                        dynamodb_outcome(orders, rules, args.dynamodb_url, args.server))
     for line in table(outcomes):
         print(line)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"dynamodb-{args.customers}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"dynamodb-{args.customers}.json"
     out.write_text(json.dumps([asdict(o) for o in outcomes], indent=2), encoding="utf-8")
     print(f"\n(written to {out}; machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
     return 0

@@ -57,14 +57,8 @@ class DynamoServer:
         return int(found[0])
 
     def cpu_seconds(self) -> float | None:
-        """The server process's CPU time so far (from Linux's /proc), for the bench; None where unknown."""
-        if self._process is None:
-            return None
-        try:
-            stat = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks
+        """The server process's CPU time so far, for the bench; None where unknown."""
+        return None if self._process is None else cpu_seconds_of(self._process.pid)
 
     def stop(self) -> None:
         if self._process is None:
@@ -127,3 +121,12 @@ def serve() -> None:
 
 if __name__ == "__main__":
     serve()
+
+
+def cpu_seconds_of(pid: int) -> float | None:
+    """A process's CPU time so far (user + system, from Linux's /proc); None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, in clock ticks

@@ -36,3 +36,19 @@ def test_tiny_bench_reports_every_scenario_in_table_and_json(tmp_path: Path) -> 
         assert row["status"] != ERROR, f"{name}: {row['notes']}"
         assert row["figure"] is not None, name
         assert row["target"], name
+
+
+def test_tiny_dynamodb_bench_runs_against_dynalite_beside_its_bare_boto3_floor(tmp_path: Path) -> None:
+    """dynalite is installed from npm on first use (bench/.dynalite); the floor runs on the same server."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.dynamodb", "--customers", "40", "--backends", "dynamodb", "--out",
+         str(tmp_path), "--work-dir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "x the bare boto3 floor" in done.stdout and "requests," in done.stdout and "customers (" in done.stdout
+    [outcome] = json.loads((tmp_path / "dynamodb-40.json").read_text(encoding="utf-8"))
+    assert outcome["backend"] == "DynamoDB (dynalite, 127.0.0.1)"
+    for phase in ("import_", "evaluation", "unchanged", "floor_import", "floor_evaluation"):
+        assert outcome[phase]["seconds"] > 0 and outcome[phase]["requests"], phase
+    assert outcome["import_"]["write_units"] >= outcome["orders"]  # every order written at least once
