@@ -476,6 +476,17 @@ def test_changing_the_excluded_statuses_recounts_only_the_customers_it_touches(s
     assert store.get_customer("C-3").facts.total_cents == 100, "new orders follow the applied list"
 
 
+def test_a_new_store_records_the_defaults_its_orders_are_counted_under_so_applying_them_recounts_nothing(store):
+    from worker.store.base import DEFAULT_EXCLUDED, DEFAULT_EXCLUDED_JSON
+    assert (store.get_meta("excluded_statuses"), store.get_meta("order_days_timezone")) == (DEFAULT_EXCLUDED_JSON,
+                                                                                            "UTC")
+    store.upsert_orders([order("C-1", "ORD-1", T0 - timedelta(days=3), 4000)], T0)
+    assert store.apply_excluded_statuses(DEFAULT_EXCLUDED) == 0 and store.apply_timezone("UTC") == 0
+    # no full pass over the orders was started: a recount leaves its marker behind (emptied when it ends)
+    assert store.get_meta("excluded_statuses:recounting") is None
+    assert store.get_meta("order_days_timezone:recounting") is None
+
+
 # --- SQLite only: the file ----------------------------------------------------------------------------------
 
 def test_sqlite_database_is_in_wal_mode(tmp_path):

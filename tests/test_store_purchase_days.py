@@ -227,10 +227,12 @@ def dynamo_store(dynamodb_endpoint: str) -> Iterator[Store]:
 
 
 def _forget_days(store: Store, contact_ids: list[str], refs: list[str]) -> None:
-    """Make the items look as an older version wrote them: no order_day, no purchase-day attributes."""
+    """Make the items look as an older version wrote them: no order_day, no purchase-day attributes, and no
+    timezone of purchase days recorded (new tables record UTC)."""
     from worker.store.dynamodb.items import _to_item
 
     client, tables = store._client, store._tables  # type: ignore[attr-defined]
+    client.delete_item(TableName=tables["meta"], Key=_to_item({"key": "order_days_timezone"}))
     for ref in refs:
         client.update_item(TableName=tables["orders"], Key=_to_item({"order_ref": ref}),
                            UpdateExpression="REMOVE order_day")

@@ -36,6 +36,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 # Meta keys, as existing stores hold them: renaming one forgets what it kept.
 EXCLUDED_STATUSES_KEY = "excluded_statuses"  # the order statuses the stored aggregates leave out (JSON list)
+DEFAULT_EXCLUDED_JSON = json.dumps(sorted(DEFAULT_EXCLUDED))  # what a new store's orders are counted under
 ORDER_DAYS_TIMEZONE_KEY = "order_days_timezone"  # the timezone orders' purchase days are counted in (IANA name)
 PREDICTION_MODEL_KEY = "prediction_model"  # JSON: the fitted churn and value model, its report and summary
 FIRST_RUN_KEY = "first_run_at"  # when the store's first evaluation run happened (ISO time)
@@ -309,7 +310,7 @@ class Store(abc.ABC):
         """Make `statuses` the ones that do not count: orders whose standing changes are counted again and their
         customers marked changed (a full pass over the orders, only when the list changed). Returns how many
         customers changed."""
-        wanted = json.dumps(sorted(statuses))
+        wanted = json.dumps(sorted(statuses))  # DEFAULT_EXCLUDED_JSON for the defaults
         return self._recount_once(EXCLUDED_STATUSES_KEY, wanted, lambda: self._recount_statuses(statuses))
 
     def _recount_once(self, key: str, wanted: str, recount: Callable[[], int]) -> int:

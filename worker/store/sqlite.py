@@ -19,7 +19,9 @@ from rules import CustomerFacts
 from rules.schema import status_key
 from worker.store.base import (
     BULK_REPLAY_LIMIT,
+    DEFAULT_EXCLUDED_JSON,
     EVENT_STATUSES,
+    EXCLUDED_STATUSES_KEY,
     HELD_OUT,
     NO_ORDER_MS,
     ORDER_DAYS_TIMEZONE_KEY,
@@ -305,7 +307,9 @@ class SQLiteStore(Store):
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                db.execute("INSERT INTO meta (key, value) VALUES (?, 'UTC')", (ORDER_DAYS_TIMEZONE_KEY,))
+                # a new store's orders are counted under the defaults: applying them later recounts nothing
+                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                               [(ORDER_DAYS_TIMEZONE_KEY, "UTC"), (EXCLUDED_STATUSES_KEY, DEFAULT_EXCLUDED_JSON)])
             elif int(row[0]) > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema version {row[0]}, newer than this program "
                                    f"({SCHEMA_VERSION}); upgrade segment-worker")

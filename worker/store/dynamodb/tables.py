@@ -15,6 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from worker.store.base import DEFAULT_EXCLUDED_JSON, EXCLUDED_STATUSES_KEY, ORDER_DAYS_TIMEZONE_KEY
 from worker.store.dynamodb.items import _code, _expression, _to_item
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,22 @@ def create_tables(config: DynamoConfig, client: Any = None) -> list[tuple[str, b
             creating.append(name)
     for name in creating:
         client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    if (config.table("orders"), True) in report:  # new orders: counted under the defaults from the first one
+        _record_defaults(client, config.table("meta"))
     _record_schema_version(client, config.table("meta"))
     return report
+
+
+def _record_defaults(client: Any, meta: str) -> None:
+    """The settings a new store's orders are stored under (UTC days, the default excluded statuses), so that the
+    first evaluation applying the same ones has nothing to recount. Never over a value already there."""
+    for key, value in ((ORDER_DAYS_TIMEZONE_KEY, "UTC"), (EXCLUDED_STATUSES_KEY, DEFAULT_EXCLUDED_JSON)):
+        try:
+            client.put_item(TableName=meta, Item=_to_item({"key": key, "value": value}),
+                            **_expression({}, ConditionExpression="attribute_not_exists(#key)"))
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
 
 
 def _add_missing_indexes(client: Any, table: str, design: TableDesign) -> None:
