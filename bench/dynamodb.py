@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.dataset import RULES_FILE, WEBHOOK_SECRET
+from bench.experiments import revalidated
 from bench.generate import AS_OF, generate
 from rules import Rules
 from worker.evaluate import evaluate_due
@@ -146,10 +147,11 @@ def run_backend(name: str, store: Store, orders: list[Order], rules: Rules, coun
     run, evaluated = measure(lambda: evaluate_due(store, rules, AS_OF), server_cpu)
     if counter:
         counter.take(evaluated)
-    salted = rules.model_copy(update={"holdout_salt": rules.holdout_salt + "-again"})
+    salted = revalidated(rules, holdout_salt=rules.holdout_salt + "-again")
     again, unchanged = measure(lambda: evaluate_due(store, salted, AS_OF), server_cpu)
-    if again.transitions:
-        raise RuntimeError(f"the re-evaluation moved {again.transitions} customers: it should move nobody")
+    if again.transitions or again.customers != run.customers:
+        raise RuntimeError(f"the re-evaluation saw {again.customers} customers and moved {again.transitions}: it "
+                           f"should see all {run.customers} and move nobody")
     if counter:
         counter.take(unchanged)
     customers = store.count_customers()
@@ -167,8 +169,10 @@ def sqlite_outcome(work: Path, orders: list[Order], rules: Rules) -> Outcome:
         store.close()
 
 
-def dynamodb_outcome(orders: list[Order], rules: Rules, url: str | None, server_kind: str = "dynalite") -> Outcome:
+def dynamodb_outcome(orders: list[Order], rules: Rules, url: str | None, server_kind: str = "dynalite",
+                     latency_ms: float = 0.0) -> Outcome:
     from bench.dynalite import Dynalite
+    from bench.latency_proxy import proxied
     from tests.dynamo_server import CLIENT_ENV, REGION, DynamoServer
     from worker.store.dynamodb import DynamoConfig
 
@@ -176,8 +180,13 @@ def dynamodb_outcome(orders: list[Order], rules: Rules, url: str | None, server_
         return _dynamodb_run("DynamoDB (" + url + ")", DynamoConfig.from_url(url), orders, rules, lambda: None)
     os.environ.update(CLIENT_ENV)
     with (Dynalite() if server_kind == "dynalite" else DynamoServer()) as server:
-        config = DynamoConfig(REGION, server.endpoint_url, "bench_")
-        return _dynamodb_run(f"DynamoDB ({server_kind}, 127.0.0.1)", config, orders, rules, server.cpu_seconds)
+        if not latency_ms:
+            config = DynamoConfig(REGION, server.endpoint_url, "bench_")
+            return _dynamodb_run(f"DynamoDB ({server_kind}, 127.0.0.1)", config, orders, rules, server.cpu_seconds)
+        with proxied(server.endpoint_url, latency_ms) as endpoint:
+            config = DynamoConfig(REGION, endpoint, "bench_")
+            return _dynamodb_run(f"DynamoDB ({server_kind}, 127.0.0.1, +{latency_ms:g} ms a request)", config,
+                                 orders, rules, server.cpu_seconds)
 
 
 def _dynamodb_run(label: str, config: Any, orders: list[Order], rules: Rules,
@@ -327,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the local DynamoDB server to start (dynalite is installed from npm on first use)")
     parser.add_argument("--dynamodb-url", default=None, help="real tables instead of a local server")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="put the local server behind bench/latency_proxy.py, adding this delay to every request")
     args = parser.parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-dynamodb-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -339,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{backend}: importing {len(orders)} orders of {args.customers} customers ...", file=sys.stderr,
               flush=True)
         outcomes.append(sqlite_outcome(work, orders, rules) if backend == "sqlite" else
-                        dynamodb_outcome(orders, rules, args.dynamodb_url, args.server))
+                        dynamodb_outcome(orders, rules, args.dynamodb_url, args.server, args.latency_ms))
     for line in table(outcomes):
         print(line)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -52,3 +52,52 @@ def test_tiny_dynamodb_bench_runs_against_dynalite_beside_its_bare_boto3_floor(t
     for phase in ("import_", "evaluation", "unchanged", "floor_import", "floor_evaluation"):
         assert outcome[phase]["seconds"] > 0 and outcome[phase]["requests"], phase
     assert outcome["import_"]["write_units"] >= outcome["orders"]  # every order written at least once
+
+
+def test_the_latency_proxy_delays_every_request_without_serializing_them() -> None:
+    """bench/latency_proxy.py in front of a real HTTP server on 127.0.0.1: each request takes the delay more, the
+    answer arrives intact, and requests in flight together are delayed together, not one after the other."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    from bench.latency_proxy import proxied
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with proxied(f"http://127.0.0.1:{server.server_address[1]}", 200) as url:
+            with requests.Session() as session:
+                session.post(url, data=b"warm-up", timeout=5)
+                started = time.perf_counter()
+                answer = session.post(url, data=b"x" * 100_000, timeout=5)
+                alone = time.perf_counter() - started
+            assert answer.content == b"x" * 100_000
+            assert alone >= 0.2
+
+            def one(n: int) -> float:
+                begun = time.perf_counter()
+                assert requests.post(url, data=str(n).encode(), timeout=5).content == str(n).encode()
+                return time.perf_counter() - begun
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                each = list(pool.map(one, range(4)))
+            together = time.perf_counter() - started
+            assert min(each) >= 0.2 and together < 0.2 * 2.5, (each, together)
+    finally:
+        server.shutdown()
