@@ -36,8 +36,13 @@ def with_experiment(rules: Rules, same_threshold: bool = False) -> Rules:
     """The rules with the VIP threshold experiment (three arms; all at 5,000 when `same_threshold`)."""
     arms = {name: Arm(value=Decimal(5000) if same_threshold else value, share=share)
             for name, value, share in THRESHOLDS}
-    return Rules.model_validate({**rules.model_dump(by_alias=True),
-                                 "experiments": {EXPERIMENT: Experiment(segment="VIP", arms=arms)}})
+    return revalidated(rules, experiments={EXPERIMENT: Experiment(segment="VIP", arms=arms)})
+
+
+def revalidated(rules: Rules, **changes: Any) -> Rules:
+    """The rules with `changes`, validated afresh: model_copy would keep the cached rules_version of the original,
+    and a run under them would not see that the rules changed."""
+    return Rules.model_validate({**rules.model_dump(by_alias=True), **changes})
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ def evaluation_overhead(evaluated: Path, work: Path, rules: Rules, as_of: dateti
     """Re-evaluate everyone on copies of the evaluated store, `pairs` times each way, alternating: under the
     experiment whose arms all keep the threshold, and under the rules with another holdout_salt."""
     experiment = with_experiment(rules, same_threshold=True)
-    salted = rules.model_copy(update={"holdout_salt": rules.holdout_salt + "-bench"})
+    salted = revalidated(rules, holdout_salt=rules.holdout_salt + "-bench")
     runs: list[dict[str, float]] = []
     customers = 0
     for n in range(pairs):
@@ -70,6 +75,9 @@ def evaluation_overhead(evaluated: Path, work: Path, rules: Rules, as_of: dateti
                 _remove(copy)
             if result.transitions:
                 raise RuntimeError(f"the {label} re-evaluation moved {result.transitions} customers: not a pair")
+            if customers and result.customers != customers:
+                raise RuntimeError(f"the {label} re-evaluation saw {result.customers} customers, the other "
+                                   f"{customers}: both must re-evaluate everyone")
             customers = result.customers
         runs.append(run)
     return OverheadRun(statistics.median(r["experiment"] for r in runs),
