@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.dynamo_server import cpu_seconds_of
+from tests.server_process import free_port, stop
 
 VERSION = "4.0.0"
 HOME = Path(__file__).resolve().parent / ".dynalite"
@@ -41,7 +42,7 @@ class Dynalite:
 
     def __enter__(self) -> Dynalite:
         command = install()
-        port = _free_port()
+        port = free_port()
         self._process = subprocess.Popen([str(command), "--port", str(port), "--host", "127.0.0.1"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.endpoint_url = f"http://127.0.0.1:{port}"
@@ -58,21 +59,11 @@ class Dynalite:
 
     def __exit__(self, *exc: Any) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+            stop(self._process)
 
     def cpu_seconds(self) -> float | None:
         """The server process's CPU so far (user + system)."""
         return None if self._process is None else cpu_seconds_of(self._process.pid)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 if __name__ == "__main__":  # python -m bench.dynalite: install it now (what the bench does on first use)

@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from tests.server_process import stop
+
 CHUNK = 65536
 
 
@@ -78,11 +80,7 @@ def proxied(endpoint_url: str, delay_ms: float) -> Iterator[str]:
             raise RuntimeError("the latency proxy did not start")
         yield f"http://127.0.0.1:{int(line)}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def main() -> None:

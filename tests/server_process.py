@@ -56,12 +56,17 @@ def running_server(command: list[str], env: Mapping[str, str], log_path: Path, p
         _wait_until_healthy(base, process, log_path)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_until_healthy(base: str, process: subprocess.Popen, log_path: Path) -> None:
