@@ -101,3 +101,17 @@ def test_the_latency_proxy_delays_every_request_without_serializing_them() -> No
             assert min(each) >= 0.2 and together < 0.2 * 2.5, (each, together)
     finally:
         server.shutdown()
+
+
+def test_tiny_scale_out_bench_shares_one_evaluation_between_processes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.scale_out", "--customers", "60", "--processes", "1,2", "--no-takeover",
+         "--latency-ms", "1", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "| processes | seconds | customers/s | vs 1 process | shards each |" in done.stdout
+    trials = json.loads((tmp_path / "scale-out-60.json").read_text(encoding="utf-8"))["trials"]
+    assert [t["processes"] for t in trials] == [1, 2]
+    for t in trials:  # together the processes took every shard once and evaluated every customer once
+        assert sum(t["shards"]) == 16 and t["customers"] == trials[0]["customers"] > 0

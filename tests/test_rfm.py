@@ -12,6 +12,7 @@ from rules.rfm import RfmCutoffs, compute_cutoffs, quintile_cutoffs, rfm_group, 
 from tests.conftest import NOW, RULES_YAML
 from worker.evaluate import evaluate_due
 from worker.rfm_boundaries import evaluation_version, load_cutoffs, recompute_rfm, refresh_rfm
+from worker.store.base import SHARDS
 
 
 def test_quintile_cutoffs_of_ten_values_split_them_in_pairs():
@@ -113,4 +114,4 @@ def test_new_boundaries_re_evaluate_everyone_only_when_rules_use_rfm(store, rule
     assert evaluation_version(rfm_rules, cutoffs) != evaluation_version(rfm_rules, RfmCutoffs((9,) * 4, (1,) * 4,
                                                                                                (1,) * 4))
     evaluate_due(store, rfm_rules, NOW)
-    assert store.get_meta("rules_version") == rfm_rules.rules_version
+    assert {store.shard_state(shard).version for shard in range(SHARDS)} == {rfm_rules.rules_version}

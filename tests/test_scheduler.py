@@ -30,9 +30,9 @@ from tests.outbox_helpers import (
 from tests.receiver import ReceivedRequest, Receiver
 from worker.delivery import CLAIM_SECONDS, DeliveryRun
 from worker.rules_file import RulesSource
-from worker.scheduler import DELIVERY_BUDGET_SECONDS, Jobs
+from worker.scheduler import DELIVERY_BUDGET_SECONDS, DELIVERY_LEASE_SECONDS, EVALUATION_LEASE_SECONDS, Jobs
 from worker.store import open_store
-from worker.store.base import Store
+from worker.store.base import SHARDS, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 40
@@ -293,7 +293,7 @@ def test_a_changed_rules_file_is_used_by_the_next_run_and_a_bad_one_is_refused(
     worker.close()
 
 
-def test_a_second_worker_waits_for_the_lease_and_takes_over_when_it_expires(
+def test_a_second_worker_waits_for_held_shards_and_takes_them_over_when_their_leases_expire(
         tmp_path: Path, receiver: Receiver, database_url: str, clock: StillClock) -> None:
     path = tmp_path / "worker-rules.yaml"
     write_rules(path, rules_text(receiver.url))
@@ -303,7 +303,8 @@ def test_a_second_worker_waits_for_the_lease_and_takes_over_when_it_expires(
     try:
         queue_welcomes(store_a, a.rules_source.current(), 1)
 
-        # A's delivery is in flight (the receiver is slow): B may not deliver meanwhile.
+        # A's delivery is in flight (the receiver is slow), holding every shard (it was alone when it began): B
+        # may not deliver meanwhile.
         receiver.respond_with(200, delay=0.5)
         outcome: list[DeliveryRun | None] = []
         sending = threading.Thread(target=lambda: outcome.append(a.deliver_once()))
@@ -312,18 +313,22 @@ def test_a_second_worker_waits_for_the_lease_and_takes_over_when_it_expires(
         assert b.deliver_once() is None
         sending.join(timeout=10)
         assert outcome == [DeliveryRun(delivered=1)]
-        assert b.deliver_once() == DeliveryRun()  # A released the lease when it finished
+        assert b.deliver_once() == DeliveryRun()  # A released its shards when it finished
 
-        # A crashes while evaluating: its lease stays until it expires.
-        assert store_a.acquire_lease("evaluate", a.holder, clock.now, 120)
+        # A crashes while evaluating: every shard's lease stays until it expires.
+        clock.advance(seconds=3600)
+        for shard in range(SHARDS):
+            assert store_a.acquire_lease(f"evaluate:{shard}", a.holder, clock.now, EVALUATION_LEASE_SECONDS)
         assert b.evaluate_once() is None
-        clock.advance(seconds=119)
+        clock.advance(seconds=EVALUATION_LEASE_SECONDS - 1)
         assert b.evaluate_once() is None
         clock.advance(seconds=2)
-        assert b.evaluate_once() is not None
-        assert store_a.acquire_lease("deliver", a.holder, clock.now, DELIVERY_BUDGET_SECONDS + 60)
+        run = b.evaluate_once()
+        assert run is not None and run.shards == SHARDS
+        for shard in range(SHARDS):
+            assert store_a.acquire_lease(f"deliver:{shard}", a.holder, clock.now, DELIVERY_LEASE_SECONDS)
         assert b.deliver_once() is None
-        clock.advance(seconds=DELIVERY_BUDGET_SECONDS + 61)
+        clock.advance(seconds=DELIVERY_LEASE_SECONDS + 1)
         assert b.deliver_once() == DeliveryRun()
         assert delivered_ids(receiver) == [store_a.list_events(None, limit=1)[0].id]
     finally:

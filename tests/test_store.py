@@ -13,17 +13,21 @@ import pytest
 
 from tests.conftest import Backend
 from tests.factories import T0, new_store, order
+from worker.shards import ShardLeases
 from worker.store.base import (
+    SHARDS,
     CustomerOrder,
     CustomerRecord,
     Evaluation,
     NewEvent,
     SaveResult,
+    ShardState,
     Store,
     StoreError,
     StoreUnavailable,
     Superseded,
     TransitionRecord,
+    shard_of,
 )
 from worker.store.sqlite import SCHEMA_VERSION
 
@@ -174,6 +178,26 @@ def test_everyone_means_everyone_in_batches(evaluated):
     assert due_ids(evaluated, T0, everyone=True, batch_size=3) == [["C-1", "C-2", "C-3"], ["C-4"]]
 
 
+def test_due_customers_of_some_shards_only(evaluated):
+    shard = {c: shard_of(c) for c in ("C-1", "C-2", "C-3", "C-4")}
+    for wanted in ({shard["C-3"]}, {shard["C-4"]}, {shard["C-3"], shard["C-4"]}, {shard["C-1"]}):
+        expected = [c for c in ("C-3", "C-4") if shard[c] in wanted]
+        got = [[r.contact_id for r in b] for b in evaluated.customers_to_evaluate(T0, False, 100, frozenset(wanted))]
+        assert [c for b in got for c in b] == expected
+    everyone = [r.contact_id for b in evaluated.customers_to_evaluate(T0, True, 100, frozenset({shard["C-1"]}))
+                for r in b]
+    assert everyone == [c for c in ("C-1", "C-2", "C-3", "C-4") if shard[c] == shard["C-1"]]
+
+
+def test_every_customer_is_in_exactly_one_shard(store):
+    contacts = [f"C-{n}" for n in range(60)]
+    store.upsert_orders([order(c, f"ORD-{c}", T0 - timedelta(days=1)) for c in contacts], T0)
+    by_shard = [[r.contact_id for b in store.customers_to_evaluate(T0, True, 1000, frozenset({s})) for r in b]
+                for s in range(SHARDS)]
+    assert sorted(c for ids in by_shard for c in ids) == sorted(contacts)
+    assert sum(1 for ids in by_shard if ids) > SHARDS // 2  # spread, not all in one
+
+
 def test_new_customers_are_due_until_evaluated(store):
     store.upsert_orders([order("C-9", "ORD-9", T0), order("C-8", "ORD-8", T0)], T0)
     assert due_ids(store, T0, batch_size=1) == [["C-8"], ["C-9"]]
@@ -246,6 +270,84 @@ def test_lease_is_exclusive_across_connections(store, backend):
     assert store.acquire_lease("evaluate", "A", T0, 30)
     assert not other.acquire_lease("evaluate", "B", T0, 30)
     other.close()
+
+
+def test_shard_leases_take_renew_expire_and_are_taken_over(store):
+    a = ShardLeases(store, "evaluate", "A", lambda: clock[0], 30)
+    b = ShardLeases(store, "evaluate", "B", lambda: clock[0], 30)
+    clock = [T0]
+    walked_a = []
+    for shard in a.walk():  # A holds each shard while it works on it: B can take none of them meanwhile
+        walked_a.append(shard)
+        assert not b.take(shard)
+        assert store.leases("evaluate:", clock[0]) == {f"evaluate:{shard}": "A"}
+    assert sorted(walked_a) == list(range(SHARDS))
+    assert store.leases("evaluate:", clock[0]) == {}  # all released after the walk
+    assert a.take(3) and a.take(5)
+    clock[0] = T0 + 20 * SECOND
+    a.renew()  # renewed at 20 s: held until 50 s
+    clock[0] = T0 + 40 * SECOND
+    assert not b.take(3)
+    assert sorted(s for s in b.walk()) == [s for s in range(SHARDS) if s not in (3, 5)]
+    clock[0] = T0 + 51 * SECOND  # A died: its leases lapsed
+    assert store.leases("evaluate:", clock[0]) == {}
+    assert b.take(3) and b.take(5)
+    a.renew()  # A comes back: it lost both, and knows it
+    assert a.held == set()
+    assert store.leases("evaluate", clock[0]) == {"evaluate:3": "B", "evaluate:5": "B"}
+
+
+def test_shares_of_the_shards_follow_the_live_processes(store):
+    clock = [T0]
+    a, b, c = (ShardLeases(store, "deliver", h, lambda: clock[0], 30) for h in "ABC")
+    assert len(a.take_share(60)) == SHARDS  # alone: everything
+    a.release_all()
+    assert len(b.take_share(60)) == SHARDS // 2  # two live processes now: half each
+    assert len(a.take_share(60)) == SHARDS // 2
+    assert a.held.isdisjoint(b.held)
+    assert c.take_share(60) == frozenset()  # C joins while A and B hold everything: nothing free this pass
+    a.release_all()
+    b.release_all()
+    shares = [len(x.take_share(60)) for x in (a, b, c)]  # the next passes: a third each
+    assert shares == [6, 6, 4] and set().union(a.held, b.held, c.held) == set(range(SHARDS))
+    for x in (a, b, c):
+        x.release_all()
+    c.leave()
+    clock[0] = T0 + 61 * SECOND  # B's membership lapsed too (it stopped renewing it): A alone again
+    assert len(a.take_share(60)) == SHARDS
+
+
+def test_update_meta_loses_no_concurrent_update(store, backend):
+    def add(own: Store) -> None:
+        for _ in range(15):
+            own.update_meta("counter", lambda value: str(int(value or "0") + 1))
+
+    opened = [backend.open() for _ in range(3)]
+    threads = [threading.Thread(target=add, args=(own,)) for own in opened]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for own in opened:
+        own.close()
+    assert store.get_meta("counter") == "45"
+
+
+def test_runs_of_several_processes_all_count(store):
+    store.add_run(T0 + SECOND, 10, 1)
+    store.add_run(T0, 5, 0)  # a process whose run began a moment earlier finishes later
+    totals = store.last_run()
+    assert (totals.at, totals.runs, totals.customers, totals.errors) == (T0 + SECOND, 2, 15, 1)
+
+
+def test_shard_state_reads_as_the_whole_store_until_the_shard_has_its_own(store):
+    assert store.shard_state(4) == ShardState()
+    store.save_evaluated_version("v1")
+    store.mark_first_run(T0)
+    assert store.shard_state(4) == ShardState("v1", T0)
+    store.save_shard_state(4, ShardState("v2", T0, T0 + SECOND))
+    assert store.shard_state(4) == ShardState("v2", T0, T0 + SECOND)
+    assert store.shard_state(5) == ShardState("v1", T0)
 
 
 # --- the outbox ---------------------------------------------------------------------------------------------

@@ -172,19 +172,20 @@ class Senders:
 def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, holder: str,
                 rng: random.Random | None = None, limit: int = CLAIM_LIMIT,
                 clock: Callable[[], datetime] | None = None, stopping: threading.Event | None = None,
-                heartbeat: Callable[[], None] | None = None) -> DeliveryRun:
+                heartbeat: Callable[[], None] | None = None, shards: frozenset[int] | None = None) -> DeliveryRun:
     """Send up to `limit` events due by `now`; returns what happened. Call until `attempted` is 0 to drain.
 
     `now` schedules retries; `clock` stamps signatures (receivers reject stale webhook-timestamps). Each webhook
     sends on its own threads, so a slow one never holds up another. No send starts after SLICE_SECONDS or once
     `stopping` is set: what is left goes back to the queue unsent. While sends are in flight the claims are
-    renewed every HEARTBEAT_SECONDS, and `heartbeat` is called (the scheduler renews its lease there).
+    renewed every HEARTBEAT_SECONDS, and `heartbeat` is called (the scheduler renews its leases there). With
+    `shards`, only events of customers in those shards are taken (the shards this process holds).
     """
     if rules.delivery_problem is not None:  # a webhook lacks its settings: every event waits, in order
         return DeliveryRun()
     rng = rng or random.Random()
     clock = clock or utc_now
-    events = store.claim_due_events(now, limit, holder, CLAIM_SECONDS)
+    events = store.claim_due_events(now, limit, holder, CLAIM_SECONDS, shards)
     if not events:
         return DeliveryRun()
     started = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -21,7 +21,8 @@ from worker.experiments import track_experiments
 from worker.prediction import load_model, model_version, saved_model
 from worker.rfm_boundaries import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
 from worker.serialize import customer_json, event_body, iso
-from worker.store.base import CustomerRecord, Evaluation, NewEvent, RunTotals, Store, TransitionRecord
+from worker.shards import ShardLeases
+from worker.store.base import SHARDS, CustomerRecord, Evaluation, NewEvent, ShardState, Store, TransitionRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,52 +44,132 @@ class RunResult:
     errors: int
     seconds: float
     baseline: bool = False
+    shards: int = SHARDS  # how many shards this run evaluated (a process sharing the base takes some of them)
 
 
-def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = BATCH_SIZE) -> RunResult:
-    """One evaluation run: customers changed since their last evaluation or due for a re-check by `as_of`.
-
-    Everyone is evaluated on the store's first run and whenever the rules changed. The first run follows
-    `first_run` (baseline: record segments silently); every later run announces what it finds.
-    """
-    started = time.perf_counter()
+def prepare_store(store: Store, rules: Rules) -> None:
+    """Bring the stored aggregates to the rules' excluded statuses and timezone (a recount when they changed)."""
     store.apply_excluded_statuses(rules.orders.excluded)
     store.apply_timezone(rules.timezone)
+
+
+def store_prepared(store: Store, rules: Rules) -> bool:
+    """Whether the aggregates are counted as the rules count them (else another process is recounting them)."""
+    return store.excluded_statuses() == rules.orders.excluded and store.order_days_timezone() == rules.timezone
+
+
+def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = BATCH_SIZE,
+                 leases: ShardLeases | None = None, fresh_since: datetime | None = None) -> RunResult:
+    """One evaluation run: customers changed since their last evaluation or due for a re-check by `as_of`.
+
+    Every customer of a shard is evaluated on the shard's first run and whenever the rules changed since its last.
+    A shard's first run follows `first_run` (baseline: record segments silently); every later run announces what
+    it finds. Without `leases` the run evaluates the whole base (after bringing the aggregates to the rules); with
+    them it walks the shards this process can take, skipping those evaluated since `fresh_since` under these rules.
+    """
+    started = time.perf_counter()
+    if leases is None:
+        prepare_store(store, rules)
     plan = _Plan.of(store, rules, load_cutoffs(store))
-    batches = store.customers_to_evaluate(as_of, plan.everyone, batch_size)
-    totals = _evaluate(store, plan.classifier, batches, as_of, plan.announce)
-    store.save_evaluated_version(plan.version)
-    if rules.experiments:
-        track_experiments(store, rules, as_of)
-    if plan.first_run:
-        store.mark_first_run(as_of)
-    result = RunResult(*totals, seconds=time.perf_counter() - started, baseline=not plan.announce)
-    _record_run(store, result, as_of)
-    return result
+    totals = _Totals()
+    if leases is None:
+        states = {shard: store.shard_state(shard) for shard in range(SHARDS)}
+        for shards, scope in _scopes(states, plan, rules):
+            batches = store.customers_to_evaluate(as_of, scope.everyone, batch_size, shards)
+            totals.add(_evaluate(store, plan.classifier, batches, as_of, scope.announce), baseline=not scope.announce)
+            for shard in range(SHARDS) if shards is None else sorted(shards):
+                store.save_shard_state(shard, _after(states[shard], plan.version, as_of))
+        totals.shards = SHARDS
+    else:
+        for shard in leases.walk():
+            state = store.shard_state(shard)  # read under the lease: another process may just have run it
+            if fresh_since is not None and state.ran_at is not None and state.ran_at >= fresh_since \
+                    and state.version == plan.version:
+                continue
+            scope = _Scope.of(state, plan, rules)
+            batches = _renewing(store.customers_to_evaluate(as_of, scope.everyone, batch_size, frozenset({shard})),
+                                leases)
+            totals.add(_evaluate(store, plan.classifier, batches, as_of, scope.announce), baseline=not scope.announce)
+            store.save_shard_state(shard, _after(state, plan.version, as_of))
+            totals.shards += 1
+    if totals.shards:
+        if rules.experiments:
+            track_experiments(store, rules, as_of)
+        if not store.has_run() and all(store.shard_state(s).first_run_at is not None for s in range(SHARDS)):
+            store.mark_first_run(as_of)
+        store.add_run(as_of, totals.customers, totals.errors)
+    return RunResult(totals.customers, totals.transitions, totals.events, totals.skipped, totals.errors,
+                     seconds=time.perf_counter() - started, baseline=totals.baseline, shards=totals.shards)
+
+
+@dataclass
+class _Totals:
+    customers: int = 0
+    transitions: int = 0
+    events: int = 0
+    skipped: int = 0
+    errors: int = 0
+    shards: int = 0
+    baseline: bool = False  # some shard had its silent first run
+
+    def add(self, counts: tuple[int, int, int, int, int], baseline: bool) -> None:
+        self.customers += counts[0]
+        self.transitions += counts[1]
+        self.events += counts[2]
+        self.skipped += counts[3]
+        self.errors += counts[4]
+        self.baseline = self.baseline or baseline
+
+
+def _renewing(batches: Iterable[list[CustomerRecord]], leases: ShardLeases) -> Iterator[list[CustomerRecord]]:
+    for batch in batches:  # the lease is renewed before each batch: a long shard never lapses while it is worked
+        leases.renew()
+        yield batch
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """What a run is about to do: under which classifier, for whom (everyone on a first run or changed rules), and
-    whether its moves are announced (not on a first run with `first_run: baseline`)."""
+    """What a run evaluates under: the classifier and its version (rules, RFM boundaries, the fitted model)."""
 
     classifier: Classifier
     version: str
-    first_run: bool
-    everyone: bool
-    announce: bool
 
     @classmethod
     def of(cls, store: Store, rules: Rules, cutoffs: RfmCutoffs | None) -> _Plan:
-        first_run = not store.has_run()
         saved = saved_model(store)
         version = evaluation_version(rules, cutoffs)
         model = model_version(rules, saved)
         if model is not None:  # the rules read the predictions: a refit can move anyone
             version = f"{version}+{model}"
-        return cls(Classifier(rules, cutoffs, load_model(store, rules, saved)), version, first_run,
-                   everyone=first_run or store.evaluated_version() != version,
+        return cls(Classifier(rules, cutoffs, load_model(store, rules, saved)), version)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """For whom a shard's run is (everyone on its first run or under changed rules), and whether its moves are
+    announced (not on a first run with `first_run: baseline`)."""
+
+    everyone: bool
+    announce: bool
+
+    @classmethod
+    def of(cls, state: ShardState, plan: _Plan, rules: Rules) -> _Scope:
+        first_run = state.first_run_at is None
+        return cls(everyone=first_run or state.version != plan.version,
                    announce=not (first_run and rules.first_run == "baseline"))
+
+
+def _after(state: ShardState, version: str, as_of: datetime) -> ShardState:
+    return ShardState(version, state.first_run_at or as_of, as_of)
+
+
+def _scopes(states: dict[int, ShardState], plan: _Plan, rules: Rules,
+            ) -> list[tuple[frozenset[int] | None, _Scope]]:
+    """The shards grouped by what their run is (usually one group: the whole base, read in one go)."""
+    groups: dict[_Scope, list[int]] = {}
+    for shard, state in sorted(states.items()):
+        groups.setdefault(_Scope.of(state, plan, rules), []).append(shard)
+    return [(None if len(shards) == SHARDS else frozenset(shards), scope) for scope, shards in groups.items()]
 
 
 def check_as_of(store: Store, as_of: datetime, wall_clock: datetime) -> None:
@@ -130,10 +211,13 @@ def dry_run(store: Store, rules: Rules, as_of: datetime, samples: int = 5,
     started = time.perf_counter()
     cutoffs = compute_rfm(store, rules, as_of) if rfm_is_stale(store, as_of) else load_cutoffs(store)
     plan = _Plan.of(store, rules, cutoffs)
-    result = DryRun(baseline=not plan.announce, everyone=plan.everyone,
+    scopes = _scopes({shard: store.shard_state(shard) for shard in range(SHARDS)}, plan, rules)
+    result = DryRun(baseline=any(not scope.announce for _, scope in scopes),
+                    everyone=any(scope.everyone for _, scope in scopes),
                     recount_statuses=store.excluded_statuses() != rules.orders.excluded)
-    for batch in store.customers_to_evaluate(as_of, plan.everyone, batch_size):
-        decisions, errors = _decide_batch(batch, plan.classifier, as_of, plan.announce)
+    for batch, announce in ((batch, scope.announce) for shards, scope in scopes
+                            for batch in store.customers_to_evaluate(as_of, scope.everyone, batch_size, shards)):
+        decisions, errors = _decide_batch(batch, plan.classifier, as_of, announce)
         result.errors += errors
         for record, _current, evaluation in decisions:
             result.customers += 1
@@ -146,13 +230,6 @@ def dry_run(store: Store, rules: Rules, as_of: datetime, samples: int = 5,
             result.campaigns.update(event.campaign for event in evaluation.events)
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _record_run(store: Store, result: RunResult, as_of: datetime) -> None:
-    # Runs hold the evaluation lease, so this read-then-write is not raced by another scheduler.
-    totals = store.last_run() or RunTotals(at=None)
-    store.record_run(RunTotals(at=as_of, runs=totals.runs + 1, customers=totals.customers + result.customers,
-                               errors=totals.errors + result.errors))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The worker loop: APScheduler runs evaluation and delivery on the rules' schedule, each under a store lease."""
+"""The worker loop: APScheduler runs evaluation and delivery on the rules' schedule. Several processes share both
+through per-shard leases in the store (worker/shards.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from worker.clock import utc_now
 from worker.delivery import CLAIM_SECONDS, DeliveryRun, Senders, deliver_due
-from worker.evaluate import RunResult, evaluate_due
+from worker.evaluate import RunResult, evaluate_due, prepare_store, store_prepared
 from worker.prediction import refresh_model_safely, summarize_after_evaluation
 from worker.rfm_boundaries import refresh_rfm
 from worker.rules_file import RulesSource
+from worker.shards import ShardLeases
 from worker.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ DELIVERY_BUDGET_SECONDS = 20  # one delivery job drains at most this long, so sh
 # The delivery lease, renewed between runs and by each run's heartbeat: after a kill -9 another process (or the
 # restarted one) takes over within this long, and the dead one's claims lapse just as fast (CLAIM_SECONDS).
 DELIVERY_LEASE_SECONDS = CLAIM_SECONDS
+# A shard's evaluation lease, renewed before each batch: a killed process's shard is taken over this soon.
+EVALUATION_LEASE_SECONDS = 60.0
 _UNSAID = object()
 
 
@@ -41,6 +45,8 @@ class Jobs:
         self.rules_source = rules_source
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.evaluation_shards = ShardLeases(store, "evaluate", self.holder, clock, EVALUATION_LEASE_SECONDS)
+        self.delivery_shards = ShardLeases(store, "deliver", self.holder, clock, DELIVERY_LEASE_SECONDS)
         self.senders = Senders()
         self.stopping = threading.Event()
         self.rng = random.Random()
@@ -50,19 +56,32 @@ class Jobs:
         self.delivery_problem: str | None | object = _UNSAID
 
     def evaluate_once(self) -> RunResult | None:
-        """One evaluation run if this process holds the evaluation lease; None if another process does."""
+        """One evaluation run over the shards this process can take; None if other processes hold them all.
+
+        First the run-wide steps (RFM boundaries, the model's fit, a recount under changed statuses or timezone),
+        by one process at a time under the "evaluate" lease; a process that finds them in another's hands
+        evaluates under what is stored, or skips this tick while the aggregates are being recounted.
+        """
         rules = self.rules_source.current()
-        ttl = max(120.0, 3 * rules.schedule.evaluate_every_seconds)
-        if not self.store.acquire_lease("evaluate", self.holder, self.clock(), ttl):
+        interval = rules.schedule.evaluate_every_seconds
+        now = self.clock()
+        fitted = None
+        if self.store.acquire_lease("evaluate", self.holder, now, max(120.0, 3 * interval)):
+            try:
+                refresh_rfm(self.store, rules, now)
+                fitted = refresh_model_safely(self.store, rules, now)  # under this lease: one fit at a time
+                prepare_store(self.store, rules)
+            finally:
+                self.store.release_lease("evaluate", self.holder)
+        elif not store_prepared(self.store, rules):
             return None
-        try:
-            now = self.clock()
-            refresh_rfm(self.store, rules, now)
-            fitted = refresh_model_safely(self.store, rules, now)  # under this lease: one fit at a time
-            result = evaluate_due(self.store, rules, now)
-            summarize_after_evaluation(self.store, rules, fitted, now)
-        finally:
-            self.store.release_lease("evaluate", self.holder)
+        now = self.clock()
+        # A shard another process evaluated in this tick's half interval is left alone until the next tick.
+        result = evaluate_due(self.store, rules, now, leases=self.evaluation_shards,
+                              fresh_since=now - timedelta(seconds=interval / 2))
+        summarize_after_evaluation(self.store, rules, fitted, now)
+        if result.shards == 0:
+            return None
         self.last_evaluation = result
         if result.customers or result.errors:
             log.info("evaluated %d customers: %d transitions, %d events, %d skipped, %d errors in %.2fs",
@@ -83,29 +102,35 @@ class Jobs:
         if rules.delivery_problem is not None:
             return None  # the events wait in the outbox, in order, until the settings are there
         started = self.clock()
-        if not self.store.acquire_lease("deliver", self.holder, started, DELIVERY_LEASE_SECONDS):
+        # This process's share of the shards, for the whole pass: a customer's events go out from one process only.
+        member_seconds = max(DELIVERY_LEASE_SECONDS, 3 * rules.schedule.deliver_every_seconds)
+        shards = self.delivery_shards.take_share(member_seconds)
+        if not shards:
             return None
         total = DeliveryRun()
-
-        def renew_lease() -> None:  # the heartbeat while sends are in flight: a crashed holder's lease lapses soon
-            self.store.acquire_lease("deliver", self.holder, self.clock(), DELIVERY_LEASE_SECONDS)
+        renew_leases = self.delivery_shards.renew  # the heartbeat while sends are in flight
 
         try:
             while not self.stopping.is_set():
                 now = self.clock()
                 run = deliver_due(self.store, rules, self.senders, now, self.holder, self.rng,
-                                  stopping=self.stopping, heartbeat=renew_lease)
+                                  stopping=self.stopping, heartbeat=renew_leases, shards=shards)
                 total += run
                 if run.attempted == 0 or (now - started).total_seconds() >= budget_seconds:
                     break
-                renew_lease()
+                renew_leases()
         finally:
-            self.store.release_lease("deliver", self.holder)
+            self.delivery_shards.release_all()
         self.last_delivery_at = self.clock()
         return total
 
     def close(self) -> None:
         self.senders.close()
+
+    def leave(self) -> None:
+        """At shutdown: this process's leases and memberships let go, so the others take its share at once."""
+        self.evaluation_shards.leave()
+        self.delivery_shards.leave()
 
 
 def start_scheduler(worker: Jobs) -> BackgroundScheduler:
@@ -147,6 +172,7 @@ def run_forever(worker: Jobs) -> None:
     while not done.wait(1.0):
         pass
     scheduler.shutdown(wait=True)
+    _guarded("leaving", worker.leave)
     worker.close()
     log.info("scheduler stopped")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import json
 import secrets
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -40,11 +41,24 @@ DEFAULT_EXCLUDED_JSON = json.dumps(sorted(DEFAULT_EXCLUDED))  # what a new store
 ORDER_DAYS_TIMEZONE_KEY = "order_days_timezone"  # the timezone orders' purchase days are counted in (IANA name)
 PREDICTION_MODEL_KEY = "prediction_model"  # JSON: the fitted churn and value model, its report and summary
 FIRST_RUN_KEY = "first_run_at"  # when the store's first evaluation run happened (ISO time)
-RULES_VERSION_KEY = "rules_version"  # what the stored evaluations were made with (evaluation_version)
+# What the stored evaluations were made with (evaluation_version), before shards: each shard now keeps its own, and
+# reads this one until it has it.
+RULES_VERSION_KEY = "rules_version"
 LAST_RUN_KEY = "last_evaluation"  # JSON: when the last run happened and running totals, for /metrics
 RFM_KEY = "rfm"  # JSON: the RFM boundaries, when they were computed and over how many customers
+SHARD_STATE_PREFIX = "evaluation_shard:"  # + a shard number -> JSON: the version and first run of its evaluations
 SIGN_OUT_PREFIX = "dashboard_sign_out:"  # + a hash of an API key's fingerprint -> its current sign-out mark
 _PROBE_KEY = "healthz-probe"  # never written: the cheapest read there is
+
+
+# The base is split into this many shards by a hash of contactID: each has its own evaluation and delivery lease, so
+# several scheduler processes share the work (worker/shards.py). Fixed: a store's shard states are kept by number.
+SHARDS = 16
+
+
+def shard_of(contact_id: str) -> int:
+    """The shard a customer (and every event of theirs) belongs to: the same in every process and backend."""
+    return zlib.crc32(contact_id.encode()) % SHARDS
 
 
 class StoreError(Exception):
@@ -261,6 +275,15 @@ class RunTotals:
     errors: int = 0
 
 
+@dataclass(frozen=True)
+class ShardState:
+    """What one shard's stored evaluations were made with, and whether its first run happened."""
+
+    version: str | None = None
+    first_run_at: datetime | None = None
+    ran_at: datetime | None = None  # the moment (as_of) of its last evaluation run
+
+
 @dataclass(frozen=True, slots=True)
 class PurchaseRow:
     """One customer with a counted order, as the churn and value model reads it: days are calendar days in the
@@ -345,9 +368,10 @@ class Store(abc.ABC):
 
     # evaluation
     @abc.abstractmethod
-    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int) -> Iterator[list[CustomerRecord]]:
+    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int,
+                              shards: frozenset[int] | None = None) -> Iterator[list[CustomerRecord]]:
         """Batches of customers changed since their last evaluation or due for a re-check by `as_of`
-        (everyone when `everyone`)."""
+        (everyone when `everyone`), of these shards only (every shard when None)."""
 
     @abc.abstractmethod
     def customers_by_id(self, contact_ids: Sequence[str]) -> list[CustomerRecord]: ...
@@ -363,6 +387,27 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def set_meta(self, key: str, value: str) -> None: ...
+
+    @abc.abstractmethod
+    def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
+        """Replace the value with `change(value)` atomically: a concurrent update is never lost (`change` may be
+        called again with the newer value). Returns what was written."""
+
+    def shard_state(self, shard: int) -> ShardState:
+        """The shard's own record; a store evaluated before shards existed reads as the whole store's."""
+        try:
+            recorded = json.loads(self.get_meta(f"{SHARD_STATE_PREFIX}{shard}") or "{}")
+        except ValueError:
+            recorded = {}
+        if not isinstance(recorded, dict) or not recorded:
+            first_run = self.get_meta(FIRST_RUN_KEY)
+            return ShardState(self.evaluated_version(), from_iso(first_run) if first_run else None)
+        return ShardState(recorded.get("version"), _instant(recorded.get("firstRunAt")),
+                          _instant(recorded.get("ranAt")))
+
+    def save_shard_state(self, shard: int, state: ShardState) -> None:
+        self.set_meta(f"{SHARD_STATE_PREFIX}{shard}", json.dumps(
+            {"version": state.version, "firstRunAt": iso(state.first_run_at), "ranAt": iso(state.ran_at)}))
 
     def has_run(self) -> bool:
         """True once the store's first evaluation run is recorded."""
@@ -380,25 +425,20 @@ class Store(abc.ABC):
 
     def last_run(self) -> RunTotals | None:
         """Totals over all evaluation runs and when the last one happened; None before any run (or unreadable)."""
-        try:
-            recorded = json.loads(self.get_meta(LAST_RUN_KEY) or "{}")
-        except ValueError:
-            return None
-        if not isinstance(recorded, dict) or not recorded:
-            return None
-        at = recorded.get("at")
-        return RunTotals(at=from_iso(at) if isinstance(at, str) and at else None,
-                         runs=int(recorded.get("runs", 0)), customers=int(recorded.get("customers", 0)),
-                         errors=int(recorded.get("errors", 0)))
+        return _run_totals(self.get_meta(LAST_RUN_KEY))
+
+    def add_run(self, at: datetime, customers: int, errors: int) -> None:
+        """Count one evaluation run at `at` into the running totals; runs of several processes all count."""
+        def added(value: str | None) -> str:
+            totals = _run_totals(value) or RunTotals(at=None)
+            last = at if totals.at is None else max(totals.at, at)
+            return _totals_json(RunTotals(last, totals.runs + 1, totals.customers + customers, totals.errors + errors))
+
+        self.update_meta(LAST_RUN_KEY, added)
 
     def record_run(self, totals: RunTotals) -> None:
-        """Keep `totals` as the running totals (the caller adds its run to last_run's)."""
-        self.set_meta(LAST_RUN_KEY, json.dumps({
-            "at": iso(totals.at) if totals.at is not None else None,
-            "runs": totals.runs,
-            "customers": totals.customers,
-            "errors": totals.errors,
-        }))
+        """Keep `totals` as the running totals."""
+        self.set_meta(LAST_RUN_KEY, _totals_json(totals))
 
     def rfm_cutoffs(self) -> SavedRfm | None:
         """The RFM boundaries last saved; None before the first computation."""
@@ -497,9 +537,11 @@ class Store(abc.ABC):
 
     # outbox
     @abc.abstractmethod
-    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
-        """Take up to `limit` pending events due by `now` that nobody else holds, oldest first. An ordered event
-        waits while an earlier ordered event of the same customer (to any webhook) has failed and is pending."""
+    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float,
+                         shards: frozenset[int] | None = None) -> list[EventRecord]:
+        """Take up to `limit` pending events due by `now` that nobody else holds, oldest first, of customers in
+        these shards (every shard when None). An ordered event waits while an earlier ordered event of the same
+        customer (to any webhook) has failed and is pending."""
 
     @abc.abstractmethod
     def record_delivered(self, event_ids: Sequence[str], attempt_at: datetime, status: int,
@@ -589,6 +631,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def release_lease(self, name: str, holder: str) -> None: ...
 
+    @abc.abstractmethod
+    def leases(self, prefix: str, now: datetime) -> dict[str, str]:
+        """The unexpired leases whose names start with `prefix`: name -> holder."""
+
     def record_deliveries(self, deliveries: Sequence[tuple[Sequence[str], int, int]], attempt_at: datetime) -> None:
         """Several successful attempts at once, each (event ids, status, duration_ms); backends override this to
         write them in one go."""
@@ -610,3 +656,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release every connection and thread the store opened; the store is not used afterwards."""
+
+
+def _run_totals(value: str | None) -> RunTotals | None:
+    try:
+        recorded = json.loads(value or "{}")
+    except ValueError:
+        return None
+    if not isinstance(recorded, dict) or not recorded:
+        return None
+    at = recorded.get("at")
+    return RunTotals(at=from_iso(at) if isinstance(at, str) and at else None,
+                     runs=int(recorded.get("runs", 0)), customers=int(recorded.get("customers", 0)),
+                     errors=int(recorded.get("errors", 0)))
+
+
+def _totals_json(totals: RunTotals) -> str:
+    return json.dumps({"at": iso(totals.at) if totals.at is not None else None, "runs": totals.runs,
+                       "customers": totals.customers, "errors": totals.errors})
+
+
+def _instant(value: object) -> datetime | None:
+    return from_iso(value) if isinstance(value, str) and value else None

@@ -42,6 +42,7 @@ from worker.store.base import (
     StoreError,
     Superseded,
     TransitionRecord,
+    shard_of,
 )
 from worker.store.times import from_ms, local_day_function, to_ms
 
@@ -287,6 +288,7 @@ class SQLiteStore(Store):
             # Checkpoints run from the scheduler's maintenance job (checkpoint()), not inside an evaluation's
             # COMMIT: at the default 1,000 pages a daily tick paid ~250 ms for one. This is only the ceiling.
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            conn.create_function("shard_of", 1, shard_of, deterministic=True)
             with self._opened_lock:
                 self._opened.add(conn)
             self._local.conn = conn
@@ -431,7 +433,8 @@ class SQLiteStore(Store):
 
     # evaluation --------------------------------------------------------------------------------------------
 
-    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int) -> Iterator[list[CustomerRecord]]:
+    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int,
+                              shards: frozenset[int] | None = None) -> Iterator[list[CustomerRecord]]:
         db = self._db
         if everyone:
             ids = [r[0] for r in db.execute("SELECT contact_id FROM customers ORDER BY contact_id")]
@@ -440,6 +443,8 @@ class SQLiteStore(Store):
             due.update(r[0] for r in db.execute(
                 "SELECT contact_id FROM customers WHERE next_check_at <= ?", (to_ms(as_of),)))
             ids = sorted(due)
+        if shards is not None:
+            ids = [contact_id for contact_id in ids if shard_of(contact_id) in shards]
         for start in range(0, len(ids), batch_size):
             yield self.customers_by_id(ids[start:start + batch_size])
 
@@ -505,6 +510,14 @@ class SQLiteStore(Store):
         with self._write() as db:
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                        "value = excluded.value", (key, value))
+
+    def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
+        with self._write() as db:  # BEGIN IMMEDIATE: no other writer between the read and the write
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            value = change(None if row is None else row[0])
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                       "value = excluded.value", (key, value))
+        return value
 
     # reads -------------------------------------------------------------------------------------------------
 
@@ -638,9 +651,13 @@ class SQLiteStore(Store):
 
     # outbox ------------------------------------------------------------------------------------------------
 
-    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
+    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float,
+                         shards: frozenset[int] | None = None) -> list[EventRecord]:
         now_ms = to_ms(now)
         until = now_ms + int(claim_seconds * 1000)
+        # of the leased shards only: shard_of is this connection's own SQL function (a store opened by sqlite3's
+        # shell lacks it, and needs it not: it never claims)
+        in_shards = "" if shards is None else f"AND shard_of(contact_id) IN ({', '.join(map(str, sorted(shards)))}) "
         with self._write() as db:
             # An event waits while an earlier event of the same customer has failed and is still pending: its retry
             # can come due after the later event, and the customer must hear welcome before vip all the same.
@@ -650,7 +667,7 @@ class SQLiteStore(Store):
                 "AND (claimed_until IS NULL OR claimed_until <= ?) AND (ordered = 0 OR NOT EXISTS (SELECT 1 FROM "
                 "events earlier WHERE earlier.contact_id = events.contact_id AND earlier.status = 'pending' "
                 "AND earlier.seq < events.seq AND earlier.attempts > 0 AND earlier.ordered = 1)) "
-                "ORDER BY next_attempt_at, seq LIMIT ?",
+                f"{in_shards}ORDER BY next_attempt_at, seq LIMIT ?",
                 (now_ms, now_ms, limit))]
             claimed = []
             for event_id in ids:
@@ -835,6 +852,11 @@ class SQLiteStore(Store):
     def release_lease(self, name: str, holder: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def leases(self, prefix: str, now: datetime) -> dict[str, str]:
+        return {name: holder for name, holder in self._db.execute(
+            "SELECT name, holder FROM leases WHERE substr(name, 1, ?) = ? AND expires_at > ?",
+            (len(prefix), prefix, to_ms(now)))}
 
 
 class _Transaction:

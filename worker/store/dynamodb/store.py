@@ -46,6 +46,7 @@ from worker.store.base import (
     Superseded,
     TransitionRecord,
     search_matcher,
+    shard_of,
 )
 from worker.store.dynamodb.items import (
     _CUSTOMER_FIELDS,
@@ -338,13 +339,20 @@ class DynamoDBStore(Store):
 
     # evaluation --------------------------------------------------------------------------------------------
 
-    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int) -> Iterator[list[CustomerRecord]]:
-        if everyone:
+    def customers_to_evaluate(self, as_of: datetime, everyone: bool, batch_size: int,
+                              shards: frozenset[int] | None = None) -> Iterator[list[CustomerRecord]]:
+        # A store shard is a partition of the customers' indexes: shard s lives in partition s % CUSTOMER_SHARDS.
+        partitions = range(CUSTOMER_SHARDS) if shards is None else sorted({s % CUSTOMER_SHARDS for s in shards})
+        if everyone and shards is None:
             ids = sorted(item["contact_id"] for item in self._scan("customers", ("contact_id",)))
+        elif everyone:
+            everybody = self._query_partitions("customers", "by_id", partitions, "", {})
+            ids = sorted(item["contact_id"] for item in everybody)
         else:
-            due = self._query_partitions("customers", "due", range(CUSTOMER_SHARDS), "#due_at <= :as_of",
-                                         {":as_of": to_ms(as_of)})
+            due = self._query_partitions("customers", "due", partitions, "#due_at <= :as_of", {":as_of": to_ms(as_of)})
             ids = sorted({item["contact_id"] for item in due})
+        if shards is not None:
+            ids = [contact_id for contact_id in ids if shard_of(contact_id) in shards]
         for start in range(0, len(ids), batch_size):
             yield self.customers_by_id(ids[start:start + batch_size])
 
@@ -480,6 +488,16 @@ class DynamoDBStore(Store):
 
     def set_meta(self, key: str, value: str) -> None:
         self._client.put_item(TableName=self._tables["meta"], Item=_to_item({"key": key, "value": value}))
+
+    def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
+        while True:  # optimistic: the write goes through only if the value is still the one `change` was given
+            old = self.get_meta(key)
+            value = change(old)
+            condition = ("attribute_not_exists(#key)", {}) if old is None else ("#value = :old", {":old": old})
+            if self._conditional(self._client.put_item, TableName=self._tables["meta"],
+                                 Item=_to_item({"key": key, "value": value}),
+                                 **_expression(condition[1], ConditionExpression=condition[0])):
+                return value
 
     # reads -------------------------------------------------------------------------------------------------
 
@@ -661,7 +679,8 @@ class DynamoDBStore(Store):
 
     # outbox ------------------------------------------------------------------------------------------------
 
-    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float) -> list[EventRecord]:
+    def claim_due_events(self, now: datetime, limit: int, holder: str, claim_seconds: float,
+                         shards: frozenset[int] | None = None) -> list[EventRecord]:
         """Candidates from the `due` index, oldest first, each taken by a conditional update one claimer wins.
 
         A candidate waits while an earlier event of its customer failed and awaits its retry: that retry can come
@@ -677,7 +696,8 @@ class DynamoDBStore(Store):
                 break
             page = self._query_partitions("events", "due", range(EVENT_SHARDS), "#claimable BETWEEN :lowest AND :bound",
                                           {":lowest": lowest, ":bound": _claim_key(now_ms + 1, 0)}, want)
-            eligible = self._not_overtaking(page)[:want]
+            mine = page if shards is None else [c for c in page if shard_of(c["contact_id"]) in shards]
+            eligible = self._not_overtaking(mine)[:want]
             claimed += [item for item in self._in_parallel(lambda c: self._claim(c, now_ms, until, holder), eligible)
                         if item is not None]
             if len(page) < want:
@@ -1027,6 +1047,12 @@ class DynamoDBStore(Store):
     def release_lease(self, name: str, holder: str) -> None:
         self._conditional(self._client.delete_item, TableName=self._tables["leases"], Key=_to_item({"name": name}),
                           **_expression({":holder": holder}, ConditionExpression="#holder = :holder"))
+
+    def leases(self, prefix: str, now: datetime) -> dict[str, str]:
+        # the leases table holds a few dozen items (one per shard and kind of work, one per live process)
+        now_ms = to_ms(now)
+        return {item["name"]: item["holder"] for item in self._scan("leases", ("name", "holder", "expires_at"))
+                if item["name"].startswith(prefix) and _int(item["expires_at"]) > now_ms}
 
     # requests ----------------------------------------------------------------------------------------------
 
