@@ -30,6 +30,7 @@ from worker.store.base import (
     shard_of,
 )
 from worker.store.sqlite import SCHEMA_VERSION
+from worker.subscriptions import new_subscription
 
 SECOND = timedelta(seconds=1)
 
@@ -710,3 +711,36 @@ def test_a_version_4_database_gains_the_outcome_columns_and_the_campaign_index(t
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_by_campaign'").fetchone()
     upgraded.close()
+
+
+# --- webhook subscriptions ----------------------------------------------------------------------------------
+
+def test_subscriptions_are_kept_in_order_and_removed(store, backend):
+    first = new_subscription("https://n8n.example.com/a", ["welcome", "vip", "welcome"], "flow a", T0)
+    second = new_subscription("https://n8n.example.com/b", ["win-back"], "", T0)
+    store.add_subscription(first)
+    store.add_subscription(second)
+    other = backend.open()  # another process sees them, secrets included (it signs with them)
+    assert other.subscriptions() == [first, second]
+    assert first.campaigns == ("welcome", "vip")
+    assert other.remove_subscription(first.id)
+    assert not other.remove_subscription(first.id)
+    other.close()
+    assert store.subscriptions() == [second]
+
+
+def test_subscriptions_made_at_once_are_all_kept(store, backend):
+    made = [new_subscription(f"https://n8n.example.com/{n}", ["welcome"], "", T0) for n in range(6)]
+
+    def add(subscriptions):
+        own = backend.open()
+        for subscription in subscriptions:
+            own.add_subscription(subscription)
+        own.close()
+
+    threads = [threading.Thread(target=add, args=(made[n::3],)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(s.id for s in store.subscriptions()) == sorted(s.id for s in made)

@@ -20,6 +20,7 @@ from worker.prediction import load_model
 from worker.rfm_boundaries import load_cutoffs
 from worker.serialize import batch_message
 from worker.store.base import CustomerRecord, EventRecord, Store, Superseded
+from worker.subscriptions import WEBHOOK_PREFIX, webhook_name, webhook_of
 from worker.transport import DeliveryError, SendResult, WebhookSender, next_attempt_at
 
 log = logging.getLogger(__name__)
@@ -191,14 +192,17 @@ def deliver_due(store: Store, rules: Rules, senders: Senders, now: datetime, hol
     started = time.monotonic()
     gate = _Gate(started + SLICE_SECONDS, stopping)
     total, routes = DeliveryRun(), {}
+    subscribed = ({webhook_name(s.id): webhook_of(s) for s in store.subscriptions()}
+                  if any(e.webhook.startswith(WEBHOOK_PREFIX) for e in events) else {})
     for name in dict.fromkeys(e.webhook for e in events):
-        webhook = rules.webhooks.get(name)
+        webhook = subscribed.get(name) if name.startswith(WEBHOOK_PREFIX) else rules.webhooks.get(name)
         if webhook is not None:
             routes[name] = senders.route(name, webhook)
             continue
         orphans = [e.id for e in events if e.webhook == name]
-        store.record_failed(orphans, now, None,
-                            f"webhook '{name}' is no longer defined in the rules; fix rules.yaml, then replay", 0, None)
+        why = (f"the subscription '{name.removeprefix(WEBHOOK_PREFIX)}' was deleted" if name.startswith(WEBHOOK_PREFIX)
+               else f"webhook '{name}' is no longer defined in the rules; fix rules.yaml, then replay")
+        store.record_failed(orphans, now, None, why, 0, None)
         total += DeliveryRun(dead=len(orphans))
     recheck = Recheck(store, rules, now)
     work = {}

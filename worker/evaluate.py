@@ -23,6 +23,7 @@ from worker.rfm_boundaries import compute_rfm, evaluation_version, load_cutoffs,
 from worker.serialize import customer_json, event_body, iso
 from worker.shards import ShardLeases
 from worker.store.base import SHARDS, CustomerRecord, Evaluation, NewEvent, ShardState, Store, TransitionRecord
+from worker.subscriptions import fan_out
 
 log = logging.getLogger(__name__)
 
@@ -260,12 +261,13 @@ def _evaluate(store: Store, classifier: Classifier, batches: Iterable[list[Custo
               announce: bool, decided: list[tuple[CustomerRecord, Classification]] | None = None,
               ) -> tuple[int, int, int, int, int]:
     customers = transitions = events = skipped = errors = 0
+    subscriptions = store.subscriptions()  # each queues its own copy of its campaigns' events
     for batch in batches:
         decisions, failed = _decide_batch(batch, classifier, as_of, announce)
         errors += failed
         if decided is not None:
             decided += [(record, current) for record, current, _ in decisions]
-        saved = store.save_evaluations([evaluation for _, _, evaluation in decisions])
+        saved = store.save_evaluations(fan_out([evaluation for _, _, evaluation in decisions], subscriptions))
         customers += saved.saved
         transitions += saved.transitions
         events += saved.events

@@ -10,7 +10,7 @@ from datetime import datetime
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from worker.api import campaigns, customers, dashboard, events, health, openapi, orders, rules
+from worker.api import campaigns, customers, dashboard, events, health, openapi, orders, rules, webhooks
 from worker.api.auth import install_auth
 from worker.api.context import EXTENSION, ApiContext
 from worker.api.dashboard import install_dashboard_session
@@ -67,7 +67,7 @@ def create_app(settings: Settings, store: Store | None = None, rules_source: Rul
 
 def _register_blueprints(app: Flask) -> None:
     api = Blueprint("api", __name__, url_prefix="/api")
-    for area in (customers, orders, events, rules, campaigns, openapi):
+    for area in (customers, orders, events, rules, campaigns, webhooks, openapi):
         api.register_blueprint(area.bp)
     app.register_blueprint(api)
     app.register_blueprint(health.bp)

@@ -110,6 +110,21 @@ def _paths() -> Schema:
             "outcome window has closed, how many ordered, the uplift with its 95 % interval, revenue per customer, "
             "and a verdict. `effect` sizes the 'too few customers yet' advice (default 0.05: 5 points).",
             "CampaignOutcomes", ["campaign", "asOf", "effect"], _errors(400, 401, 404))},
+        "/api/webhooks": {
+            "get": _operation("The webhook subscriptions (without their secrets). Needs a write key.",
+                              "SubscriptionList", [], _errors(401, 403)),
+            "post": {
+                **_operation("Subscribe a URL to campaigns (what the n8n trigger node does when its workflow is "
+                             "activated): every event of those campaigns is queued for it too, signed with the "
+                             "subscription's own secret, answered here once. Needs a write key.",
+                             "SubscriptionCreated", [], _errors(400, 401, 403, 413), status="201"),
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("SubscriptionRequest")}}},
+            }},
+        "/api/webhooks/{subscriptionId}": {"delete": {
+            "summary": "Delete a subscription (its events not yet sent go to dead). Needs a write key.",
+            "parameters": [{"$ref": "#/components/parameters/subscriptionId"}],
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)}}},
         "/api/experiments": {"get": _operation(
             "The threshold experiments of the rules in force: segment, condition, arms, status.", "ExperimentList",
             [], _errors(401))},
@@ -203,6 +218,7 @@ def _parameters(rules: Rules) -> Schema:
         "status": _query("status", "Only events with this delivery status.", {"enum": list(STATUSES)}),
         "contactID": {"name": "contactID", "in": "path", "required": True, "schema": {"type": "string"}},
         "eventId": {"name": "eventId", "in": "path", "required": True, "schema": {"type": "string"}},
+        "subscriptionId": {"name": "subscriptionId", "in": "path", "required": True, "schema": {"type": "string"}},
         "campaign": {"name": "campaign", "in": "path", "required": True, "schema": {"type": "string"}},
         "experiment": {"name": "experiment", "in": "path", "required": True, "schema": {"type": "string"}},
         "splitByExperiment": _query("experiment", "Also count per arm of this experiment of the rules.",
@@ -330,6 +346,15 @@ def _schemas() -> Schema:
             "campaign": {"type": ["string", "null"]},
         }),
         "EventResponse": _object({"data": _ref("Event")}),
+        "SubscriptionRequest": _object({
+            "url": {"type": "string", "format": "uri", "maxLength": 2000, "description": "http:// or https://"},
+            "campaigns": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "description": {"type": "string", "maxLength": 200}}, required=["url", "campaigns"]),
+        "Subscription": _object(_SUBSCRIPTION),
+        "SubscriptionCreated": _object({**_SUBSCRIPTION, "secret": {
+            "type": "string", "description": "whsec_...: verify each event's Standard Webhooks signature with it"}}),
+        "SubscriptionList": _object({"data": {"type": "array", "items": _ref("Subscription")},
+                                     "count": {"type": "integer", "minimum": 0}}),
         "CampaignList": _object({"data": {"type": "array", "items": _ref("Campaign")},
                                  "count": {"type": "integer", "minimum": 0},
                                  "experiments": {"type": "array", "items": _ref("Experiment")}}),
@@ -476,6 +501,11 @@ def _experiment_fields() -> Schema:
         "startedAt": _nullable(_ref("Timestamp")), "endedAt": _nullable(_ref("Timestamp")),
         "arms": {"type": "array"},
 }
+
+
+_SUBSCRIPTION: Schema = {"id": {"type": "string"}, "url": {"type": "string"},
+                         "campaigns": {"type": "array", "items": {"type": "string"}},
+                         "description": {"type": "string"}, "createdAt": {"type": "string", "format": "date-time"}}
 
 
 def _object(properties: Schema, required: list[str] | None = None) -> Schema:

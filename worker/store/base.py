@@ -47,6 +47,7 @@ RULES_VERSION_KEY = "rules_version"
 LAST_RUN_KEY = "last_evaluation"  # JSON: when the last run happened and running totals, for /metrics
 RFM_KEY = "rfm"  # JSON: the RFM boundaries, when they were computed and over how many customers
 SHARD_STATE_PREFIX = "evaluation_shard:"  # + a shard number -> JSON: the version and first run of its evaluations
+SUBSCRIPTIONS_KEY = "webhook_subscriptions"  # JSON: id -> the subscription (POST /api/webhooks), secret included
 SIGN_OUT_PREFIX = "dashboard_sign_out:"  # + a hash of an API key's fingerprint -> its current sign-out mark
 _PROBE_KEY = "healthz-probe"  # never written: the cheapest read there is
 
@@ -276,6 +277,19 @@ class RunTotals:
 
 
 @dataclass(frozen=True)
+class Subscription:
+    """A webhook subscribed through the API (an n8n trigger node): every event of its campaigns goes to `url` too,
+    signed with its own secret."""
+
+    id: str
+    url: str
+    campaigns: tuple[str, ...]
+    description: str
+    secret: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class ShardState:
     """What one shard's stored evaluations were made with, and whether its first run happened."""
 
@@ -426,6 +440,28 @@ class Store(abc.ABC):
     def last_run(self) -> RunTotals | None:
         """Totals over all evaluation runs and when the last one happened; None before any run (or unreadable)."""
         return _run_totals(self.get_meta(LAST_RUN_KEY))
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every webhook subscription, oldest first."""
+        return list(_subscriptions(self.get_meta(SUBSCRIPTIONS_KEY)).values())
+
+    def add_subscription(self, subscription: Subscription) -> None:
+        def added(value: str | None) -> str:
+            return _subscriptions_json({**_subscriptions(value), subscription.id: subscription})
+
+        self.update_meta(SUBSCRIPTIONS_KEY, added)
+
+    def remove_subscription(self, subscription_id: str) -> bool:
+        """False if there was no such subscription."""
+        found = []
+
+        def removed(value: str | None) -> str:
+            known = _subscriptions(value)
+            found[:] = [subscription_id in known]
+            return _subscriptions_json({k: v for k, v in known.items() if k != subscription_id})
+
+        self.update_meta(SUBSCRIPTIONS_KEY, removed)
+        return bool(found and found[0])
 
     def add_run(self, at: datetime, customers: int, errors: int) -> None:
         """Count one evaluation run at `at` into the running totals; runs of several processes all count."""
@@ -678,3 +714,19 @@ def _totals_json(totals: RunTotals) -> str:
 
 def _instant(value: object) -> datetime | None:
     return from_iso(value) if isinstance(value, str) and value else None
+
+
+def _subscriptions(value: str | None) -> dict[str, Subscription]:
+    try:
+        recorded = json.loads(value or "{}")
+    except ValueError:
+        return {}
+    return {key: Subscription(key, item["url"], tuple(item["campaigns"]), item.get("description", ""),
+                              item["secret"], from_iso(item["createdAt"]))
+            for key, item in (recorded.items() if isinstance(recorded, dict) else ())}
+
+
+def _subscriptions_json(subscriptions: Mapping[str, Subscription]) -> str:
+    return json.dumps({key: {"url": s.url, "campaigns": list(s.campaigns), "description": s.description,
+                             "secret": s.secret, "createdAt": iso(s.created_at)}
+                       for key, s in subscriptions.items()})  # in the order they were made
