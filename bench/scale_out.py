@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from bench.dataset import RULES_FILE, WEBHOOK_SECRET
@@ -79,7 +80,9 @@ def child(url: str, salt: str, holder: str, loop: bool) -> int:
     """One scheduler process: ready, then on 'go' one evaluation pass (or passes until everyone is evaluated)."""
     rules = revalidated(base_rules(), holdout_salt=salt)
     store = open_store(url)
-    jobs = Jobs(store, _Fixed(rules), clock=lambda: AS_OF, holder=holder)  # the moment the orders were made for
+    began = time.monotonic()  # the clock starts at the moment the orders were made for, and runs (leases expire)
+    jobs = Jobs(store, _Fixed(rules), clock=lambda: AS_OF + timedelta(seconds=time.monotonic() - began),
+                holder=holder)
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.time()
@@ -94,6 +97,7 @@ def child(url: str, salt: str, holder: str, loop: bool) -> int:
         print(json.dumps({"customers": customers, "at": time.time()}), flush=True)
         time.sleep(0.5)
     print(json.dumps({"start": started, "end": time.time(), "customers": customers, "shards": shards}), flush=True)
+    jobs.leave()
     store.close()
     return 0
 
@@ -128,16 +132,19 @@ def trial(url: str, count: int, customers: int) -> Trial:
 def takeover(url: str, customers: int) -> Takeover:
     salt = f"takeover-{time.time_ns()}"
     survivor, victim = (_spawn(url, salt, f"bench-takeover-{n}", loop=True) for n in range(2))
+    store = open_store(url)
     started = time.monotonic()
     for process in (victim, survivor):
         assert process.stdin is not None
         process.stdin.write("go\n")
         process.stdin.flush()
-    time.sleep(0.3)  # both are inside their first pass, each holding a shard
+    while "bench-takeover-1" not in store.leases("evaluate:", AS_OF).values():  # killed while it holds a shard
+        if time.monotonic() - started > 60:
+            raise RuntimeError("the process to kill never held a shard")
+        time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     killed = time.monotonic()
-    store = open_store(url)
     version = evaluation_version(revalidated(base_rules(), holdout_salt=salt), load_cutoffs(store))
     try:
         # everyone is evaluated once every shard's last run is under this trial's rules
