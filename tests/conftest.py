@@ -274,9 +274,16 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run the long versions of the reliability tests (marked slow): 50 chaos rounds ...")
+    parser.addoption("--run-n8n", action="store_true", default=False,
+                     help="also run the tests against a real n8n (marked n8n; ../shared/n8n-peer installs it, ~5 min)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--run-n8n"):  # not collected at all without the option: a real n8n is opt-in
+        live = [item for item in items if "n8n" in item.keywords]
+        if live:
+            config.hook.pytest_deselected(items=live)
+            items[:] = [item for item in items if "n8n" not in item.keywords]
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="long version: run with --run-slow")
