@@ -43,7 +43,9 @@ class Dynalite:
     def __enter__(self) -> Dynalite:
         command = install()
         port = free_port()
-        self._process = subprocess.Popen([str(command), "--port", str(port), "--host", "127.0.0.1"],
+        # tables are ACTIVE at once (dynalite waits 500 ms by default, and boto3's waiters then poll every 20 s)
+        self._process = subprocess.Popen([str(command), "--port", str(port), "--host", "127.0.0.1",
+                                          "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.endpoint_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

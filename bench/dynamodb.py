@@ -218,7 +218,7 @@ def floor(client: Any, orders: list[Order], prefix: str, counter: RequestCounter
         client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
                             AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
                             KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
-        client.get_waiter("table_exists").wait(TableName=table)
+        client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
     totals: dict[str, list[int]] = {}
     for order in orders:
         at = int(order.order_at.timestamp() * 1000)
