@@ -21,7 +21,7 @@ from worker.delivery import Senders
 from worker.evaluate import evaluate_due
 from worker.rules_file import RulesSource
 from worker.store.base import Store
-from worker.subscriptions import new_subscription, webhook_name
+from worker.subscriptions import new_subscription, webhook_name, webhook_of
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 READER = {"Authorization": f"Bearer {READ_KEY}"}
@@ -162,3 +162,9 @@ def test_the_events_of_a_deleted_subscription_go_dead_with_why(tmp_path: Path, s
     [dead] = store.list_events("dead", limit=10)
     assert dead.webhook == webhook_name(gone.id) and "was deleted" in dead.last_error
     assert [r.path for r in receiver.requests] == [urlsplit(receiver.url).path]
+
+
+def test_a_subscription_is_sent_to_like_a_paced_rules_webhook() -> None:
+    webhook = webhook_of(new_subscription("https://n8n.example.com/x", ["welcome"], "", T0))
+    assert (webhook.url, webhook.batch_size, webhook.max_per_second) == ("https://n8n.example.com/x", 1, 15)
+    assert webhook.secret.startswith("whsec_")

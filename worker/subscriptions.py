@@ -17,6 +17,9 @@ from worker.store.base import Evaluation, NewEvent, Subscription
 
 WEBHOOK_PREFIX = "subscription:"  # + the subscription's id: the webhook name of its events
 MAX_SUBSCRIPTIONS = 100
+# n8n keeps an execution per call and takes some 15-75 calls a second on a small host: a subscription is paced like
+# the shipped rules' webhooks, so a threshold change that moves thousands of customers never floods the workflow.
+MAX_PER_SECOND = 15.0
 
 
 def new_subscription(url: str, campaigns: Sequence[str], description: str, now: datetime) -> Subscription:
@@ -30,8 +33,9 @@ def webhook_name(subscription_id: str) -> str:
 
 
 def webhook_of(subscription: Subscription) -> Webhook:
-    """How its events are sent: one event a request, the default timeout, retries and concurrency."""
-    return Webhook(url=subscription.url, secret=subscription.secret)
+    """How its events are sent: one event a request, at most MAX_PER_SECOND, the default timeout, retries and
+    concurrency."""
+    return Webhook(url=subscription.url, secret=subscription.secret, max_per_second=MAX_PER_SECOND)
 
 
 def fan_out(evaluations: list[Evaluation], subscriptions: Sequence[Subscription]) -> list[Evaluation]:
