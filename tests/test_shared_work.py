@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Backend
+from tests.factories import order
 from tests.outbox_helpers import ENV, T0, WELCOME_AS_QUEUED, StillClock, ingest, order_json, queue_welcomes, rules_text
 from tests.receiver import Receiver
+from worker.clock import utc_now
 from worker.rules_file import RulesSource
 from worker.scheduler import DELIVERY_LEASE_SECONDS, EVALUATION_LEASE_SECONDS, Jobs
 from worker.store.base import SHARDS, Store, shard_of
@@ -145,3 +147,24 @@ def test_a_crashed_process_delivery_shards_are_taken_over_once_their_leases_laps
     run = b.deliver_once()
     assert run is not None and run.delivered == len(events)
     assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(events)
+
+
+def test_the_command_line_run_leaves_a_shard_a_running_scheduler_holds_to_it(runner, store: Store) -> None:
+    now = utc_now()
+    contacts = [f"C{n:03d}" for n in range(40)]
+    store.upsert_orders([order(c, f"{c}-1", now - timedelta(days=3)) for c in contacts], now)
+    busy = shard_of(contacts[0])
+    assert store.acquire_lease(f"evaluate:{busy}", "scheduler-x", now, EVALUATION_LEASE_SECONDS)
+
+    first = runner.invoke("evaluate")
+    assert first.exit_code == 0, first.output
+    assert f"1 of {SHARDS} shards were being evaluated by a running scheduler: left to it" in first.output
+    left = [c for c in contacts if shard_of(c) == busy]
+    assert f"customers evaluated: {len(contacts) - len(left)}" in first.output
+    assert [c for c in contacts if store.get_customer(c).segment is None] == left
+    assert store.leases("evaluate:", utc_now()) == {f"evaluate:{busy}": "scheduler-x"}  # its own were released
+
+    store.release_lease(f"evaluate:{busy}", "scheduler-x")
+    second = runner.invoke("evaluate")
+    assert f"customers evaluated: {len(left)}" in second.output and "left to it" not in second.output
+    assert all(store.get_customer(c).segment is not None for c in contacts)

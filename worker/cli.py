@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from datetime import datetime
@@ -25,8 +26,9 @@ from worker.rfm_boundaries import load_cutoffs, refresh_rfm
 from worker.rules_file import SHIPPED_RULES, RulesSource, load_order_rules, load_rules_file
 from worker.serialize import customer_json, event_json, parse_instant
 from worker.settings import Settings, SettingsError
+from worker.shards import EVALUATION_LEASE_SECONDS, ShardLeases
 from worker.store import open_store
-from worker.store.base import EVENT_STATUSES, HELD_OUT, HELD_OUT_NOT_REPLAYED, SUPERSEDED, Store
+from worker.store.base import EVENT_STATUSES, HELD_OUT, HELD_OUT_NOT_REPLAYED, SHARDS, SUPERSEDED, Store
 
 SHOWN_ERRORS = 20
 
@@ -132,12 +134,21 @@ def evaluate(ctx: Context, as_of: str | None, dry_run: bool) -> None:
         raise click.ClickException(f"--as-of {exc}") from None
     refresh_rfm(ctx.writable_store, rules, moment)
     fitted = refresh_model_safely(ctx.writable_store, rules, moment)
-    result = evaluate_due(ctx.writable_store, rules, moment)
+    # Beside running schedulers: the shards none of them holds, each under its lease for the whole run.
+    leases = ShardLeases(ctx.writable_store, "evaluate", f"cli:{socket.gethostname()}:{os.getpid()}", utc_now,
+                         EVALUATION_LEASE_SECONDS)
+    held = leases.take_free()
+    try:
+        result = evaluate_due(ctx.writable_store, rules, moment, leases=leases, together=True)
+    finally:
+        leases.release_all()
     summarize_after_evaluation(ctx.writable_store, rules, fitted, moment)
     mode = " (first run: baseline recorded silently)" if result.baseline else ""
     click.echo(f"customers evaluated: {result.customers}\ntransitions: {result.transitions}\n"
                f"events queued: {result.events}\nskipped (changed meanwhile): {result.skipped}\n"
                f"errors: {result.errors}\nseconds: {result.seconds:.3f}{mode}")
+    if len(held) < SHARDS:
+        click.echo(f"{SHARDS - len(held)} of {SHARDS} shards were being evaluated by a running scheduler: left to it")
 
 
 def _print_dry_run(plan: DryRun, moment: datetime) -> None:

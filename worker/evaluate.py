@@ -60,27 +60,33 @@ def store_prepared(store: Store, rules: Rules) -> bool:
 
 
 def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = BATCH_SIZE,
-                 leases: ShardLeases | None = None, fresh_since: datetime | None = None) -> RunResult:
+                 leases: ShardLeases | None = None, fresh_since: datetime | None = None,
+                 together: bool = False) -> RunResult:
     """One evaluation run: customers changed since their last evaluation or due for a re-check by `as_of`.
 
     Every customer of a shard is evaluated on the shard's first run and whenever the rules changed since its last.
     A shard's first run follows `first_run` (baseline: record segments silently); every later run announces what
     it finds. Without `leases` the run evaluates the whole base (after bringing the aggregates to the rules); with
-    them it walks the shards this process can take, skipping those evaluated since `fresh_since` under these rules.
+    them it walks the shards this process can take, skipping those evaluated since `fresh_since` under these rules;
+    with them and `together`, it evaluates the shards they already hold in one go, renewing them as it goes (the
+    command line's run beside running schedulers).
     """
     started = time.perf_counter()
-    if leases is None:
+    if leases is None or together:
         prepare_store(store, rules)
     plan = _Plan.of(store, rules, load_cutoffs(store))
     totals = _Totals()
-    if leases is None:
-        states = {shard: store.shard_state(shard) for shard in range(SHARDS)}
+    if leases is None or together:
+        scope_shards = range(SHARDS) if leases is None else sorted(leases.held)
+        states = {shard: store.shard_state(shard) for shard in scope_shards}
         for shards, scope in _scopes(states, plan, rules):
             batches = store.customers_to_evaluate(as_of, scope.everyone, batch_size, shards)
+            if leases is not None:
+                batches = _renewing(batches, leases)
             totals.add(_evaluate(store, plan.classifier, batches, as_of, scope.announce), baseline=not scope.announce)
             for shard in range(SHARDS) if shards is None else sorted(shards):
                 store.save_shard_state(shard, _after(states[shard], plan.version, as_of))
-        totals.shards = SHARDS
+        totals.shards = len(states)
     else:
         for shard in leases.walk():
             state = store.shard_state(shard)  # read under the lease: another process may just have run it

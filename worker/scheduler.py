@@ -21,7 +21,7 @@ from worker.evaluate import RunResult, evaluate_due, prepare_store, store_prepar
 from worker.prediction import refresh_model_safely, summarize_after_evaluation
 from worker.rfm_boundaries import refresh_rfm
 from worker.rules_file import RulesSource
-from worker.shards import ShardLeases
+from worker.shards import EVALUATION_LEASE_SECONDS, ShardLeases
 from worker.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ DELIVERY_BUDGET_SECONDS = 20  # one delivery job drains at most this long, so sh
 # The delivery lease, renewed between runs and by each run's heartbeat: after a kill -9 another process (or the
 # restarted one) takes over within this long, and the dead one's claims lapse just as fast (CLAIM_SECONDS).
 DELIVERY_LEASE_SECONDS = CLAIM_SECONDS
-# A shard's evaluation lease, renewed before each batch: a killed process's shard is taken over this soon.
-EVALUATION_LEASE_SECONDS = 60.0
 _UNSAID = object()
 
 

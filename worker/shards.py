@@ -17,6 +17,9 @@ from datetime import datetime
 
 from worker.store.base import SHARDS, Store
 
+# A shard's evaluation lease, renewed before each batch: a killed process's shard is taken over this soon.
+EVALUATION_LEASE_SECONDS = 60.0
+
 
 class ShardLeases:
     """One process's leases on the shards of one kind of work."""
@@ -52,6 +55,12 @@ class ShardLeases:
                 yield shard
             finally:
                 self.release(shard)
+
+    def take_free(self) -> frozenset[int]:
+        """Every shard nobody else holds now (the command line's run takes them all at once)."""
+        for shard in range(SHARDS):
+            self.take(shard)
+        return frozenset(self.held)
 
     def renew(self) -> None:
         """The heartbeat: keep every held lease another TTL (a shard lost meanwhile is dropped; its saves are
