@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 
 import { SegmentWorker } from '../nodes/SegmentWorker/SegmentWorker.node';
+import { frequencyChoices } from '../nodes/shared/answers';
 import { ADMIN_KEY, FakeWorker, READ_KEY } from './support/fakeWorker';
 import { executeContext, type Parameters } from './support/fakeN8n';
 
@@ -162,4 +163,23 @@ describe('event', () => {
 		const [output] = await node.execute.call(context);
 		assert.match(String(output[0].json.error), /HTTP 401.*check the API key/);
 	});
+});
+
+describe('loadOptions', () => {
+	test('getPurchaseFrequencies offers the bands the worker\'s rules name, from its OpenAPI document', async () => {
+		const context = executeContext({ baseUrl: `${worker.url}/`, apiKey: READ_KEY }, { items: [], parameters: {} });
+		const load = node.methods.loadOptions.getPurchaseFrequencies as (this: unknown) => Promise<unknown>;
+		assert.deepEqual(await load.call(context), [
+			{ name: 'Weekly', value: 'Weekly' },
+			{ name: 'Biweekly', value: 'Biweekly' },
+		]);
+		assert.deepEqual(worker.requests.map((r) => `${r.method} ${r.path}`), ['GET /api/openapi.json']);
+	});
+});
+
+test('frequencyChoices: a document without the parameter, or with odd values, offers only the names', () => {
+	assert.deepEqual(frequencyChoices({}), []);
+	assert.deepEqual(frequencyChoices(null), []);
+	const odd = { components: { parameters: { purchaseFrequency: { schema: { enum: ['Monthly', 7, null] } } } } };
+	assert.deepEqual(frequencyChoices(odd), [{ name: 'Monthly', value: 'Monthly' }]);
 });

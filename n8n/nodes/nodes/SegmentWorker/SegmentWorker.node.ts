@@ -8,7 +8,7 @@ import type {
 import { NodeConnectionTypes, NodeOperationError } from 'n8n-workflow';
 
 import { rows, unwrapped } from '../shared/answers';
-import { getCampaignsOrAll, getSegments } from '../shared/choices';
+import { getCampaignsOrAll, getPurchaseFrequencies, getSegments } from '../shared/choices';
 import { OrderInputError, orderFromFields, orderFromItem, ordersFromJson, type Order } from '../shared/orders';
 import { collectPages, PaginationError } from '../shared/pagination';
 import {
@@ -26,7 +26,6 @@ import {
 } from '../shared/requests';
 import { call } from '../shared/transport';
 
-const PURCHASE_FREQUENCIES = ['Weekly', 'Monthly', 'Quarterly', 'Occasional', 'One-time', 'None'];
 
 /**
  * The worker's API as actions: customers (one, or a filtered list over every page), orders (one POST for all the
@@ -134,11 +133,13 @@ export class SegmentWorker implements INodeType {
 						description: 'Classify at this moment instead of now (reads every customer: slower)',
 					},
 					{
-						displayName: 'Purchase Frequency',
+						displayName: 'Purchase Frequency Name or ID',
 						name: 'purchaseFrequency',
 						type: 'options',
-						options: PURCHASE_FREQUENCIES.map((name) => ({ name, value: name })),
-						default: 'Monthly',
+						typeOptions: { loadOptionsMethod: 'getPurchaseFrequencies' },
+						default: '',
+						description:
+							'Choose from the list (the bands of the worker\'s rules.yaml), or specify a name using an <a href="https://docs.n8n.io/code/expressions/">expression</a>',
 					},
 					{
 						displayName: 'Segment Name or ID',
@@ -369,6 +370,7 @@ export class SegmentWorker implements INodeType {
 		loadOptions: {
 			getCampaignsOrAll,
 			getSegments,
+			getPurchaseFrequencies,
 		},
 	};
 

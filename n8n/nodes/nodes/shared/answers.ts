@@ -62,6 +62,15 @@ export function campaignChoices(body: unknown): Choice[] {
 		}));
 }
 
+/** The purchase frequencies of the rules in force, from the OpenAPI document's `purchaseFrequency` parameter. */
+export function frequencyChoices(document: unknown): Choice[] {
+	const names = (document as { components?: { parameters?: Record<string, { schema?: { enum?: unknown } }> } })
+		?.components?.parameters?.purchaseFrequency?.schema?.enum;
+	return Array.isArray(names)
+		? names.filter((name): name is string => typeof name === 'string').map((name) => ({ name, value: name }))
+		: [];
+}
+
 /** The segments of GET /api/segments as choices, in the rules' order. */
 export function segmentChoices(body: unknown): Choice[] {
 	return rows(body)

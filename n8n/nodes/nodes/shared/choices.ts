@@ -4,8 +4,8 @@
 
 import type { ILoadOptionsFunctions, INodePropertyOptions } from 'n8n-workflow';
 
-import { campaignChoices, segmentChoices } from './answers';
-import { listCampaigns, segmentSummary } from './requests';
+import { campaignChoices, frequencyChoices, segmentChoices } from './answers';
+import { listCampaigns, openApiDocument, segmentSummary } from './requests';
 import { call } from './transport';
 
 export async function getCampaigns(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
@@ -19,4 +19,9 @@ export async function getCampaignsOrAll(this: ILoadOptionsFunctions): Promise<IN
 
 export async function getSegments(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
 	return segmentChoices(await call.call(this, segmentSummary()));
+}
+
+/** The purchase frequencies of the worker's rules (renamed or added bands included). */
+export async function getPurchaseFrequencies(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
+	return frequencyChoices(await call.call(this, openApiDocument()));
 }

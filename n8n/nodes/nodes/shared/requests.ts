@@ -99,6 +99,11 @@ export function listCampaigns(): ApiRequest {
 	return { method: 'GET', path: '/api/campaigns' };
 }
 
+/** The API's OpenAPI document, built from the rules in force: it names the purchase frequencies. */
+export function openApiDocument(): ApiRequest {
+	return { method: 'GET', path: '/api/openapi.json' };
+}
+
 // --- subscriptions (admin key) --------------------------------------------------------------------------------
 
 export function listSubscriptions(): ApiRequest {

@@ -92,6 +92,10 @@ export class FakeWorker {
 			];
 			return reply(res, 200, { data, count: data.length, experiments: [] });
 		}
+		if (route === 'GET /api/openapi.json') {
+			const purchaseFrequency = { name: 'purchaseFrequency', in: 'query', schema: { enum: ['Weekly', 'Biweekly'] } };
+			return reply(res, 200, { openapi: '3.1.0', components: { parameters: { purchaseFrequency } } });
+		}
 		if (route === 'GET /api/segments') {
 			return reply(res, 200, {
 				data: [
