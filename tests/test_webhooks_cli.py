@@ -16,9 +16,11 @@ from tests.factories import DEFAULT_SEGMENTS, FREQUENCY_BANDS
 from tests.outbox_helpers import free_port
 from tests.receiver import Receiver
 from worker.cli_webhooks import shown_url
+from worker.clock import utc_now
 from worker.sample_events import sample_event
 from worker.serialize import parse_instant
 from worker.store.base import Store
+from worker.subscriptions import new_subscription
 
 HEADER_TOKEN = "header-token-0123456789"
 RULES = f"""\
@@ -267,6 +269,21 @@ def test_list_shows_each_webhook_its_url_and_campaigns_and_no_secret(runner: Run
     ]
     assert WEBHOOK_SECRET not in result.output and HEADER_TOKEN not in result.output
     assert n8n.requests == []
+
+
+def test_list_shows_the_subscriptions_too_without_their_secrets(runner: Runner, store: Store) -> None:
+    made = new_subscription("https://flows:pw-0123456789@n8n.example.com/webhook/abc", ["welcome", "vip"], "flow",
+                            utc_now())
+    store.add_subscription(made)
+    result = runner.invoke("webhooks", "list")
+
+    assert result.exit_code == 0, result.output
+    last = result.stdout.splitlines()[-1].split()
+    assert last == [f"subscription:{made.id}", "welcome,", "vip", "https://n8n.example.com/webhook/abc"]
+    assert made.secret not in result.output and "pw-0123456789" not in result.output
+    rows = json.loads(runner.invoke("webhooks", "list", "--json").stdout)
+    assert rows[-1] == {"name": f"subscription:{made.id}", "url": "https://n8n.example.com/webhook/abc",
+                        "campaigns": ["welcome", "vip"], "configured": True, "unset": [], "description": "flow"}
 
 
 def test_list_shows_unconfigured_webhooks_and_why(runner: Runner) -> None:

@@ -11,10 +11,11 @@ import click
 
 from rules import Rules
 from rules.schema import Webhook
-from worker.cli import Context, pass_context
+from worker.cli import ConfigurationError, Context, pass_context
 from worker.clock import utc_now
 from worker.logs import redact, secret_values
 from worker.sample_events import SampleEvent, SampleUnavailable, run_contact_id, sample_event
+from worker.subscriptions import webhook_name
 from worker.transport import DeliveryError, SendResult, WebhookSender
 
 NO_ANSWER_HINT = ("is n8n running, and is the workflow active? (a test URL /webhook-test/... answers only after "
@@ -37,9 +38,16 @@ def webhooks() -> None:
 @pass_context
 def webhooks_list(ctx: Context, as_json: bool) -> None:
     """Each webhook of the rules: its URL (never its secret or headers), the campaigns sending to it, and whether
-    it is configured (every ${VAR} it needs is set)."""
+    it is configured (every ${VAR} it needs is set); then each subscription made through the API (n8n's trigger
+    node), named subscription:<id>."""
     rules = ctx.rules_source().current()
     rows = [_row(rules, name, ctx.settings.env) for name in _webhook_names(rules)]
+    try:
+        subscriptions = ctx.store.subscriptions()
+    except ConfigurationError:  # no store yet: no subscriptions either, and the rules' webhooks are still worth a look
+        subscriptions = []
+    rows += [{"name": webhook_name(s.id), "url": shown_url(s.url, ctx.settings.env), "campaigns": list(s.campaigns),
+              "configured": True, "unset": [], "description": s.description} for s in subscriptions]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
