@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from markupsafe import escape
@@ -25,6 +26,7 @@ from worker.api.dashboard.formats import points, share, signed_share
 from worker.evaluate import evaluate_due
 from worker.outcomes import Comparison, Group, Period, campaign_report
 from worker.store.base import HELD_OUT
+from worker.subscriptions import new_subscription
 
 WIN_BACK = "  win-back: {on: {entered: Dormant}, webhook: n8n, holdout_percent: 10, outcome_days: 30}\n"
 WELCOME = "  welcome: {on: {entered: New}, webhook: n8n}\n"
@@ -133,6 +135,16 @@ def test_a_campaign_without_holdout_says_how_to_set_one_up_instead_of_a_table(re
     assert 'data-setup="holdout"' in shown and "<table class=\"outcomes\"" not in shown
     assert "No control group" in text(shown) and "holdout_percent: 10" in text(shown)
     assert "nobody (holdout_percent is 0)" in text(shown)
+
+
+def test_a_campaign_says_where_it_is_sent_the_n8n_subscriptions_included(reader, store, clock):
+    store.add_subscription(new_subscription("https://n8n.example.com/webhook/x", ["welcome"],
+                                            'n8n workflow "Welcome", node "Segment Worker Trigger"', clock()))
+    page = reader.get("/campaigns").text
+
+    welcome, win_back = unescape(text(card(page, "welcome"))), text(card(page, "win-back"))
+    assert 'subscription: n8n workflow "Welcome", node "Segment Worker Trigger"' in welcome
+    assert "Sent to webhook" in welcome and "subscription" not in win_back
 
 
 @pytest.mark.parametrize("rules_text", [seed_rules(first_run="emit", campaigns=NO_HOLDOUT)], ids=["no holdout"])

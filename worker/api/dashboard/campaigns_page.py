@@ -43,6 +43,7 @@ class CampaignCard:
     description: str
     campaign: Campaign
     report: CampaignReport
+    subscribers: tuple[str, ...] = ()  # the API's subscriptions to it (n8n trigger nodes), by their description
 
     @property
     def measured(self) -> bool:
@@ -119,8 +120,10 @@ def campaign(name: str) -> str:
 
 def _card(rules: Rules, name: str, as_of: datetime) -> CampaignCard:
     campaign = rules.campaigns[name]
+    store = context().store
+    subscribers = tuple(s.description or s.url for s in store.subscriptions() if name in s.campaigns)
     return CampaignCard(name, describe_campaign(name, campaign, rules.currency), campaign,
-                        campaign_report(context().store, rules, name, as_of))
+                        campaign_report(store, rules, name, as_of), subscribers)
 
 
 def _formats() -> dict[str, object]:
