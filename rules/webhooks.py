@@ -23,6 +23,14 @@ SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signa
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a webhook's (rules.yaml's or a subscription's), or None: only http(s) with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
 class Webhook(SettingsModel):
     url: str
     secret: str = Field(min_length=1)
@@ -37,9 +45,9 @@ class Webhook(SettingsModel):
     @field_validator("url")
     @classmethod
     def _http_only(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
         return url
 
     @field_validator("secret")

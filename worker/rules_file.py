@@ -86,14 +86,18 @@ def check_webhook_hosts(rules: Rules, env: Mapping[str, str]) -> None:
         raise RulesError([str(exc)]) from None
     if not allowed:
         return
-    problems = []
-    for name, webhook in rules.webhooks.items():
-        host = (urlsplit(webhook.url).hostname or "").rstrip(".")
-        if host not in allowed:
-            problems.append(f"webhooks.{name}: host '{host}' is not allowed; WEBHOOK_ALLOWED_HOSTS permits only "
-                            f"{', '.join(allowed)}")
+    problems = [f"webhooks.{name}: {refusal}" for name, webhook in rules.webhooks.items()
+                if (refusal := host_refusal(webhook.url, allowed)) is not None]
     if problems:
         raise RulesError(problems)
+
+
+def host_refusal(url: str, allowed: tuple[str, ...]) -> str | None:
+    """Why WEBHOOK_ALLOWED_HOSTS (`allowed`; empty: every host) refuses `url`, or None."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if not allowed or host in allowed:
+        return None
+    return f"host '{host}' is not allowed; WEBHOOK_ALLOWED_HOSTS permits only {', '.join(allowed)}"
 
 
 class RulesSource:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, request
 from werkzeug.exceptions import BadRequest, NotFound
 
+from rules.webhooks import url_problem
 from worker.api.auth import write_access
 from worker.api.context import context
+from worker.rules_file import host_refusal
 from worker.serialize import iso
 from worker.store.base import Subscription
 from worker.subscriptions import MAX_SUBSCRIPTIONS, new_subscription
@@ -70,13 +71,10 @@ def _subscription_fields(known: Any) -> tuple[str, list[str], str]:
     url, campaigns, description = body.get("url"), body.get("campaigns"), body.get("description", "")
     if not isinstance(url, str) or len(url) > MAX_URL:
         raise BadRequest(f"url: must be an http:// or https:// URL of at most {MAX_URL} characters")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\r\n\0 "):
-        raise BadRequest("url: must be an http:// or https:// URL with a host")
-    allowed = context().settings.webhook_allowed_hosts
-    host = parts.hostname.rstrip(".")
-    if allowed and host not in allowed:
-        raise BadRequest(f"url: host '{host}' is not allowed; WEBHOOK_ALLOWED_HOSTS permits only {', '.join(allowed)}")
+    problem = url_problem(url) or ("may not contain spaces or line breaks" if any(c in url for c in "\r\n\0 ")
+                                   else host_refusal(url, context().settings.webhook_allowed_hosts))
+    if problem is not None:
+        raise BadRequest(f"url: {problem}")
     if not isinstance(campaigns, list) or not campaigns or not all(isinstance(c, str) for c in campaigns):
         raise BadRequest(f"campaigns: must be a non-empty list of campaign names (GET /api/campaigns lists them: "
                          f"{', '.join(known) or 'none in the rules'})")
