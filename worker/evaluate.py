@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -22,7 +22,16 @@ from worker.prediction import load_model, model_version, saved_model
 from worker.rfm_boundaries import compute_rfm, evaluation_version, load_cutoffs, rfm_is_stale
 from worker.serialize import customer_json, event_body, iso
 from worker.shards import ShardLeases
-from worker.store.base import SHARDS, CustomerRecord, Evaluation, NewEvent, ShardState, Store, TransitionRecord
+from worker.store.base import (
+    SHARDS,
+    CustomerRecord,
+    Evaluation,
+    NewEvent,
+    ShardState,
+    Store,
+    Subscription,
+    TransitionRecord,
+)
 from worker.subscriptions import fan_out
 
 log = logging.getLogger(__name__)
@@ -75,7 +84,13 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
     if leases is None or together:
         prepare_store(store, rules)
     plan = _Plan.of(store, rules, load_cutoffs(store))
+    subscriptions = store.subscriptions()  # read once a run, not once a shard
     totals = _Totals()
+
+    def run(batches: Iterable[list[CustomerRecord]], scope: _Scope) -> None:
+        totals.add(_evaluate(store, plan.classifier, batches, as_of, scope.announce, subscriptions),
+                   baseline=not scope.announce)
+
     if leases is None or together:
         scope_shards = range(SHARDS) if leases is None else sorted(leases.held)
         states = {shard: store.shard_state(shard) for shard in scope_shards}
@@ -83,7 +98,7 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
             batches = store.customers_to_evaluate(as_of, scope.everyone, batch_size, shards)
             if leases is not None:
                 batches = _renewing(batches, leases)
-            totals.add(_evaluate(store, plan.classifier, batches, as_of, scope.announce), baseline=not scope.announce)
+            run(batches, scope)
             for shard in range(SHARDS) if shards is None else sorted(shards):
                 store.save_shard_state(shard, _after(states[shard], plan.version, as_of))
         totals.shards = len(states)
@@ -94,9 +109,8 @@ def evaluate_due(store: Store, rules: Rules, as_of: datetime, batch_size: int = 
                     and state.version == plan.version:
                 continue
             scope = _Scope.of(state, plan, rules)
-            batches = _renewing(store.customers_to_evaluate(as_of, scope.everyone, batch_size, frozenset({shard})),
-                                leases)
-            totals.add(_evaluate(store, plan.classifier, batches, as_of, scope.announce), baseline=not scope.announce)
+            run(_renewing(store.customers_to_evaluate(as_of, scope.everyone, batch_size, frozenset({shard})), leases),
+                scope)
             store.save_shard_state(shard, _after(state, plan.version, as_of))
             totals.shards += 1
     if totals.shards:
@@ -258,16 +272,16 @@ def evaluate_customers(store: Store, classifier: Classifier, contact_ids: Iterab
     ids = sorted(set(contact_ids))
     batches = (store.customers_by_id(ids[i:i + BATCH_SIZE]) for i in range(0, len(ids), BATCH_SIZE))
     decided: list[tuple[CustomerRecord, Classification]] = []
-    totals = _evaluate(store, classifier, batches, as_of, announce, decided)
+    totals = _evaluate(store, classifier, batches, as_of, announce, store.subscriptions(), decided)
     return CustomersEvaluated(RunResult(*totals, seconds=time.perf_counter() - started, baseline=not announce),
                               decided)
 
 
 def _evaluate(store: Store, classifier: Classifier, batches: Iterable[list[CustomerRecord]], as_of: datetime,
-              announce: bool, decided: list[tuple[CustomerRecord, Classification]] | None = None,
-              ) -> tuple[int, int, int, int, int]:
+              announce: bool, subscriptions: Sequence[Subscription],
+              decided: list[tuple[CustomerRecord, Classification]] | None = None) -> tuple[int, int, int, int, int]:
+    """Decide and save each batch; every subscription queues its own copy of its campaigns' events."""
     customers = transitions = events = skipped = errors = 0
-    subscriptions = store.subscriptions()  # each queues its own copy of its campaigns' events
     for batch in batches:
         decisions, failed = _decide_batch(batch, classifier, as_of, announce)
         errors += failed

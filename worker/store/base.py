@@ -414,8 +414,7 @@ class Store(abc.ABC):
         except ValueError:
             recorded = {}
         if not isinstance(recorded, dict) or not recorded:
-            first_run = self.get_meta(FIRST_RUN_KEY)
-            return ShardState(self.evaluated_version(), from_iso(first_run) if first_run else None)
+            return ShardState(self.evaluated_version(), _instant(self.get_meta(FIRST_RUN_KEY)))
         return ShardState(recorded.get("version"), _instant(recorded.get("firstRunAt")),
                           _instant(recorded.get("ranAt")))
 
@@ -471,10 +470,6 @@ class Store(abc.ABC):
             return _totals_json(RunTotals(last, totals.runs + 1, totals.customers + customers, totals.errors + errors))
 
         self.update_meta(LAST_RUN_KEY, added)
-
-    def record_run(self, totals: RunTotals) -> None:
-        """Keep `totals` as the running totals."""
-        self.set_meta(LAST_RUN_KEY, _totals_json(totals))
 
     def rfm_cutoffs(self) -> SavedRfm | None:
         """The RFM boundaries last saved; None before the first computation."""
@@ -701,14 +696,12 @@ def _run_totals(value: str | None) -> RunTotals | None:
         return None
     if not isinstance(recorded, dict) or not recorded:
         return None
-    at = recorded.get("at")
-    return RunTotals(at=from_iso(at) if isinstance(at, str) and at else None,
-                     runs=int(recorded.get("runs", 0)), customers=int(recorded.get("customers", 0)),
-                     errors=int(recorded.get("errors", 0)))
+    return RunTotals(at=_instant(recorded.get("at")), runs=int(recorded.get("runs", 0)),
+                     customers=int(recorded.get("customers", 0)), errors=int(recorded.get("errors", 0)))
 
 
 def _totals_json(totals: RunTotals) -> str:
-    return json.dumps({"at": iso(totals.at) if totals.at is not None else None, "runs": totals.runs,
+    return json.dumps({"at": iso(totals.at), "runs": totals.runs,
                        "customers": totals.customers, "errors": totals.errors})
 
 
