@@ -14,10 +14,11 @@ from flask.testing import FlaskClient
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from rules import Rules
 from tests.conftest import ADMIN_KEY, READ_KEY
 from tests.outbox_helpers import ENV, SECRET, T0, WELCOME_AS_QUEUED, drain, ingest, order_json, rules_text
 from tests.receiver import Receiver
-from worker.delivery import Senders
+from worker.delivery import DeliveryRun, Senders
 from worker.evaluate import evaluate_due
 from worker.rules_file import RulesSource
 from worker.store.base import Store
@@ -29,6 +30,15 @@ READER = {"Authorization": f"Bearer {READ_KEY}"}
 
 def subscribe(client: FlaskClient, body: object, headers: dict[str, str] = ADMIN):  # noqa: ANN201
     return client.post("/api/webhooks", data=json.dumps(body), headers=headers, content_type="application/json")
+
+
+def deliver_all(store: Store, rules: Rules) -> DeliveryRun:
+    """Every event due a second after T0 sent, through one set of senders closed afterwards."""
+    senders = Senders()
+    try:
+        return drain(store, rules, senders, T0 + timedelta(seconds=1))
+    finally:
+        senders.close()
 
 
 def test_a_subscription_is_created_listed_without_its_secret_and_deleted(client: FlaskClient) -> None:
@@ -115,11 +125,7 @@ def test_each_event_reaches_two_subscriptions_and_the_rules_webhook_each_signed_
     assert run.events == 15  # 5 welcomes, each for the rules webhook and for the two subscriptions to welcome
 
     receiver.respond_with(200, times=100)
-    senders = Senders()
-    try:
-        drained = drain(store, rules, senders, T0 + timedelta(seconds=1))
-    finally:
-        senders.close()
+    drained = deliver_all(store, rules)
     assert drained.delivered == 15
     rules_path = urlsplit(receiver.url + "/rules-webhook").path
     secrets = {urlsplit(s.url).path: s.secret for s in (first, second)}
@@ -153,11 +159,7 @@ def test_the_events_of_a_deleted_subscription_go_dead_with_why(tmp_path: Path, s
     assert evaluate_due(store, rules, T0).events == 2
     assert store.remove_subscription(gone.id)
     receiver.respond_with(200, times=10)
-    senders = Senders()
-    try:
-        run = drain(store, rules, senders, T0 + timedelta(seconds=1))
-    finally:
-        senders.close()
+    run = deliver_all(store, rules)
     assert (run.delivered, run.dead) == (1, 1)
     [dead] = store.list_events("dead", limit=10)
     assert dead.webhook == webhook_name(gone.id) and "was deleted" in dead.last_error

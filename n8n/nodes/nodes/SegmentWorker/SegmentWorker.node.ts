@@ -2,6 +2,7 @@ import type {
 	IDataObject,
 	IExecuteFunctions,
 	INodeExecutionData,
+	INodeProperties,
 	INodeType,
 	INodeTypeDescription,
 } from 'n8n-workflow';
@@ -31,6 +32,18 @@ import { call } from '../shared/transport';
  * The worker's API as actions: customers (one, or a filtered list over every page), orders (one POST for all the
  * input), the segment summary, and replaying events.
  */
+/** The `asOf` option: a moment the worker classifies at instead of now. */
+function asOfOption(description: string): INodeProperties {
+	return {
+		displayName: 'As Of',
+		name: 'asOf',
+		type: 'string',
+		default: '',
+		placeholder: '2026-02-21 or 2026-02-21T08:30:00Z',
+		description,
+	};
+}
+
 export class SegmentWorker implements INodeType {
 	description: INodeTypeDescription = {
 		displayName: 'Segment Worker',
@@ -124,14 +137,7 @@ export class SegmentWorker implements INodeType {
 				default: {},
 				displayOptions: { show: { resource: ['customer'], operation: ['getAll'] } },
 				options: [
-					{
-						displayName: 'As Of',
-						name: 'asOf',
-						type: 'string',
-						default: '',
-						placeholder: '2026-02-21 or 2026-02-21T08:30:00Z',
-						description: 'Classify at this moment instead of now (reads every customer: slower)',
-					},
+					asOfOption('Classify at this moment instead of now (reads every customer: slower)'),
 					{
 						displayName: 'Purchase Frequency Name or ID',
 						name: 'purchaseFrequency',
@@ -172,14 +178,7 @@ export class SegmentWorker implements INodeType {
 					show: { resource: ['customer', 'segment'], operation: ['get', 'getSummary'] },
 				},
 				options: [
-					{
-						displayName: 'As Of',
-						name: 'asOf',
-						type: 'string',
-						default: '',
-						placeholder: '2026-02-21 or 2026-02-21T08:30:00Z',
-						description: 'Evaluate at this moment instead of now',
-					},
+					asOfOption('Evaluate at this moment instead of now'),
 				],
 			},
 
